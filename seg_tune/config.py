@@ -1,0 +1,234 @@
+"""Typed, frozen configuration of one training run, validated once at the edge.
+
+A run's YAML file has three sections (every key optional; defaults give a small model on the
+embedded synthetic corpus):
+
+    data:      {train: SOURCE, valid: SOURCE | null, valid_fraction: 0.1}
+    model:     {preset: 800k, n_layer, n_head, n_embd, n_inner, n_positions, dropout}
+    training:  {steps, batch_size, block_size, optimizer, lr, ...}
+
+A SOURCE is `{kind: synthetic | tagged | text | hf, ...}` (see `DataSource`). Unknown keys, wrong
+types and out-of-range values are refused with one line naming the file, the key and the value.
+The resolved config is saved with every checkpoint and exported model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seg_tune import corpus
+from seg_tune.errors import ConfigError
+from seg_tune.model import PRESETS
+
+
+class Strict(BaseModel):
+    """Frozen, and refuses unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSource(Strict):
+    """Where utterances come from. Fields other than `kind` apply to one kind only."""
+
+    kind: Literal["synthetic", "tagged", "text", "hf"] = "synthetic"
+    # tagged, text: a local file
+    path: str | None = None
+    boundary_tokens: tuple[str, ...] = corpus.DEFAULT_BOUNDARY_TOKENS
+    # hf: a dataset on the hub or in a local folder
+    name: str | None = None
+    config: str | None = None
+    split: str = "train"
+    column: str = "text"
+    format: Literal["tagged", "text"] = "tagged"
+    # synthetic: the embedded corpus
+    n_utterances: int = Field(6000, ge=1)
+    seed: int = 0
+    lexicon_size: int = Field(400, ge=1)
+    # any kind: keep the first N utterances
+    max_utterances: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> DataSource:
+        if self.kind in ("tagged", "text"):
+            if not self.path:
+                raise ValueError(f"kind {self.kind!r} needs 'path' (a corpus file)")
+            if not Path(self.path).is_file():
+                raise ValueError(f"path {self.path!r}: no such file")
+        if self.kind == "hf" and not self.name:
+            raise ValueError("kind 'hf' needs 'name' (a dataset name or local folder)")
+        return self
+
+    def load(self) -> list[corpus.Utterance]:
+        if self.kind == "synthetic":
+            utts = corpus.synthetic_corpus(
+                self.n_utterances, seed=self.seed, lexicon_size=self.lexicon_size
+            )
+        elif self.kind == "tagged":
+            utts = corpus.load_tagged(self.path, self.boundary_tokens)  # type: ignore[arg-type]
+        elif self.kind == "text":
+            utts = corpus.load_text(self.path)  # type: ignore[arg-type]
+        else:
+            utts = corpus.load_hf(
+                self.name,  # type: ignore[arg-type]
+                config=self.config,
+                split=self.split,
+                column=self.column,
+                fmt=self.format,
+                boundary_tokens=self.boundary_tokens,
+                max_rows=self.max_utterances,
+            )
+        return utts[: self.max_utterances] if self.max_utterances else utts
+
+    def describe(self) -> str:
+        if self.kind == "synthetic":
+            return f"synthetic corpus (seed {self.seed}, {self.n_utterances} utterances)"
+        if self.kind == "hf":
+            return f"dataset {self.name} [{self.config or '-'}:{self.split}:{self.column}]"
+        return f"{self.kind} file {self.path}"
+
+
+class DataConfig(Strict):
+    train: DataSource = DataSource()
+    valid: DataSource | None = None
+    valid_fraction: float = Field(0.1, gt=0, lt=1)
+
+    def load(self) -> tuple[list[corpus.Utterance], list[corpus.Utterance]]:
+        """Train and validation utterances; without `valid`, the tail of train is held out."""
+        train = self.train.load()
+        if self.valid is not None:
+            return train, self.valid.load()
+        n_valid = max(1, round(len(train) * self.valid_fraction))
+        if n_valid >= len(train):
+            raise ConfigError(
+                f"data.train: {len(train)} utterance(s) cannot be split into train and "
+                f"validation (valid_fraction {self.valid_fraction}); give data.valid"
+            )
+        return train[:-n_valid], train[-n_valid:]
+
+
+class ModelConfig(Strict):
+    """GPT-2 shape. A preset fills layers/width/heads; explicit values override it."""
+
+    preset: Literal["400k", "800k", "1M", "5M", "19M"] | None = "800k"
+    n_layer: int = Field(0, ge=0)  # 0 = from the preset
+    n_embd: int = Field(0, ge=0)
+    n_head: int = Field(0, ge=0)
+    n_inner: int | None = Field(None, ge=1)  # feed-forward width; None = 4 * n_embd
+    n_positions: int = Field(256, ge=2)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> ModelConfig:
+        layers, width, heads = PRESETS[self.preset] if self.preset else (0, 0, 0)
+        values = {
+            "n_layer": self.n_layer or layers,
+            "n_embd": self.n_embd or width,
+            "n_head": self.n_head or heads,
+        }
+        for key, value in values.items():
+            if value < 1:
+                raise ValueError(f"{key} is needed when preset is null")
+            object.__setattr__(self, key, value)
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
+        return self
+
+
+class TrainingConfig(Strict):
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    block_size: int = Field(128, ge=2)  # tokens per training sequence (<= model.n_positions)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    grad_clip: float = Field(1.0, ge=0)  # 0 = no clipping
+    eval_every_steps: int = Field(200, ge=1)
+    eval_max_batches: int | None = Field(None, ge=1)  # None = the whole validation split
+    segment_every_steps: int = Field(0, ge=0)  # 0 = at every evaluation
+    segment_utterances: int = Field(500, ge=0)  # validation subset scored; 0 = no segmentation
+    checkpoint_every_steps: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every_steps: int = Field(10, ge=1)
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)  # torch threads per worker; None = leave as is
+
+
+class RunConfig(Strict):
+    """Everything one training run needs."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _check_context(self) -> RunConfig:
+        if self.training.block_size > self.model.n_positions:
+            raise ValueError(
+                f"training.block_size {self.training.block_size} exceeds model.n_positions "
+                f"{self.model.n_positions}"
+            )
+        return self
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:
+        """A new config with dotted keys replaced, e.g. {"training.lr": 3e-3}; validated."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return validate(RunConfig, data, source="overrides")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line: the source, the dotted key, the value received and what is allowed."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key {loc!r}; check its spelling{more}"
+    if err["type"] == "missing":
+        return f"{source}: missing key {loc!r}{more}"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    key = f"key {loc!r}{shown}: " if loc else ""
+    return f"{source}: {key}{msg}{more}"
+
+
+def validate(cls: type[M], data: Any, *, source: str) -> M:
+    try:
+        return cls.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; give a YAML config file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; give a YAML config file") from None
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return validate(RunConfig, read_yaml(path), source=str(path))

@@ -1,0 +1,281 @@
+"""Corpora: utterances with their gold word boundaries.
+
+An `Utterance` is a tuple of words, each word a tuple of phonemes (or characters). The model never
+sees the word boundaries: they are the gold labels that segmentation is scored against.
+
+Sources (all return `list[Utterance]`):
+- tagged phoneme files (`load_tagged`): phonemes separated by whitespace plus a word-boundary
+  token, either after every word (`;eword`, the wordseg convention) or between words
+  (`WORD_BOUNDARY`, IPA-CHILDES). Both conventions parse the same way: boundary tokens split the
+  line into words and empty words are dropped.
+- orthographic text (`load_text`): every character is a unit, a space is a word boundary.
+- Hugging Face datasets (`load_hf`): name/config/split/column through `datasets`, the column
+  holding tagged phoneme strings or orthographic text; a local dataset folder works the same way.
+- the embedded synthetic corpus (`synthetic_corpus`): seeded pseudo-words over a phoneme inventory
+  with Zipfian frequencies; the default, so that everything runs without data.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from seg_tune.errors import DataError, location
+
+DEFAULT_BOUNDARY_TOKENS: tuple[str, ...] = (";eword", "WORD_BOUNDARY")
+Convention = Literal["after", "between"]
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One utterance: a non-empty tuple of non-empty words, each a tuple of units (phonemes)."""
+
+    words: tuple[tuple[str, ...], ...]
+
+    @property
+    def phonemes(self) -> tuple[str, ...]:
+        return tuple(p for word in self.words for p in word)
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self.words)
+
+    @property
+    def word_starts(self) -> list[bool]:
+        """One flag per phoneme: True where a word starts (always True at position 0)."""
+        flags: list[bool] = []
+        for word in self.words:
+            flags.extend([True] + [False] * (len(word) - 1))
+        return flags
+
+    @classmethod
+    def from_word_starts(cls, phonemes: Sequence[str], starts: Sequence[bool]) -> Utterance:
+        """Rebuild words from phonemes and start flags (position 0 always starts a word)."""
+        if len(phonemes) != len(starts):
+            raise ValueError(f"{len(phonemes)} phonemes but {len(starts)} start flags")
+        words: list[list[str]] = []
+        for i, (p, start) in enumerate(zip(phonemes, starts, strict=True)):
+            if start or i == 0:
+                words.append([])
+            words[-1].append(p)
+        return cls(tuple(tuple(w) for w in words))
+
+    def tagged(self, boundary_token: str = ";eword", convention: Convention = "after") -> str:
+        """The utterance as one line of a tagged file."""
+        sep = f" {boundary_token} "
+        line = sep.join(" ".join(w) for w in self.words)
+        return line + f" {boundary_token}" if convention == "after" else line
+
+    def text(self) -> str:
+        """Orthographic form: units concatenated, words separated by a space."""
+        return " ".join("".join(w) for w in self.words)
+
+
+# --------------------------------------------------------------------------- parsing one line
+
+
+def parse_tagged_line(
+    line: str, boundary_tokens: Iterable[str] = DEFAULT_BOUNDARY_TOKENS
+) -> Utterance | None:
+    """Parse one tagged line; None for a blank line. Raises ValueError for boundary-only lines."""
+    tokens = line.split()  # runs of spaces, tabs, trailing spaces and CR all vanish here
+    if not tokens:
+        return None
+    boundaries = set(boundary_tokens)
+    words: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for tok in tokens:
+        if tok in boundaries:
+            if current:
+                words.append(tuple(current))
+            current = []
+        else:
+            current.append(tok)
+    if current:
+        words.append(tuple(current))
+    if not words:
+        raise ValueError("the line holds only word-boundary tokens, no phonemes")
+    return Utterance(tuple(words))
+
+
+def parse_text_line(line: str) -> Utterance | None:
+    """Parse one orthographic line (characters are units, whitespace separates words)."""
+    words = tuple(tuple(w) for w in line.split())
+    return Utterance(words) if words else None
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    if not path.exists():
+        raise DataError(f"{path}: no such file; give the path of a corpus file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give the path of a corpus file")
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{location(path, lineno)}: bytes that are not UTF-8 "
+                    f"(at byte {exc.start}: {raw[exc.start : exc.start + 4]!r}); "
+                    "re-encode the file as UTF-8"
+                ) from None
+
+
+def _nonempty(utterances: list[Utterance], path: object) -> list[Utterance]:
+    if not utterances:
+        raise DataError(f"{path}: empty corpus (no utterance with a phoneme in it)")
+    return utterances
+
+
+def load_tagged(
+    path: str | Path, boundary_tokens: Iterable[str] = DEFAULT_BOUNDARY_TOKENS
+) -> list[Utterance]:
+    """Load a tagged phoneme file (one utterance per line). Blank lines are skipped."""
+    path = Path(path)
+    tokens = tuple(boundary_tokens)
+    utterances: list[Utterance] = []
+    for lineno, line in _read_lines(path):
+        try:
+            utt = parse_tagged_line(line, tokens)
+        except ValueError as exc:
+            raise DataError(f"{location(path, lineno)}: {exc}: {line.strip()[:60]!r}") from None
+        if utt is not None:
+            utterances.append(utt)
+    return _nonempty(utterances, path)
+
+
+def load_text(path: str | Path) -> list[Utterance]:
+    """Load an orthographic text file: one utterance per line, characters as units."""
+    path = Path(path)
+    utterances = [u for _, line in _read_lines(path) if (u := parse_text_line(line)) is not None]
+    return _nonempty(utterances, path)
+
+
+def write_tagged(
+    path: str | Path,
+    utterances: Iterable[Utterance],
+    boundary_token: str = ";eword",
+    convention: Convention = "after",
+) -> None:
+    """Write utterances in the tagged format, one per line."""
+    Path(path).write_text(
+        "".join(u.tagged(boundary_token, convention) + "\n" for u in utterances), encoding="utf-8"
+    )
+
+
+# --------------------------------------------------------------------------- Hugging Face datasets
+
+
+def load_hf(
+    name: str,
+    *,
+    config: str | None = None,
+    split: str = "train",
+    column: str = "text",
+    fmt: Literal["tagged", "text"] = "tagged",
+    boundary_tokens: Iterable[str] = DEFAULT_BOUNDARY_TOKENS,
+    max_rows: int | None = None,
+) -> list[Utterance]:
+    """Load a dataset through `datasets.load_dataset` (a hub name, or a local folder or script).
+
+    A folder written by `Dataset.save_to_disk` is loaded with `datasets.load_from_disk`.
+    """
+    import datasets  # imported here: slow to import, and only this source needs it
+
+    where = f"dataset {name!r}" + (f" (config {config!r})" if config else "")
+    try:
+        if Path(name).is_dir() and (Path(name) / "dataset_info.json").exists():
+            ds = datasets.load_from_disk(name)
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(name, config, split=split)
+    except (FileNotFoundError, ValueError, KeyError, ConnectionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{where}, split {split!r}: could not be loaded: {first}") from None
+    if column not in ds.column_names:
+        raise DataError(
+            f"{where}, split {split!r}: no column {column!r}; columns are {ds.column_names}"
+        )
+    rows = ds[column] if max_rows is None else ds.select(range(min(max_rows, len(ds))))[column]
+    tokens = tuple(boundary_tokens)
+    utterances: list[Utterance] = []
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        try:
+            utt = parse_tagged_line(row, tokens) if fmt == "tagged" else parse_text_line(row)
+        except ValueError as exc:
+            raise DataError(f"{where}, split {split!r}, row {i}: {exc}: {row[:60]!r}") from None
+        if utt is not None:
+            utterances.append(utt)
+    return _nonempty(utterances, f"{where}, split {split!r}, column {column!r}")
+
+
+# --------------------------------------------------------------------------- synthetic corpus
+
+# A small phoneme inventory (ASCII stand-ins for IPA, so the default runs need no fonts).
+_CONSONANTS = ("p", "b", "t", "d", "k", "g", "m", "n", "f", "v", "s", "z", "l", "r", "w", "j", "h")
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "ai", "ou")
+
+
+def synthetic_corpus(
+    n_utterances: int = 6000,
+    *,
+    seed: int = 0,
+    lexicon_size: int = 400,
+    zipf_s: float = 1.1,
+    max_words: int = 6,
+) -> list[Utterance]:
+    """The embedded corpus: seeded, so the same arguments give the same utterances.
+
+    A lexicon of `lexicon_size` distinct pseudo-words of one to four CV(C) syllables is drawn over
+    the inventory above; word frequencies follow a Zipf law with exponent `zipf_s`; an utterance
+    holds one to `max_words` words (short utterances are more frequent, as in child-directed
+    speech). Word-internal transitions are more predictable than transitions across words, so the
+    boundaries can be learnt.
+    """
+    if n_utterances < 1 or lexicon_size < 1 or max_words < 1:
+        raise ValueError("n_utterances, lexicon_size and max_words must be positive")
+    rng = random.Random(seed)
+    lexicon = _pseudo_words(rng, lexicon_size)
+    weights = [1.0 / (rank**zipf_s) for rank in range(1, lexicon_size + 1)]
+    cumulative = list(_accumulate(weights))
+    length_weights = [math.exp(-0.45 * k) for k in range(max_words)]
+    utterances = []
+    for _ in range(n_utterances):
+        n_words = rng.choices(range(1, max_words + 1), weights=length_weights)[0]
+        words = rng.choices(lexicon, cum_weights=cumulative, k=n_words)
+        utterances.append(Utterance(tuple(words)))
+    return utterances
+
+
+def _accumulate(values: Sequence[float]) -> Iterator[float]:
+    total = 0.0
+    for v in values:
+        total += v
+        yield total
+
+
+def _pseudo_words(rng: random.Random, n: int) -> list[tuple[str, ...]]:
+    seen: set[tuple[str, ...]] = set()
+    words: list[tuple[str, ...]] = []
+    while len(words) < n:
+        n_syllables = rng.choices((1, 2, 3, 4), weights=(3, 4, 2, 1))[0]
+        word: list[str] = []
+        for _ in range(n_syllables):
+            word.append(rng.choice(_CONSONANTS))
+            word.append(rng.choice(_VOWELS))
+            if rng.random() < 0.25:
+                word.append(rng.choice(_CONSONANTS))
+        key = tuple(word)
+        if key not in seen:
+            seen.add(key)
+            words.append(key)
+    return words

@@ -1,0 +1,31 @@
+"""The one exception base class of seg_tune, and its user-facing subclasses.
+
+Every error a user can cause (bad file, bad key, bad value) is a `SegTuneError` whose message is
+one line naming the file or key, the value received, what is allowed, and the next step. The CLIs
+print that line and exit with status 2; they never show a traceback for it.
+"""
+
+from __future__ import annotations
+
+
+class SegTuneError(Exception):
+    """Base class: an error the user can fix; its message is one line."""
+
+    exit_code = 1
+
+
+class ConfigError(SegTuneError):
+    """A configuration or search-space file (or a command-line argument) is invalid."""
+
+    exit_code = 2
+
+
+class DataError(SegTuneError):
+    """A corpus file or dataset is missing, empty or malformed."""
+
+    exit_code = 2
+
+
+def location(path: object, line: int | None = None) -> str:
+    """`file:line` (1-based line) for messages."""
+    return f"{path}:{line}" if line is not None else f"{path}"
