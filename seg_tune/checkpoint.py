@@ -1,0 +1,154 @@
+"""Training checkpoints: a documented folder format, written atomically, the last K kept.
+
+A checkpoint is a folder:
+
+    meta.json    {"format": 1, "step": int, "data_position": {...}, "best_valid_loss": ...,
+                  "metrics": {...}, "written_at": ISO time}      (written last)
+    config.json  the resolved RunConfig
+    state.pt     {"model", "optimizer", "scheduler": state_dicts, "rng": {...}}
+                 (plain tensors and containers: loaded with torch.load(weights_only=True))
+    tokenizer/   the PreTrainedTokenizerFast (save_pretrained)
+
+`write_checkpoint` builds it in a temporary sibling folder, fsyncs every file and renames it into
+place, so a crash leaves either the old set of checkpoints or the new one, never a torn folder.
+`CheckpointDir` keeps a run's `step_XXXXXXXX` folders and prunes all but the newest K.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+_PREFIX = "step_"
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file below `path`, then the folders (so a following rename is durable)."""
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so readers see the old or the new content, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_dir(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Create folder `target` atomically: `fill(tmp)` writes into a temporary sibling first.
+
+    An existing `target` is replaced (moved aside, then deleted) only after the new one is complete.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        fsync_tree(tmp)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+            os.rename(target, old)
+        os.rename(tmp, target)
+        fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def write_checkpoint_files(
+    folder: Path,
+    *,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+    config_json: str,
+    tokenizer: Any,
+) -> None:
+    """Fill `folder` with a checkpoint (not atomic by itself: see `atomic_dir`)."""
+    torch.save(state, folder / "state.pt")
+    (folder / "config.json").write_text(config_json, encoding="utf-8")
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    meta = {"format": FORMAT_VERSION, **meta, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, meta) of a checkpoint folder."""
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"{folder}: checkpoint format {meta.get('format')}, expected {FORMAT_VERSION}"
+        )
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    return state, meta
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / "meta.json").is_file() and (folder / "state.pt").is_file()
+
+
+class CheckpointDir:
+    """The `step_XXXXXXXX` checkpoints of one local run; the newest `keep` are kept."""
+
+    def __init__(self, root: Path, keep: int) -> None:
+        self.root, self.keep = root, keep
+
+    def all(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.glob(f"{_PREFIX}*") if p.is_dir() and is_complete(p)]
+        return sorted(found, key=lambda p: int(p.name.removeprefix(_PREFIX)))
+
+    def latest(self) -> Path | None:
+        found = self.all()
+        return found[-1] if found else None
+
+    def save(self, step: int, fill: Callable[[Path], None]) -> Path:
+        path = atomic_dir(self.root / f"{_PREFIX}{step:08d}", fill)
+        for old in self.all()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in self.root.glob(f".{_PREFIX}*.tmp-*"):  # left by a crash mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        return path

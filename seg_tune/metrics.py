@@ -1,0 +1,38 @@
+"""Names of the metrics a training run reports at every evaluation (one source of truth).
+
+The tuning service validates a search space's objective against these names before Ray starts.
+"""
+
+from __future__ import annotations
+
+SCORE_KEYS: tuple[str, ...] = tuple(
+    f"{kind}_{measure}"
+    for kind in ("token", "type", "boundary_all", "boundary_noedge")
+    for measure in ("precision", "recall", "fscore")
+)
+CUE_NAMES: tuple[str, ...] = (
+    "loss",
+    "entropy",
+    "rank",
+    "boundary_prob",
+    "increase_loss",
+    "increase_entropy",
+    "increase_rank",
+    "increase_boundary_prob",
+)
+
+STEP = "step"  # optimizer steps done; ASHA's time attribute, monotonic across restores
+TRAINING_METRICS: dict[str, str] = {
+    STEP: "max",
+    "train_loss": "min",
+    "valid_loss": "min",
+    "valid_bpp": "min",  # validation bits per phoneme
+    "tokens_per_s": "max",
+}
+# The 12 scores of the best non-oracle cue x strategy, and each cue's spike boundary_noedge F.
+SEGMENTATION_METRICS: dict[str, str] = {
+    **{f"seg_{key}": "max" for key in SCORE_KEYS},
+    **{f"spike_{cue}_bf": "max" for cue in CUE_NAMES},
+}
+REPORTED_METRICS: dict[str, str] = {**TRAINING_METRICS, **SEGMENTATION_METRICS}
+"""Every metric name reported, with the mode ("min"/"max") in which it is better."""

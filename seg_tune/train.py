@@ -1,0 +1,429 @@
+"""One training run: `python -m seg_tune.train CONFIG.yaml --out DIR`.
+
+`train_loop(cfg, session)` is a plain PyTorch loop that runs the same way standalone (a
+`LocalSession`: checkpoints and metrics in `--out DIR`) and as a Ray Train worker (a session from
+`seg_tune.tune` that reports to Ray Train). It is rank-aware: with several workers the model is
+wrapped in DistributedDataParallel, each rank takes its share of every global batch, validation
+loss is summed over ranks, and rank 0 alone evaluates segmentation, writes checkpoints and exports.
+
+Every `eval_every_steps` (and at every checkpoint and at the end) it reports: step, train_loss,
+valid_loss (nats per predicted token), valid_bpp (bits per predicted symbol: phonemes and
+utterance boundaries), tokens_per_s, and the segmentation scores of `seg_tune.segment` on a
+validation subset. A checkpoint holds everything needed to continue bit-for-bit: model, optimizer,
+scheduler, RNG states, step and data position; resuming reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast, get_scheduler
+from transformers.utils import logging as hf_logging
+
+from seg_tune import checkpoint as ckpt
+from seg_tune.config import RunConfig, load_run_config
+from seg_tune.corpus import Utterance
+from seg_tune.errors import SegTuneError
+from seg_tune.model import build_model, n_parameters
+from seg_tune.stream import BlockSampler, blocks, token_stream
+from seg_tune.tokenizer import boundary_id, build_tokenizer, encode, load_tokenizer
+
+Checkpointer = Callable[[Path], None]
+
+
+class Session(Protocol):
+    """Where a run reports to and restores from (standalone or a Ray Train worker)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def restore(self) -> AbstractContextManager[Path | None]:
+        """A context giving the checkpoint folder to resume from, or None."""
+
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
+        """Report metrics; when `checkpoint` is given, persist a checkpoint it writes into a folder."""
+
+
+@dataclass
+class RunData:
+    """Everything the loop needs from the corpus."""
+
+    tokenizer: PreTrainedTokenizerFast
+    train_stream: torch.Tensor
+    valid_blocks: torch.Tensor
+    valid_utterances: list[Utterance]
+
+
+def prepare_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> RunData:
+    train_utts, valid_utts = cfg.data.load()
+    tokenizer = tokenizer or build_tokenizer(train_utts + valid_utts)
+    bid = boundary_id(tokenizer)
+    train_stream = token_stream(encode(tokenizer, train_utts), bid)
+    valid_stream = token_stream(encode(tokenizer, valid_utts), bid)
+    block = cfg.training.block_size
+    valid_blocks = blocks(valid_stream, block)
+    if valid_blocks.shape[0] == 0:  # a validation split shorter than one block: pad it
+        pad = torch.full((block - valid_stream.numel(),), tokenizer.pad_token_id)
+        valid_blocks = torch.cat([valid_stream, pad]).view(1, block)
+    return RunData(tokenizer, train_stream, valid_blocks, valid_utts)
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.training
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": t.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
+    return torch.optim.AdamW(groups, lr=t.lr)
+
+
+def total_steps(cfg: RunConfig, sampler: BlockSampler) -> int:
+    """The step budget: training.steps, or training.epochs worth of batches when that is set."""
+    epochs = getattr(cfg.training, "epochs", None)
+    if epochs:
+        return max(1, math.ceil(epochs * sampler.batches_per_epoch))
+    return cfg.training.steps
+
+
+@torch.inference_mode()
+def validation_loss(
+    model: torch.nn.Module,
+    valid_blocks: torch.Tensor,
+    session: Session,
+    cfg: RunConfig,
+    pad_id: int,
+) -> float:
+    """Mean cross-entropy (nats) over every predicted token of the validation blocks, all ranks."""
+    was_training = model.training
+    model.eval()
+    mine = valid_blocks[session.rank :: session.world_size]
+    if cfg.training.eval_max_batches:
+        mine = mine[: cfg.training.eval_max_batches * cfg.training.batch_size]
+    total = torch.zeros(2, dtype=torch.float64, device=session.device)
+    for start in range(0, mine.shape[0], cfg.training.batch_size):
+        batch = mine[start : start + cfg.training.batch_size].to(session.device)
+        logits = model(input_ids=batch).logits[:, :-1]
+        targets = batch[:, 1:]
+        losses = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none"
+        )
+        keep = targets.reshape(-1) != pad_id
+        total += torch.stack([losses[keep].sum().double(), keep.sum().double()])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+    model.train(was_training)
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def segmentation_scores(
+    model: GPT2LMHeadModel, data: RunData, cfg: RunConfig, device: torch.device
+) -> dict[str, float]:
+    from seg_tune.segment import evaluate_segmentation
+
+    subset = data.valid_utterances[: cfg.training.segment_utterances]
+    return evaluate_segmentation(
+        model,
+        data.tokenizer,
+        subset,
+        context=min(cfg.training.block_size, cfg.model.n_positions),
+        batch_size=64,
+        device=device,
+    )
+
+
+def export_model(
+    model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, folder: Path, cfg: RunConfig
+) -> None:
+    """Hugging Face folder (model + tokenizer + seg_tune config), written atomically."""
+
+    def fill(tmp: Path) -> None:
+        hf_logging.disable_progress_bar()  # a bar per export would flood the run's log
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "seg_tune_config.json").write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
+
+    ckpt.atomic_dir(folder, fill)
+
+
+class _Trainer:
+    """State of one run; `run()` is the loop. Kept as a class so each piece stays small."""
+
+    def __init__(self, cfg: RunConfig, session: Session, export_dir: Path | None) -> None:
+        self.cfg, self.session, self.export_dir = cfg, session, export_dir
+        t = cfg.training
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        torch.manual_seed(t.seed)
+        with session.restore() as restored:
+            self._build(restored)
+        self.ddp: torch.nn.Module = self.model
+        if dist.is_available() and dist.is_initialized() and session.world_size > 1:
+            self.ddp = DistributedDataParallel(self.model)
+
+    def _build(self, restored: Path | None) -> None:
+        """Data, model, optimizer and scheduler; from the checkpoint folder `restored` if given."""
+        t, world = self.cfg.training, self.session.world_size
+        tokenizer = load_tokenizer(restored / "tokenizer") if restored is not None else None
+        self.data = prepare_data(self.cfg, tokenizer)
+        self.sampler = BlockSampler(
+            self.data.train_stream, t.block_size, t.batch_size * world, seed=t.seed
+        )
+        self.steps = total_steps(self.cfg, self.sampler)
+        self.model = build_model(self.cfg.model, self.data.tokenizer).to(self.session.device)
+        self.optimizer = build_optimizer(self.cfg, self.model)
+        self.scheduler = get_scheduler(
+            t.lr_schedule if t.lr_schedule != "constant" else "constant_with_warmup",
+            self.optimizer,
+            num_warmup_steps=min(t.warmup_steps, self.steps),
+            num_training_steps=self.steps,
+        )
+        self.step = 0
+        self.best_valid_loss = math.inf
+        self.last_seg: dict[str, float] = {}
+        if restored is not None:
+            self._load(restored)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _load(self, folder: Path) -> None:
+        state, meta = ckpt.read_checkpoint(folder)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(meta["step"])
+        self.best_valid_loss = float(meta.get("best_valid_loss", math.inf))
+        self.last_seg = dict(meta.get("segmentation", {}))
+
+    def _write(self, folder: Path, metrics: dict[str, Any]) -> None:
+        epoch, within = self.sampler.position(self.step)
+        ckpt.write_checkpoint_files(
+            folder,
+            state={
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": ckpt.rng_state(),
+            },
+            meta={
+                "step": self.step,
+                "data_position": {"epoch": epoch, "batch_in_epoch": within},
+                "best_valid_loss": self.best_valid_loss,
+                "segmentation": self.last_seg,
+                "metrics": metrics,
+            },
+            config_json=self.cfg.model_dump_json(indent=1),
+            tokenizer=self.data.tokenizer,
+        )
+
+    def _checkpointer(self, metrics: dict[str, Any]) -> Checkpointer:
+        return lambda folder: self._write(folder, dict(metrics))
+
+    # ------------------------------------------------------------------ the loop
+
+    def train_step(self) -> float:
+        batch = self.sampler.batch(self.step)[self.session.rank :: self.session.world_size]
+        batch = batch.to(self.session.device)
+        loss = self.ddp(input_ids=batch, labels=batch).loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.training.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.item()
+
+    def evaluate(self, train_loss: float, tokens_per_s: float) -> dict[str, Any]:
+        t = self.cfg.training
+        valid_loss = validation_loss(
+            self.model,
+            self.data.valid_blocks,
+            self.session,
+            self.cfg,
+            self.data.tokenizer.pad_token_id,
+        )
+        seg_due = t.segment_utterances > 0 and (
+            not self.last_seg
+            or t.segment_every_steps == 0
+            or self.step % t.segment_every_steps == 0
+            or self.step == self.steps
+        )
+        if seg_due and self.session.rank == 0:
+            self.last_seg = segmentation_scores(
+                self.model, self.data, self.cfg, self.session.device
+            )
+        return {
+            "step": self.step,
+            "train_loss": train_loss,
+            "valid_loss": valid_loss,
+            "valid_bpp": valid_loss / math.log(2),
+            "tokens_per_s": tokens_per_s,
+            **self.last_seg,
+        }
+
+    def run(self) -> dict[str, Any]:
+        t = self.cfg.training
+        rank0 = self.session.rank == 0
+        bar = tqdm(
+            total=self.steps,
+            initial=self.step,
+            disable=None if rank0 else True,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        tokens_per_step = t.batch_size * self.session.world_size * t.block_size
+        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        metrics: dict[str, Any] = {}
+        if rank0 and self.step == 0:
+            print(
+                f"seg_tune.train: GPT-2 {n_parameters(self.model):,} parameters, "
+                f"{self.data.train_stream.numel():,} training tokens, {self.steps} steps",
+                flush=True,
+            )
+        self.model.train()
+        while self.step < self.steps:
+            window_loss += self.train_step()
+            window_steps += 1
+            bar.update(1)
+            if self.step % t.log_every_steps == 0 or self.step == self.steps:
+                elapsed = time.perf_counter() - window_start
+                bar.set_postfix(
+                    loss=f"{window_loss / window_steps:.3f}",
+                    tok_s=f"{tokens_per_step * window_steps / elapsed:,.0f}",
+                )
+            checkpoint_due = self.step % t.checkpoint_every_steps == 0 or self.step == self.steps
+            if self.step % t.eval_every_steps and not checkpoint_due:
+                continue
+            elapsed = time.perf_counter() - window_start
+            metrics = self.evaluate(
+                window_loss / window_steps, tokens_per_step * window_steps / elapsed
+            )
+            improved = metrics["valid_loss"] < self.best_valid_loss
+            if improved:
+                self.best_valid_loss = metrics["valid_loss"]
+                if rank0 and self.export_dir is not None:
+                    export_model(
+                        self.model, self.data.tokenizer, self.export_dir / "best_model", self.cfg
+                    )
+            if rank0 and bar.disable:
+                print(_summary_line(metrics), flush=True)
+            self.session.report(metrics, self._checkpointer(metrics) if checkpoint_due else None)
+            window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        bar.close()
+        if rank0 and self.export_dir is not None:
+            export_model(self.model, self.data.tokenizer, self.export_dir / "final_model", self.cfg)
+        return metrics
+
+
+def _summary_line(metrics: dict[str, Any]) -> str:
+    shown = [
+        "step",
+        "train_loss",
+        "valid_loss",
+        "valid_bpp",
+        "seg_boundary_noedge_fscore",
+        "tokens_per_s",
+    ]
+    return " ".join(
+        f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+        for k in shown
+        if k in metrics
+    )
+
+
+def train_loop(cfg: RunConfig, session: Session, export_dir: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) one run; returns the last reported metrics."""
+    return _Trainer(cfg, session, export_dir).run()
+
+
+# ---------------------------------------------------------------------- standalone
+
+
+class LocalSession:
+    """A single-process run: checkpoints under `out/checkpoints`, metrics in `out/metrics.jsonl`."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, out: Path, keep: int, device: str = "cpu") -> None:
+        self.out = out
+        self.device = torch.device(device)
+        self.checkpoints = ckpt.CheckpointDir(out / "checkpoints", keep)
+        self.history: list[dict[str, Any]] = []
+
+    def restore(self) -> AbstractContextManager[Path | None]:
+        return nullcontext(self.checkpoints.latest())
+
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
+        self.history.append(dict(metrics))
+        self.out.mkdir(parents=True, exist_ok=True)
+        with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        if checkpoint is not None:
+            self.checkpoints.save(int(metrics["step"]), checkpoint)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="seg-tune train", description="Train one phoneme language model (resumes from --out)."
+    )
+    parser.add_argument("config", type=Path, help="run config YAML (data/model/training sections)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="run folder: checkpoints, metrics, models"
+    )
+    parser.add_argument("--steps", type=int, help="override training.steps")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_run_config(args.config)
+        if args.steps is not None:
+            cfg = cfg.with_overrides({"training.steps": args.steps})
+        session = LocalSession(args.out, cfg.training.keep_checkpoints, args.device)
+        resumed = session.checkpoints.latest()
+        print(
+            f"seg_tune.train: {cfg.data.train.describe()}; "
+            + (f"resuming from {resumed}" if resumed else f"new run in {args.out}"),
+            flush=True,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "config.json").write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
+        metrics = train_loop(cfg, session, export_dir=args.out)
+    except SegTuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            "seg_tune.train: interrupted; run the same command again to resume from the last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"seg_tune.train: done: {_summary_line(metrics)}; models in {args.out}/final_model and "
+        f"{args.out}/best_model",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

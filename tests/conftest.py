@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny configs and the location of the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CHILDES = SHARED / "data" / "childes-en"
+
+# Tests share 2 cores with Ray workers: one intra-op thread keeps timings and results stable.
+torch.set_num_threads(1)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def childes() -> Path:
+    """The shared CHILDES folder (train.txt, dev.txt); tests that need it skip without it."""
+    if not (CHILDES / "dev.txt").is_file():
+        pytest.skip(f"shared data not found at {CHILDES}")
+    return CHILDES
+
+
+def tiny_run_config(**training: object) -> dict:
+    """A run config (as a dict) that trains in seconds: 1 layer, width 32, small synthetic corpus."""
+    return {
+        "data": {"train": {"kind": "synthetic", "n_utterances": 600, "seed": 3}},
+        "model": {"preset": None, "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64},
+        "training": {
+            "steps": 20,
+            "batch_size": 8,
+            "block_size": 32,
+            "warmup_steps": 4,
+            "eval_every_steps": 5,
+            "checkpoint_every_steps": 10,
+            "segment_utterances": 0,
+            "lr": 3e-3,
+            "threads": 1,
+            **training,
+        },
+    }

@@ -1,0 +1,182 @@
+"""The training loop: resume equality, checkpoints, Hugging Face export, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_run_config
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from seg_tune.checkpoint import CheckpointDir, read_checkpoint
+from seg_tune.config import RunConfig, validate
+from seg_tune.train import LocalSession, train_loop
+
+
+def _cfg(**training: object) -> RunConfig:
+    return validate(RunConfig, tiny_run_config(**training), source="test")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _CrashAfter(LocalSession):
+    """A session that dies right after persisting the checkpoint of step `crash_step`."""
+
+    def __init__(self, out: Path, keep: int, crash_step: int) -> None:
+        super().__init__(out, keep)
+        self.crash_step = crash_step
+
+    def report(self, metrics, checkpoint) -> None:  # type: ignore[no-untyped-def]
+        super().report(metrics, checkpoint)
+        if metrics["step"] == self.crash_step:
+            raise _Interrupted
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path) -> None:
+    """2N steps straight == N steps, crash, resume, N steps: same losses and same weights."""
+    cfg = _cfg(steps=20, checkpoint_every_steps=10)
+    straight = LocalSession(tmp_path / "straight", keep=2)
+    train_loop(cfg, straight, export_dir=tmp_path / "straight")
+
+    crashed = _CrashAfter(tmp_path / "resumed", keep=2, crash_step=10)
+    with pytest.raises(_Interrupted):
+        train_loop(cfg, crashed, export_dir=tmp_path / "resumed")
+    assert [m["step"] for m in crashed.history] == [5, 10]
+    resumed = LocalSession(tmp_path / "resumed", keep=2)
+    train_loop(cfg, resumed, export_dir=tmp_path / "resumed")
+    assert [m["step"] for m in resumed.history] == [15, 20]  # continued, not restarted
+
+    combined = crashed.history + resumed.history
+    assert [m["step"] for m in combined] == [m["step"] for m in straight.history]
+    for a, b in zip(straight.history, combined, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-6)
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-5, abs=1e-6)
+    wa, wb = _weights(tmp_path / "straight/final_model"), _weights(tmp_path / "resumed/final_model")
+    for name, tensor in wa.items():
+        torch.testing.assert_close(tensor, wb[name], rtol=1e-5, atol=1e-6)
+    # Dropout is on (0.1 by default), so equality also proves the RNG state was restored.
+    assert cfg.model.dropout > 0
+
+
+def test_checkpoints_hold_full_state_and_keep_last_k(tmp_path: Path) -> None:
+    cfg = _cfg(steps=30, checkpoint_every_steps=5, keep_checkpoints=2)
+    session = LocalSession(tmp_path, keep=2)
+    train_loop(cfg, session)
+    kept = CheckpointDir(tmp_path / "checkpoints", keep=2).all()
+    assert [p.name for p in kept] == ["step_00000025", "step_00000030"]
+    leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    state, meta = read_checkpoint(kept[-1])
+    assert set(state) == {"model", "optimizer", "scheduler", "rng"}
+    assert meta["step"] == 30 and meta["format"] == 1
+    assert meta["data_position"]["epoch"] * 1000 + meta["data_position"]["batch_in_epoch"] >= 0
+    saved_cfg = json.loads((kept[-1] / "config.json").read_text())
+    assert RunConfig.model_validate(saved_cfg) == cfg
+    assert AutoTokenizer.from_pretrained(kept[-1] / "tokenizer").bos_token == "UTT_BOUNDARY"
+
+
+def test_exported_model_reloads_with_auto_classes(tmp_path: Path) -> None:
+    cfg = _cfg(steps=10)
+    train_loop(cfg, LocalSession(tmp_path, keep=1), export_dir=tmp_path)
+    for name in ("final_model", "best_model"):
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / name)
+        tok = AutoTokenizer.from_pretrained(tmp_path / name)
+        assert tok.bos_token == tok.eos_token == "UTT_BOUNDARY"
+        ids = tok("p a t a", return_tensors="pt").input_ids
+        assert tok.unk_token_id not in ids[0].tolist() or "p" not in tok.get_vocab()
+        with torch.inference_mode():
+            logits = model(ids).logits
+        assert logits.shape == (1, ids.shape[1], len(tok))
+    reloaded = _weights(tmp_path / "final_model")
+    state, _ = read_checkpoint(CheckpointDir(tmp_path / "checkpoints", 1).latest())
+    for key, tensor in reloaded.items():
+        torch.testing.assert_close(tensor, state["model"][key])
+
+
+def test_sgd_optimizer_with_momentum(tmp_path: Path) -> None:
+    cfg = _cfg(optimizer="sgd", momentum=0.9, lr=0.05, steps=10)
+    session = LocalSession(tmp_path, keep=1)
+    metrics = train_loop(cfg, session)
+    assert metrics["step"] == 10 and session.history[-1]["step"] == 10
+    state, _ = read_checkpoint(CheckpointDir(tmp_path / "checkpoints", 1).latest())
+    group = state["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0.9 and "betas" not in group  # SGD, not AdamW
+
+
+def _write_config(path: Path, **training: object) -> Path:
+    path.write_text(yaml.safe_dump(tiny_run_config(**training)), encoding="utf-8")
+    return path
+
+
+def test_cli_trains_and_resumes_after_sigkill(tmp_path: Path) -> None:
+    """Kill the CLI hard after its first checkpoint; the same command resumes and the final
+    weights equal those of an uninterrupted run."""
+    config = _write_config(tmp_path / "run.yaml", steps=40, checkpoint_every_steps=10)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "seg_tune.train", str(config)]
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "straight")],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while not CheckpointDir(out / "checkpoints", 2).all() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = CheckpointDir(out / "checkpoints", 2).latest()
+    assert first is not None
+    result = subprocess.run(
+        [*cmd, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stdout
+    wa, wb = _weights(tmp_path / "straight/final_model"), _weights(out / "final_model")
+    for name, tensor in wa.items():
+        torch.testing.assert_close(tensor, wb[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("training: {lr: -1}\n", "training.lr"),
+        ("training: {stepz: 3}\n", "unknown key 'training.stepz'"),
+        ("model: {preset: 3M}\n", "model.preset"),
+        ("data: {train: {kind: tagged, path: /nonexistent.txt}}\n", "/nonexistent.txt"),
+        ("training: [1, 2\n", "not valid YAML"),
+    ],
+)
+def test_cli_bad_config_is_one_line_exit_2(tmp_path: Path, content: str, expected: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(content, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "seg_tune.train", str(config), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and str(config) in lines[0], result.stderr
+    assert not (tmp_path / "o").exists()
