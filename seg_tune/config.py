@@ -141,6 +141,7 @@ class ModelConfig(Strict):
 
 class TrainingConfig(Strict):
     steps: int = Field(2000, ge=1)
+    epochs: float | None = Field(None, gt=0)  # when set: steps = ceil(epochs * blocks / batch)
     batch_size: int = Field(32, ge=1)
     block_size: int = Field(128, ge=2)  # tokens per training sequence (<= model.n_positions)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -180,6 +181,10 @@ class RunConfig(Strict):
     def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:
         """A new config with dotted keys replaced, e.g. {"training.lr": 3e-3}; validated."""
         data = self.model_dump(mode="json")
+        if "model.preset" in overrides:  # shapes come from the new preset unless given too
+            for key in ("n_layer", "n_embd", "n_head"):
+                if f"model.{key}" not in overrides:
+                    data["model"][key] = 0
         for dotted, value in overrides.items():
             node = data
             *parents, leaf = dotted.split(".")

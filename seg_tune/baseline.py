@@ -1,0 +1,243 @@
+"""The transitional-probability (TP) baseline: the classic statistic-dip word segmentation.
+
+It follows wordseg's `tp` algorithm (bootphon/wordseg, `wordseg/algos/tp.py`) so that its numbers
+can stand beside the published ones:
+- The utterances are joined into one stream with ONE utterance-boundary unit (UB) between
+  consecutive utterances; none at the very start or end of the stream. UB is counted like any
+  unit: c(UB) = number of utterances - 1, and the pairs (last phoneme, UB) and (UB, first phoneme)
+  are bigrams, so they enter the statistics, the mean of the absolute threshold and the
+  neighbour comparisons of the relative threshold.
+- For each distinct bigram xy: forward TP = c(xy)/c(x); backward TP = c(xy)/c(y); mutual
+  information = log2(c(xy) / (c(x) c(y))). The reference does NOT multiply by the number of units
+  N; that only shifts every value by log2 N, which changes no decision of either threshold, and
+  we follow the reference.
+- "relative": a boundary between x and y when stat(w x) > stat(x y) < stat(y z). As in the
+  reference this is only tested where both neighbouring pairs exist in the stream, so never
+  between the first two units of the stream nor between its last two.
+- "absolute": a boundary wherever stat(x y) <= the mean of the statistic over the distinct bigram
+  types (UB bigrams included); the mean is summed in first-occurrence order, as the reference's
+  dictionary does, so ties at the mean fall the same way.
+- A boundary always stands on each side of UB: utterance edges are word edges.
+Statistics are computed on the corpus being segmented (the reference's default, no training text).
+
+CLI: `python -m seg_tune.baseline tp DATA --direction forward|backward|mi
+--threshold relative|absolute [--json] [--write-segmentation FILE] [--all]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, write_tagged
+from seg_tune.errors import ConfigError, SegTuneError
+from seg_tune.score import ArgumentParser, Scorer, format_table
+
+Direction = Literal["forward", "backward", "mi"]
+Threshold = Literal["relative", "absolute"]
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+THRESHOLDS: tuple[str, ...] = get_args(Threshold)
+COMBINATIONS: tuple[tuple[str, str], ...] = tuple((d, t) for d in DIRECTIONS for t in THRESHOLDS)
+
+_UB = 0  # id of the utterance-boundary unit; phonemes get ids from 1, so it can never collide
+
+
+def _stream(utterances: Sequence[Utterance]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit ids of the joined stream (UB between utterances) and the stream index of each phoneme."""
+    ids: dict[str, int] = {}
+    stream: list[int] = []
+    for i, utt in enumerate(utterances):
+        if i:
+            stream.append(_UB)
+        stream.extend(ids.setdefault(p, len(ids) + 1) for p in chain.from_iterable(utt.words))
+    units = np.asarray(stream, dtype=np.int64)
+    return units, np.flatnonzero(units != _UB)
+
+
+def _type_statistic(c_xy: list[int], c_x: list[int], c_y: list[int], direction: str) -> list[float]:
+    """The statistic of each bigram type, in Python floats computed as the reference does."""
+    if direction == "forward":
+        return [xy / x for xy, x in zip(c_xy, c_x, strict=True)]
+    if direction == "backward":
+        return [xy / y for xy, y in zip(c_xy, c_y, strict=True)]
+    return [math.log(xy / (x * y), 2) for xy, x, y in zip(c_xy, c_x, c_y, strict=True)]
+
+
+def pair_statistics(units: np.ndarray, direction: str) -> tuple[np.ndarray, float]:
+    """Statistic of each adjacent pair of the stream (length len(units) - 1) and its mean over
+    the distinct bigram types."""
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"direction {direction!r} is not one of {list(DIRECTIONS)}")
+    if len(units) < 2:
+        return np.zeros(0), 0.0
+    n_ids = int(units.max()) + 1
+    unigrams = np.bincount(units, minlength=n_ids)
+    codes = units[:-1] * n_ids + units[1:]
+    types, first, inverse, counts = np.unique(
+        codes, return_index=True, return_inverse=True, return_counts=True
+    )
+    x, y = types // n_ids, types % n_ids
+    values = _type_statistic(counts.tolist(), unigrams[x].tolist(), unigrams[y].tolist(), direction)
+    # the reference's mean: a plain sum over its dict, i.e. in first-occurrence order
+    mean = sum(values[k] for k in np.argsort(first, kind="stable").tolist()) / len(values)
+    return np.asarray(values, dtype=np.float64)[inverse.reshape(-1)], mean
+
+
+def _boundaries(units: np.ndarray, direction: str, threshold: str) -> np.ndarray:
+    """cut[k]: a word boundary between stream units k and k+1."""
+    if threshold not in THRESHOLDS:
+        raise ConfigError(f"threshold {threshold!r} is not one of {list(THRESHOLDS)}")
+    stat, mean = pair_statistics(units, direction)
+    if threshold == "absolute":
+        cut = stat <= mean
+    else:
+        cut = np.zeros(len(stat), dtype=bool)
+        # pair k is a local dip when both neighbours exist and are strictly higher
+        cut[1:-1] = (stat[:-2] > stat[1:-1]) & (stat[1:-1] < stat[2:])
+    is_ub = units == _UB
+    return cut | is_ub[:-1] | is_ub[1:]
+
+
+def tp_starts(
+    utterances: Sequence[Utterance], direction: Direction, threshold: Threshold
+) -> list[np.ndarray]:
+    """Word-start flags (one bool array per utterance, True at position 0) of the TP segmentation."""
+    units, phoneme_pos = _stream(utterances)
+    if len(phoneme_pos) == 0:
+        return []
+    cut = _boundaries(units, direction, threshold)
+    # phoneme at stream index i starts a word when there is a cut between i-1 and i
+    starts = np.concatenate(([True], cut))[phoneme_pos]
+    lengths = [len(u) for u in utterances]
+    return np.split(starts, np.cumsum(lengths)[:-1])
+
+
+def tp_segment(
+    utterances: Sequence[Utterance], direction: Direction, threshold: Threshold
+) -> list[Utterance]:
+    """TP segmentation of the utterances (only their phonemes are used, not their words)."""
+    return [
+        Utterance.from_word_starts(u.phonemes, flags.tolist())
+        for u, flags in zip(utterances, tp_starts(utterances, direction, threshold), strict=True)
+    ]
+
+
+def tp_scores(
+    utterances: Sequence[Utterance],
+    direction: Direction,
+    threshold: Threshold,
+    *,
+    scorer: Scorer | None = None,
+) -> dict[str, float]:
+    """The 12 wordseg scores of the TP segmentation against the utterances' own gold words."""
+    scorer = scorer or Scorer(utterances)
+    return scorer.score_starts(tp_starts(utterances, direction, threshold))
+
+
+def tp_all_scores(utterances: Sequence[Utterance]) -> dict[str, dict[str, float]]:
+    """Scores of all six direction x threshold combinations, keyed "forward/relative" etc."""
+    scorer = Scorer(utterances)
+    return {
+        f"{d}/{t}": tp_scores(utterances, d, t, scorer=scorer)  # type: ignore[arg-type]
+        for d, t in COMBINATIONS
+    }
+
+
+# --------------------------------------------------------------------------- presentation
+
+_ALL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("token_F", "token_fscore"),
+    ("type_F", "type_fscore"),
+    ("b_all_F", "boundary_all_fscore"),
+    ("b_noedge_P", "boundary_noedge_precision"),
+    ("b_noedge_R", "boundary_noedge_recall"),
+    ("b_noedge_F", "boundary_noedge_fscore"),
+)
+
+
+def format_all_table(results: dict[str, dict[str, float]]) -> str:
+    """One row per combination, the F-scores and the boundary_noedge precision/recall."""
+    lines = [f"{'':<20}" + "".join(f"{title:>12}" for title, _ in _ALL_COLUMNS)]
+    for name, scores in results.items():
+        lines.append(f"{name:<20}" + "".join(f"{scores[key]:>12.4f}" for _, key in _ALL_COLUMNS))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="seg-tune baseline", description="Classic segmentation baselines, scored on gold."
+    )
+    algos = parser.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
+    tp = algos.add_parser(
+        "tp",
+        help="transitional probabilities (wordseg's tp)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tp.add_argument(
+        "data", type=Path, help="tagged file: its phonemes are segmented, its words score"
+    )
+    tp.add_argument("--direction", choices=DIRECTIONS, default="forward")
+    tp.add_argument("--threshold", choices=THRESHOLDS, default="relative")
+    tp.add_argument("--all", action="store_true", help="all six direction x threshold combinations")
+    tp.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    tp.add_argument(
+        "--write-segmentation",
+        type=Path,
+        metavar="FILE",
+        help="write the segmentation as a tagged file (;eword after each word)",
+    )
+    tp.add_argument(
+        "--boundary-token",
+        nargs="+",
+        action="extend",
+        metavar="TOK",
+        help=f"word-boundary token(s) in DATA (default: {' '.join(DEFAULT_BOUNDARY_TOKENS)})",
+    )
+    return parser
+
+
+def _run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.all and args.write_segmentation:
+        raise ConfigError(
+            "--write-segmentation writes one segmentation; drop --all or --write-segmentation"
+        )
+    utterances = load_tagged(args.data, tuple(args.boundary_token or DEFAULT_BOUNDARY_TOKENS))
+    if args.all:
+        results = tp_all_scores(utterances)
+        print(json.dumps(results) if args.json else format_all_table(results))
+        return 0
+    segmented = tp_segment(utterances, args.direction, args.threshold)
+    if args.write_segmentation:
+        write_tagged(args.write_segmentation, segmented)
+    scores = Scorer(utterances).score(segmented)
+    print(json.dumps(scores) if args.json else format_table(scores))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `seg-tune baseline` / `python -m seg_tune.baseline`; the exit status."""
+    try:
+        return _run(argv)
+    except SegTuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # e.g. --write-segmentation into a missing folder
+        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
