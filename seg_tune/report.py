@@ -1,0 +1,833 @@
+"""A Markdown report with PNG plots for a finished or interrupted tuning experiment.
+
+`python -m seg_tune.report EXP_DIR` reads `EXP_DIR/summary.json` (format 1, see
+`seg_tune.results`) and, when a trial finished, `EXP_DIR/best_model/segmentation.json`; it writes
+`EXP_DIR/report.md` and `EXP_DIR/plots/*.png` (each atomically) and prints the report's path.
+
+The report holds: the experiment's settings and state (finished or interrupted, trial status
+counts); the best trial (config, key metrics); one table row per trial, best first by the
+objective; learning curves (the objective and a loss against step, a red x where ASHA stopped a
+trial); the objective against each hyperparameter; and the best model's cue x strategy table
+beside the transitional-probability baselines.
+
+The summary is read leniently, because an interrupted experiment leaves partial trials: missing
+metrics, empty histories and None (NaN, as `seg_tune.results` writes it) are shown as "–" and
+sorted last. Only a missing or unreadable summary, or one of an unknown format, is an error.
+
+Figures are built as `matplotlib.figure.Figure` objects without pyplot, so no global figure
+registry grows and no display backend is needed; they are freed when dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from seg_tune.errors import ConfigError, DataError, SegTuneError, location
+from seg_tune.metrics import CUE_NAMES, REPORTED_METRICS, SCORE_KEYS, STEP
+from seg_tune.score import ArgumentParser
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+SUMMARY_FORMAT = 1
+SUMMARY_FILE = "summary.json"
+SEGMENTATION_FILE = Path("best_model") / "segmentation.json"
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+LEARNING_CURVES_PNG = "learning_curves.png"
+HYPERPARAMETERS_PNG = "hyperparameters.png"
+STOP_MARKER_GID = "asha_stop"  # gid of the scatter of ASHA stops, so tests can find it
+_EXP_HINT = "EXP_DIR must be an experiment folder written by seg_tune.run (it holds summary.json)"
+
+# The strategies of seg_tune.segment in its order; not imported, since seg_tune.segment pulls in
+# torch (seconds) and the report only needs the names to order columns. Unknown ones go last.
+_STRATEGY_ORDER = ("spike", "threshold", "threshold_oracle", "vote_threshold", "vote_spike")
+_SEG_KEY = "boundary_noedge_fscore"  # the field's headline number, the cue x strategy cell
+_TOP_ROWS = 5
+_KEY_METRICS = (
+    "valid_loss",
+    "valid_bpp",
+    "train_loss",
+    "seg_boundary_noedge_fscore",
+    "seg_boundary_all_fscore",
+    "seg_token_fscore",
+    "seg_type_fscore",
+    "seg_best",
+    *(f"spike_{cue}_bf" for cue in CUE_NAMES),
+)
+_BASELINE_COLUMNS = (
+    ("token F", "token_fscore"),
+    ("type F", "type_fscore"),
+    ("boundary_all F", "boundary_all_fscore"),
+    ("boundary_noedge P", "boundary_noedge_precision"),
+    ("boundary_noedge R", "boundary_noedge_recall"),
+    ("boundary_noedge F", "boundary_noedge_fscore"),
+)
+_LEGEND_MAX_TRIALS = 10  # above this, only the best trial and the ASHA marker get legend entries
+_LOG_SPAN_DECADES = 1.5
+_DASH = "–"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of the summary, normalised: absent dicts/lists are empty, not None."""
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    steps_trained: int | None
+    stop_step: int | None  # where ASHA stopped it; None when it was not stopped early
+
+    def value(self, metric: str) -> float | None:
+        """The last reported value of `metric` (the history's when `metrics` lacks it), or None;
+        NaN counts as missing."""
+        v = _number(self.metrics.get(metric))
+        if v is None:
+            v = next((_number(h.get(metric)) for h in reversed(self.history) if metric in h), None)
+        return v
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What the report shows: the summary's settings, its trials, and the best model's table."""
+
+    path: Path
+    summary: dict[str, Any]
+    metric: str
+    mode: str
+    trials: list[Trial]
+    best: dict[str, Any] | None
+    segmentation: dict[str, Any] | None
+
+    @property
+    def best_id(self) -> str | None:
+        return None if self.best is None else str(self.best.get("trial_id"))
+
+    def ranked(self) -> list[Trial]:
+        """Trials best first by the objective; trials without a value last, in summary order."""
+        sign = -1.0 if self.mode == "max" else 1.0
+
+        def key(t: Trial) -> tuple[bool, float]:
+            v = t.value(self.metric)
+            return (v is None, 0.0 if v is None else sign * v)
+
+        return sorted(self.trials, key=key)
+
+
+def _number(value: Any) -> float | None:
+    """A finite int/float as float, else None (bools, strings, None and NaN are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{location(path, exc.lineno)}: not valid JSON ({exc.msg}); {_EXP_HINT}"
+        ) from None
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected an object, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested configs become dotted keys ("training.lr"), as the search spaces name them."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out |= _flatten(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
+
+
+def _trial(raw: Any, where: str) -> Trial:
+    raw = _mapping(raw, where)
+    if "trial_id" not in raw:
+        raise DataError(f"{where}: no 'trial_id'; every trial entry needs one")
+    history_raw = raw.get("history") or []
+    if not isinstance(history_raw, list):
+        raise DataError(f"{where}: 'history' must be a list, got {type(history_raw).__name__}")
+    history = [_mapping(h, f"{where} history[{i}]") for i, h in enumerate(history_raw)]
+    history = sorted(
+        (h for h in history if _number(h.get(STEP)) is not None), key=lambda h: h[STEP]
+    )
+    steps = _number(raw.get("steps_trained"))
+    stop = None
+    if raw.get("stopped_early"):
+        # An older writer may leave the step out: then the last step it trained or reported.
+        stop = _number(raw.get("stopped_at_step"))
+        stop = stop if stop is not None else steps
+        if stop is None and history:
+            stop = float(history[-1][STEP])
+    return Trial(
+        trial_id=str(raw["trial_id"]),
+        status=str(raw.get("status") or "UNKNOWN"),
+        config=_flatten(_mapping(raw.get("config"), f"{where} config")),
+        metrics=_mapping(raw.get("metrics"), f"{where} metrics"),
+        history=history,
+        steps_trained=None if steps is None else int(steps),
+        stop_step=None if stop is None else int(stop),
+    )
+
+
+def load_summary(exp_dir: Path) -> dict[str, Any]:
+    """The checked summary.json of `exp_dir`; ConfigError when it is not an experiment folder."""
+    if not exp_dir.is_dir():
+        raise ConfigError(f"{exp_dir}: no such folder; {_EXP_HINT}")
+    path = exp_dir / SUMMARY_FILE
+    if not path.is_file():
+        raise ConfigError(f"{exp_dir}: no {SUMMARY_FILE} in it; {_EXP_HINT}")
+    data = _read_json(path)
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != SUMMARY_FORMAT:
+        raise DataError(
+            f"{path}: format {fmt!r} is unknown, this seg_tune reads format {SUMMARY_FORMAT}; "
+            "write the report with the seg_tune version that ran the experiment"
+        )
+    for key in ("metric", "mode", "trials"):
+        if key not in data:
+            raise DataError(f"{path}: key {key!r} is missing; {_EXP_HINT}")
+    if data["mode"] not in ("min", "max"):
+        raise DataError(f"{path}: 'mode' is {data['mode']!r}; allowed: 'min' or 'max'")
+    if not isinstance(data["trials"], list):
+        raise DataError(f"{path}: 'trials' must be a list, got {type(data['trials']).__name__}")
+    return data
+
+
+def load_segmentation(exp_dir: Path) -> dict[str, Any] | None:
+    """best_model/segmentation.json, or None when no trial finished (no best model)."""
+    path = exp_dir / SEGMENTATION_FILE
+    if not path.is_file():
+        return None
+    data = _mapping(_read_json(path), str(path))
+    table = data.get("table") or []
+    if not isinstance(table, list):
+        raise DataError(f"{path}: 'table' must be a list of rows, got {type(table).__name__}")
+    for i, row in enumerate(table):
+        row = _mapping(row, f"{path} table[{i}]")
+        if "cue" not in row or "strategy" not in row:
+            raise DataError(f"{path}: table[{i}] lacks 'cue' or 'strategy'; got keys {list(row)}")
+    _mapping(data.get("tp_baseline"), f"{path} tp_baseline")
+    _mapping(data.get("best"), f"{path} best")
+    return data
+
+
+def load_experiment(exp_dir: Path) -> Experiment:
+    """Everything the report shows, read and checked once."""
+    summary = load_summary(exp_dir)
+    path = exp_dir / SUMMARY_FILE
+    trials = [_trial(t, f"{path} trials[{i}]") for i, t in enumerate(summary["trials"])]
+    best = summary.get("best")
+    return Experiment(
+        path=exp_dir,
+        summary=summary,
+        metric=str(summary["metric"]),
+        mode=summary["mode"],
+        trials=trials,
+        best=_mapping(best, f"{path} best") or None,
+        segmentation=load_segmentation(exp_dir),
+    )
+
+
+# --------------------------------------------------------------------------- Markdown helpers
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    """A table cell: numbers to `digits` significant digits, None as a dash."""
+    if value is None:
+        return _DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}g}"
+    if isinstance(value, str):
+        return _escape(value)
+    return _escape(json.dumps(value))
+
+
+def _score(value: Any) -> str:
+    """A score in [0, 1], to 3 decimals (how the field quotes them)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return _fmt(value)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if "`" not in text else _escape(text)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool]) -> str:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _better(metric: str, mode: str | None = None) -> str:
+    mode = mode or REPORTED_METRICS.get(metric)
+    return {"max": "higher is better", "min": "lower is better"}.get(mode or "", "")
+
+
+def _describe(spec: Any) -> str:
+    """A scheduler/searcher entry: its type, then its settings as key=value."""
+    if not isinstance(spec, Mapping):
+        return _fmt(spec)
+    kind = spec.get("type", "?")
+    rest = ", ".join(f"{k}={_fmt(v)}" for k, v in spec.items() if k != "type")
+    return f"{_fmt(kind)} ({rest})" if rest else _fmt(kind)
+
+
+# --------------------------------------------------------------------------- Markdown sections
+
+
+def _header(exp: Experiment) -> str:
+    s = exp.summary
+    counts = Counter(t.status for t in exp.trials)
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"
+    n_stopped = sum(t.stop_step is not None for t in exp.trials)
+    state = {True: "finished", False: "interrupted"}.get(s.get("finished"), "state not recorded")
+    name = s.get("name") or exp.path.name
+    lines = [
+        f"# Tuning report: {_escape(str(name))}",
+        "",
+        f"- **Objective:** {_code(exp.metric)} ({exp.mode}: {_better(exp.metric, exp.mode)})",
+        f"- **Search space:** {_fmt(s.get('space_file'))}",
+        f"- **Scheduler:** {_describe(s.get('scheduler'))}",
+        f"- **Searcher:** {_describe(s.get('searcher'))}",
+        f"- **Samples:** {_fmt(s.get('num_samples'))} requested, {len(exp.trials)} recorded",
+        f"- **Data:** {_fmt(s.get('data'))}",
+        f"- **State:** {state}; trials: {statuses}; {n_stopped} stopped early by ASHA",
+    ]
+    return "\n".join(lines)
+
+
+def _best_section(exp: Experiment) -> str:
+    if exp.best is None:
+        return (
+            "## Best trial\n\nNone: no trial reported the objective (no trial finished). "
+            "The trials table ranks the trials by their last reported objective."
+        )
+    best = exp.best
+    config = _flatten(_mapping(best.get("config"), "best config"))
+    metrics = _mapping(best.get("metrics"), "best metrics")
+    lines = [f"## Best trial: {_code(str(best.get('trial_id')))}", ""]
+    lines.append(f"Steps trained: {_fmt(best.get('steps_trained'))}.")
+    if best.get("trial_id") not in {t.trial_id for t in exp.trials}:
+        lines.append("(This trial is not among the summary's trials.)")
+    lines.append("")
+    if config:
+        rows = [[_code(k), _fmt(v)] for k, v in config.items()]
+        lines += [_table(["hyperparameter", "value"], rows, [False, True]), ""]
+    else:
+        lines += ["Its config has no hyperparameters.", ""]
+    keys = [exp.metric, *(k for k in _KEY_METRICS if k != exp.metric)]
+    rows = [[_code(k), _fmt(metrics[k]), _better(k)] for k in keys if metrics.get(k) is not None]
+    if rows:
+        lines.append(_table(["metric", "value", ""], rows, [False, True, False]))
+    else:
+        lines.append("It reported no metrics.")
+    return "\n".join(lines)
+
+
+def _config_keys(trials: Sequence[Trial]) -> list[str]:
+    """Every config key of any trial, in order of first appearance."""
+    return list(dict.fromkeys(k for t in trials for k in t.config))
+
+
+def _second_metric(metric: str) -> str:
+    """The loss shown beside the objective (another one when the objective is that loss)."""
+    return "train_loss" if metric == "valid_loss" else "valid_loss"
+
+
+def _stopped(t: Trial) -> str:
+    return _DASH if t.stop_step is None else f"at step {t.stop_step}"
+
+
+def _trials_section(exp: Experiment) -> str:
+    if not exp.trials:
+        return "## Trials\n\nNo trial was recorded."
+    keys = _config_keys(exp.trials)
+    second = _second_metric(exp.metric)
+    header = ["#", "trial", "status", "steps", "stopped early", exp.metric, second, *keys]
+    numeric = [not _categorical([t.config[k] for t in exp.trials if k in t.config]) for k in keys]
+    right = [True, False, False, True, False, True, True, *numeric]
+    rows = []
+    for rank, t in enumerate(exp.ranked(), start=1):
+        tid = _code(t.trial_id)
+        rows.append(
+            [
+                str(rank),
+                f"**{tid}** (best)" if t.trial_id == exp.best_id else tid,
+                t.status,
+                _fmt(t.steps_trained),
+                _stopped(t),
+                _fmt(t.value(exp.metric)),
+                _fmt(t.value(second)),
+                *(_fmt(t.config.get(k)) for k in keys),
+            ]
+        )
+    note = (
+        f"Sorted by the last reported {_code(exp.metric)}, {_better(exp.metric, exp.mode)}; "
+        f"trials without it last. {_DASH}: not reported (or NaN)."
+    )
+    return "## Trials\n\n" + note + "\n\n" + _table(header, rows, right)
+
+
+def _plots_section(exp: Experiment, plots: Mapping[str, str]) -> str:
+    lines = ["## Plots", ""]
+    if LEARNING_CURVES_PNG in plots:
+        lines += [
+            "### Learning curves",
+            "",
+            f"![learning curves]({plots[LEARNING_CURVES_PNG]})",
+            "",
+            f"{_code(exp.metric)} and {_code(_second_metric(exp.metric))} at each evaluation; "
+            "the best trial in black, a red x where ASHA stopped a trial, dotted lines at "
+            "ASHA's rungs.",
+            "",
+        ]
+    else:
+        lines += ["No trial reported a learning curve yet.", ""]
+    if HYPERPARAMETERS_PNG in plots:
+        lines += [
+            "### Objective against each hyperparameter",
+            "",
+            f"![objective against each hyperparameter]({plots[HYPERPARAMETERS_PNG]})",
+            "",
+            "Each trial's last reported objective; the best trial as a red star, trials stopped "
+            "early by ASHA hollow.",
+        ]
+    else:
+        lines.append("The trials' configs have no hyperparameters to plot.")
+    return "\n".join(lines)
+
+
+def _ordered(names: Iterable[str], known: Sequence[str]) -> list[str]:
+    """Known names in their canonical order, then the others in order of first appearance."""
+    seen = list(dict.fromkeys(names))
+    return [n for n in known if n in seen] + [n for n in seen if n not in known]
+
+
+def _cue_strategy_table(rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any]) -> str:
+    cues = _ordered((str(r["cue"]) for r in rows), CUE_NAMES)
+    strategies = _ordered((str(r["strategy"]) for r in rows), _STRATEGY_ORDER)
+    oracle = {str(r["strategy"]) for r in rows if r.get("oracle")}
+    cells = {(str(r["cue"]), str(r["strategy"])): r.get(_SEG_KEY) for r in rows}
+    best_cell = (str(best.get("cue")), str(best.get("strategy")))
+    body = []
+    for cue in cues:
+        line = [_code(cue)]
+        for strategy in strategies:
+            text = _score(cells.get((cue, strategy)))
+            line.append(f"**{text}**" if (cue, strategy) == best_cell else text)
+        body.append(line)
+    header = ["cue", *(f"{s} (oracle)" if s in oracle else s for s in strategies)]
+    return _table(header, body, [False, *([True] * len(strategies))])
+
+
+def _baseline_table(seg: Mapping[str, Any]) -> str:
+    best = _mapping(seg.get("best"), "segmentation best")
+    header = ["segmentation", *(title for title, _ in _BASELINE_COLUMNS)]
+    body = []
+    if best:
+        name = f"model: {best.get('cue')}/{best.get('strategy')}"
+        body.append([f"**{_escape(name)}**", *(_score(best.get(k)) for _, k in _BASELINE_COLUMNS)])
+    for combo, scores in _mapping(seg.get("tp_baseline"), "tp_baseline").items():
+        scores = scores if isinstance(scores, Mapping) else {}
+        body.append(
+            [f"TP {_escape(combo)}", *(_score(scores.get(k)) for _, k in _BASELINE_COLUMNS)]
+        )
+    return _table(header, body, [False, *([True] * len(_BASELINE_COLUMNS))])
+
+
+def _top_rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    fair = [r for r in rows if not r.get("oracle")]
+    fair.sort(key=lambda r: (_number(r.get(_SEG_KEY)) is None, -(_number(r.get(_SEG_KEY)) or 0)))
+    header = ["cue", "strategy", *(k.replace("_", " ").replace("fscore", "F") for k in SCORE_KEYS)]
+    header = [h.replace(" precision", " P").replace(" recall", " R") for h in header]
+    body = [
+        [_code(str(r["cue"])), _code(str(r["strategy"])), *(_score(r.get(k)) for k in SCORE_KEYS)]
+        for r in fair[:_TOP_ROWS]
+    ]
+    return _table(header, body, [False, False, *([True] * len(SCORE_KEYS))])
+
+
+def _segmentation_section(exp: Experiment) -> str:
+    seg = exp.segmentation
+    if seg is None:
+        return (
+            "## Best model's segmentation\n\nNo best model was exported "
+            f"(no {SEGMENTATION_FILE}): no trial finished."
+        )
+    rows = [r for r in seg.get("table") or [] if isinstance(r, Mapping)]
+    best = _mapping(seg.get("best"), "segmentation best")
+    intro = f"Scored on {_fmt(seg.get('data'))} ({_fmt(seg.get('n_utterances'))} utterances)"
+    if seg.get("step") is not None:
+        intro += f", model at step {_fmt(seg.get('step'))}"
+    if best:
+        name = f"{best.get('cue')}/{best.get('strategy')}"
+        intro += f". Best fair row: {_code(name)}, boundary_noedge F {_score(best.get(_SEG_KEY))}"
+    parts = ["## Best model's segmentation", "", intro + ".", ""]
+    if rows:
+        parts += [
+            "### boundary_noedge F by cue x strategy",
+            "",
+            "Oracle columns choose their cutoff on the scored data itself: an upper bound, not "
+            "a fair score. The best fair cell in bold.",
+            "",
+            _cue_strategy_table(rows, best),
+            "",
+        ]
+    parts += ["### Against the transitional-probability baseline", "", _baseline_table(seg), ""]
+    if rows:
+        parts += [
+            f"### The best {min(_TOP_ROWS, sum(not r.get('oracle') for r in rows))} fair rows, "
+            "all scores",
+            "",
+            _top_rows_table(rows),
+        ]
+    return "\n".join(parts).rstrip()
+
+
+def render_markdown(exp: Experiment, plots: Mapping[str, str]) -> str:
+    """The report's text; `plots` maps the plot file names drawn to their relative links."""
+    sections = [
+        _header(exp),
+        _best_section(exp),
+        _trials_section(exp),
+        _plots_section(exp, plots),
+        _segmentation_section(exp),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _new_figure(width_in: float, height_in: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), layout="constrained")
+
+
+def _curve(t: Trial, metric: str) -> tuple[list[float], list[float]]:
+    points = [(float(h[STEP]), _number(h.get(metric))) for h in t.history]
+    kept = [(s, v) for s, v in points if v is not None]
+    return [s for s, _ in kept], [v for _, v in kept]
+
+
+def stop_points(trials: Sequence[Trial], metric: str) -> list[tuple[float, float]]:
+    """(step, value) of each ASHA stop: the trial's last evaluation at or before its stop step."""
+    out = []
+    for t in trials:
+        if t.stop_step is None:
+            continue
+        steps, values = _curve(t, metric)
+        before = [(s, v) for s, v in zip(steps, values, strict=True) if s <= t.stop_step]
+        if before:
+            out.append(before[-1])
+    return out
+
+
+def _rungs(scheduler: Any) -> list[float]:
+    """ASHA's rung steps (grace * rf^k below max_steps), when the summary gives them."""
+    if not isinstance(scheduler, Mapping) or scheduler.get("type") != "asha":
+        return []
+    grace = _number(scheduler.get("grace_period_steps"))
+    rf = _number(scheduler.get("reduction_factor"))
+    top = _number(scheduler.get("max_steps"))
+    if grace is None or rf is None or top is None or grace <= 0 or rf <= 1:
+        return []
+    out, step = [], grace
+    while step < top and len(out) < 20:
+        out.append(step)
+        step *= rf
+    return out
+
+
+def _draw_curves(ax: Axes, exp: Experiment, metric: str, rungs: Sequence[float]) -> bool:
+    """One line per trial, the best on top; returns whether anything was drawn."""
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps["viridis"]
+    labelled = len(exp.trials) <= _LEGEND_MAX_TRIALS
+    drawn = False
+    for i, t in enumerate(exp.trials):
+        steps, values = _curve(t, metric)
+        if not steps:
+            continue
+        drawn = True
+        if t.trial_id == exp.best_id:
+            ax.plot(
+                steps,
+                values,
+                color="black",
+                lw=2.4,
+                marker=".",
+                zorder=4,
+                label=f"best: {t.trial_id}",
+            )
+        else:
+            color = cmap(i / max(1, len(exp.trials) - 1) * 0.9)
+            ax.plot(
+                steps,
+                values,
+                color=color,
+                lw=1.0,
+                alpha=0.75,
+                marker=".",
+                ms=3,
+                label=t.trial_id if labelled else None,
+            )
+    stops = stop_points(exp.trials, metric)
+    if stops:
+        ax.scatter(
+            [s for s, _ in stops],
+            [v for _, v in stops],
+            marker="x",
+            color="red",
+            s=60,
+            linewidths=2,
+            zorder=5,
+            label="stopped by ASHA",
+            gid=STOP_MARKER_GID,
+        )
+    for step in rungs:
+        ax.axvline(step, color="grey", ls=":", lw=0.8, zorder=0)
+    better = _better(metric, exp.mode if metric == exp.metric else None)
+    ax.set_title(f"{metric} ({better})" if better else metric, fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    if not drawn:
+        ax.text(0.5, 0.5, "not reported", ha="center", va="center", transform=ax.transAxes)
+    return drawn
+
+
+def learning_curves_figure(exp: Experiment) -> Figure | None:
+    """The objective and a loss against step for every trial; None when no trial has a curve."""
+    if not any(t.history for t in exp.trials):
+        return None
+    fig = _new_figure(11.0, 4.2)
+    left, right = fig.subplots(1, 2)
+    rungs = _rungs(exp.summary.get("scheduler"))
+    drawn = _draw_curves(left, exp, exp.metric, rungs)
+    drawn |= _draw_curves(right, exp, _second_metric(exp.metric), rungs)
+    if not drawn:
+        return None
+    # One legend for both panels: a trial may have points in only one of them.
+    entries: dict[str, Any] = {}
+    for ax in (left, right):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(
+            list(entries.values()),
+            list(entries),
+            loc="outside right upper",
+            fontsize=8,
+            frameon=False,
+        )
+    fig.suptitle(f"{exp.summary.get('name') or exp.path.name}: learning curves", fontsize=11)
+    return fig
+
+
+def _categorical(values: Sequence[Any]) -> bool:
+    return any(_number(v) is None for v in values)
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _log_scale(values: Sequence[float]) -> bool:
+    """Log x for positive values spanning more than 1.5 decades (learning rates, weight decay)."""
+    return min(values) > 0 and math.log10(max(values) / min(values)) > _LOG_SPAN_DECADES
+
+
+def _draw_parameter(ax: Axes, exp: Experiment, key: str) -> None:
+    trials = [t for t in exp.trials if key in t.config and t.value(exp.metric) is not None]
+    ax.set_title(key, fontsize=9)
+    ax.grid(alpha=0.3)
+    if not trials:
+        ax.text(
+            0.5,
+            0.5,
+            "no trial with\nthe objective",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+        )
+        return
+    raw = [t.config[key] for t in trials]
+    if _categorical(raw):
+        labels = sorted({_label(v) for v in raw})
+        xs = [float(labels.index(_label(v))) for v in raw]
+        ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+    else:
+        xs = [float(v) for v in raw]
+        if _log_scale(xs):
+            ax.set_xscale("log")
+    ys = [t.value(exp.metric) for t in trials]
+    for x, y, t in zip(xs, ys, trials, strict=True):
+        if t.trial_id == exp.best_id:
+            ax.scatter([x], [y], marker="*", s=160, color="red", zorder=4, edgecolors="black")
+        elif t.stop_step is not None:
+            ax.scatter([x], [y], marker="o", s=28, facecolors="none", edgecolors="tab:blue")
+        else:
+            ax.scatter([x], [y], marker="o", s=28, color="tab:blue", alpha=0.8)
+
+
+def hyperparameter_figure(exp: Experiment) -> Figure | None:
+    """The objective against each config key, one small panel per key; None without keys."""
+    keys = _config_keys(exp.trials)
+    if not keys:
+        return None
+    ncols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig = _new_figure(3.6 * ncols, 2.8 * nrows + 0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, key in zip(axes, keys, strict=False):
+        _draw_parameter(ax, exp, key)
+    for ax in axes[len(keys) :]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel(exp.metric, fontsize=8)
+    fig.suptitle(
+        f"{exp.metric} ({_better(exp.metric, exp.mode)}) against each hyperparameter", fontsize=10
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` fills a temporary sibling, which then replaces `path` in one rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_png(fig: Figure, path: Path) -> None:
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    _replace_atomically(path, write)
+
+
+def write_plots(exp: Experiment) -> dict[str, str]:
+    """Draw the plots into EXP_DIR/plots; returns {file name: link relative to the report}.
+
+    A plot with nothing to draw is not written, and an old copy of it is removed, so the folder
+    never shows a stale plot beside the new report.
+    """
+    plots_dir = exp.path / PLOTS_DIR
+    plots_dir.mkdir(exist_ok=True)
+    figures = {
+        LEARNING_CURVES_PNG: learning_curves_figure(exp),
+        HYPERPARAMETERS_PNG: hyperparameter_figure(exp),
+    }
+    links = {}
+    for name, fig in figures.items():
+        if fig is None:
+            (plots_dir / name).unlink(missing_ok=True)
+            continue
+        _save_png(fig, plots_dir / name)
+        links[name] = f"{PLOTS_DIR}/{name}"
+    return links
+
+
+def write_report(exp_dir: Path) -> Path:
+    """Write EXP_DIR/report.md and EXP_DIR/plots/*.png; returns the report's path."""
+    exp_dir = Path(exp_dir)
+    exp = load_experiment(exp_dir)
+    try:
+        links = write_plots(exp)
+        path = exp_dir / REPORT_FILE
+        _write_text(path, render_markdown(exp, links))
+    except OSError as exc:
+        raise DataError(f"{exp_dir}: cannot write the report: {exc}") from None
+    return path
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="seg-tune report",
+        description=(
+            "Write EXP_DIR/report.md (Markdown) and EXP_DIR/plots/*.png for a finished or "
+            "interrupted tuning experiment; print the report's path."
+        ),
+    )
+    parser.add_argument(
+        "exp_dir", type=Path, metavar="EXP_DIR", help="experiment folder (holds summary.json)"
+    )
+    return parser
+
+
+def _run(argv: list[str] | None) -> int:
+    args: argparse.Namespace = build_parser().parse_args(argv)
+    print(write_report(args.exp_dir))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `seg-tune report` / `python -m seg_tune.report`; returns the exit status."""
+    try:
+        return _run(argv)
+    except SegTuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
