@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from transformers import GPT2Config, GPT2LMHeadModel
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
+if TYPE_CHECKING:  # transformers is slow to import: config validation must not pay for it
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from seg_tune.config import ModelConfig
 
@@ -35,6 +33,8 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 def gpt2_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2Config:
     """The GPT2Config for a model config and tokenizer (explicit BOS/EOS/PAD ids: the default
     50256 is out of range for a phoneme vocabulary)."""
+    from transformers import GPT2Config
+
     return GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=cfg.n_positions,
@@ -52,6 +52,8 @@ def gpt2_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2Con
 
 
 def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
+    from transformers import GPT2LMHeadModel
+
     return GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
 
 

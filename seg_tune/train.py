@@ -166,8 +166,11 @@ def export_model(
 class _Trainer:
     """State of one run; `run()` is the loop. Kept as a class so each piece stays small."""
 
-    def __init__(self, cfg: RunConfig, session: Session, export_dir: Path | None) -> None:
+    def __init__(
+        self, cfg: RunConfig, session: Session, export_dir: Path | None, progress: bool
+    ) -> None:
         self.cfg, self.session, self.export_dir = cfg, session, export_dir
+        self.progress = progress and session.rank == 0
         t = cfg.training
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -195,7 +198,7 @@ class _Trainer:
             num_warmup_steps=min(t.warmup_steps, self.steps),
             num_training_steps=self.steps,
         )
-        self.step = 0
+        self.step = self.resumed_from_step = 0
         self.best_valid_loss = math.inf
         self.last_seg: dict[str, float] = {}
         if restored is not None:
@@ -210,6 +213,7 @@ class _Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
         self.step = int(meta["step"])
+        self.resumed_from_step = self.step
         self.best_valid_loss = float(meta.get("best_valid_loss", math.inf))
         self.last_seg = dict(meta.get("segmentation", {}))
 
@@ -277,6 +281,7 @@ class _Trainer:
             "valid_loss": valid_loss,
             "valid_bpp": valid_loss / math.log(2),
             "tokens_per_s": tokens_per_s,
+            "resumed_from_step": self.resumed_from_step,  # 0: this attempt started from scratch
             **self.last_seg,
         }
 
@@ -286,7 +291,7 @@ class _Trainer:
         bar = tqdm(
             total=self.steps,
             initial=self.step,
-            disable=None if rank0 else True,
+            disable=None if self.progress else True,
             desc="train",
             unit="step",
             dynamic_ncols=True,
@@ -294,7 +299,7 @@ class _Trainer:
         tokens_per_step = t.batch_size * self.session.world_size * t.block_size
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         metrics: dict[str, Any] = {}
-        if rank0 and self.step == 0:
+        if self.progress and self.step == 0:
             print(
                 f"seg_tune.train: GPT-2 {n_parameters(self.model):,} parameters, "
                 f"{self.data.train_stream.numel():,} training tokens, {self.steps} steps",
@@ -325,7 +330,7 @@ class _Trainer:
                     export_model(
                         self.model, self.data.tokenizer, self.export_dir / "best_model", self.cfg
                     )
-            if rank0 and bar.disable:
+            if self.progress and bar.disable:
                 print(_summary_line(metrics), flush=True)
             self.session.report(metrics, self._checkpointer(metrics) if checkpoint_due else None)
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
@@ -351,9 +356,15 @@ def _summary_line(metrics: dict[str, Any]) -> str:
     )
 
 
-def train_loop(cfg: RunConfig, session: Session, export_dir: Path | None = None) -> dict[str, Any]:
-    """Train (or resume) one run; returns the last reported metrics."""
-    return _Trainer(cfg, session, export_dir).run()
+def train_loop(
+    cfg: RunConfig, session: Session, export_dir: Path | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train (or resume) one run; returns the last reported metrics.
+
+    `progress`: a progress bar on a terminal, a line per evaluation otherwise (rank 0 only);
+    False inside a sweep, where Ray Tune's status table is the progress display.
+    """
+    return _Trainer(cfg, session, export_dir, progress).run()
 
 
 # ---------------------------------------------------------------------- standalone

@@ -1,0 +1,286 @@
+"""What a sweep leaves behind: `summary.json` and `best_model/` in the experiment folder.
+
+`summary.json` (format 1): the objective (`metric`, `mode`), `num_samples`, `scheduler`,
+`searcher`, `data`, `finished`, `best` (trial_id, config, metrics, steps_trained) and `trials`:
+one entry per trial with trial_id, status, config (the sampled parameters), metrics (the last
+reported), steps_trained, stopped_early (ASHA stopped it) and stopped_at_step, and its history
+(one entry per evaluation: step and the main metrics; duplicates from a restore removed).
+
+`best_model/`: the best trial's model and tokenizer in Hugging Face format (from its latest
+checkpoint), its resolved config, and `segmentation.json`: the full cue x strategy table on the
+validation split beside the TP baselines on the same utterances.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seg_tune.checkpoint import atomic_dir, atomic_write_text, read_checkpoint
+from seg_tune.config import RunConfig
+
+SUMMARY_FORMAT = 1
+HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the driver saw it at the end of `Tuner.fit`."""
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_dir: str | None = None
+    stopped_at_step: int | None = None
+
+    @property
+    def steps_trained(self) -> int:
+        return int(self.metrics.get("step", 0) or 0)
+
+
+def read_history(trial_dir: Path, metric: str) -> list[dict[str, Any]]:
+    """Evaluations of a trial from Tune's `result.json` (JSON lines), one per step, last wins."""
+    path = trial_dir / "result.json"
+    by_step: dict[int, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if "step" in result:
+                keys = (*HISTORY_KEYS, metric)
+                by_step[int(result["step"])] = {k: result[k] for k in keys if k in result}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+_INTERNAL = (
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "done",
+    "config",
+    "trial_id",
+    "date",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "training_iteration",
+    "checkpoint_path",
+)
+
+
+def best_trial(trials: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
+    scored = [
+        t
+        for t in trials
+        if isinstance(t.metrics.get(metric), (int, float)) and math.isfinite(t.metrics[metric])
+    ]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda t: t.metrics[metric])
+
+
+def summary(
+    trials: Sequence[TrialRecord],
+    *,
+    name: str,
+    space: dict[str, Any],
+    metric: str,
+    mode: str,
+    num_samples: int,
+    max_steps: int,
+    finished: bool,
+    data_description: str | None = None,
+) -> dict[str, Any]:
+    def entry(t: TrialRecord) -> dict[str, Any]:
+        metrics = {k: v for k, v in t.metrics.items() if k not in _INTERNAL}
+        return {
+            "trial_id": t.trial_id,
+            "status": t.status,
+            "config": t.config,
+            "metrics": metrics,
+            "steps_trained": t.steps_trained,
+            "stopped_early": t.stopped_at_step is not None and t.steps_trained < max_steps,
+            "stopped_at_step": t.stopped_at_step,
+            "history": t.history,
+        }
+
+    best = best_trial(trials, metric, mode)
+    experiment = space.get("experiment", {})
+    return _clean(
+        {
+            "format": SUMMARY_FORMAT,
+            "name": name,
+            "space_file": space.get("source_path"),
+            "metric": metric,
+            "mode": mode,
+            "num_samples": num_samples,
+            "finished": finished,
+            "scheduler": {**space.get("scheduler", {}), "max_steps": experiment.get("max_steps")},
+            "searcher": space.get("searcher", {}),
+            "data": data_description,
+            "best": None
+            if best is None
+            else {
+                k: v
+                for k, v in entry(best).items()
+                if k in ("trial_id", "config", "metrics", "steps_trained")
+            },
+            "trials": [entry(t) for t in sorted(trials, key=lambda t: t.trial_id)],
+        }
+    )
+
+
+def write_summary(exp_dir: Path, content: dict[str, Any]) -> Path:
+    path = exp_dir / "summary.json"
+    atomic_write_text(path, json.dumps(content, indent=1))
+    return path
+
+
+def export_best_model(
+    checkpoint_dir: Path, target: Path, *, segmentation_utterances: int = 2000
+) -> dict[str, Any]:
+    """Write the best trial's model as a Hugging Face folder with its segmentation table."""
+    from seg_tune.baseline import tp_all_scores
+    from seg_tune.model import build_model
+    from seg_tune.segment import best_row, segment_table
+    from seg_tune.tokenizer import load_tokenizer
+
+    state, meta = read_checkpoint(checkpoint_dir)
+    cfg = RunConfig.model_validate_json((checkpoint_dir / "config.json").read_text("utf-8"))
+    tokenizer = load_tokenizer(checkpoint_dir / "tokenizer")
+    model = build_model(cfg.model, tokenizer)
+    model.load_state_dict(state["model"])
+    model.eval()
+    _, valid = cfg.data.load()
+    utterances = valid[:segmentation_utterances]
+    table = segment_table(model, tokenizer, utterances, context=cfg.training.block_size)
+    seg = {
+        "data": f"validation split of {cfg.data.train.describe()}"
+        if cfg.data.valid is None
+        else cfg.data.valid.describe(),
+        "n_utterances": len(utterances),
+        "step": meta["step"],
+        "table": table,
+        "best": best_row(table),
+        "tp_baseline": tp_all_scores(utterances),
+    }
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "seg_tune_config.json").write_text(cfg.model_dump_json(indent=1), "utf-8")
+        (tmp / "segmentation.json").write_text(json.dumps(_clean(seg), indent=1), "utf-8")
+
+    atomic_dir(target, fill)
+    return seg
+
+
+def latest_checkpoint(exp_dir: Path, trial_id: str, trial_dir: Path | None) -> Path | None:
+    """The newest complete checkpoint of a trial, wherever its path kept it: the trial folder
+    (single-worker trials) or the trial's Ray Train run under `train_runs/`."""
+    roots = [exp_dir / "train_runs" / trial_id]
+    if trial_dir is not None:
+        roots.append(trial_dir)
+    found: list[tuple[int, Path]] = []
+    for root in roots:
+        for meta in root.glob("checkpoint_*/meta.json") if root.is_dir() else ():
+            try:
+                found.append((int(json.loads(meta.read_text("utf-8"))["step"]), meta.parent))
+            except (ValueError, KeyError, OSError):
+                continue
+    return max(found)[1] if found else None
+
+
+def collect_trials(exp_dir: Path, metric: str) -> list[TrialRecord]:
+    """Every trial of the experiment, read back from Tune's saved experiment state."""
+    from ray import tune
+
+    from seg_tune.asha import load_stopped
+
+    stopped = load_stopped(exp_dir / "scheduler_state.json")
+    records = []
+    for trial in tune.ExperimentAnalysis(str(exp_dir)).trials:
+        trial_dir = Path(trial.path) if trial.path else None
+        checkpoint = latest_checkpoint(exp_dir, trial.trial_id, trial_dir)
+        records.append(
+            TrialRecord(
+                trial_id=trial.trial_id,
+                status=str(trial.status),
+                config=dict(trial.config),
+                metrics=dict(trial.last_result or {}),
+                history=read_history(trial_dir, metric) if trial_dir else [],
+                checkpoint_dir=str(checkpoint) if checkpoint else None,
+                stopped_at_step=stopped.get(trial.trial_id),
+            )
+        )
+    return records
+
+
+DONE_STATUSES = ("TERMINATED", "ERROR")
+
+
+def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> tuple[bool, str]:
+    """Summary (always), best model and report (when the sweep finished).
+
+    Returns whether every trial of the experiment is done, and the final line for the terminal.
+    """
+    e = spec.experiment
+    trials = collect_trials(exp_dir, e.metric)
+    finished = (
+        not interrupted
+        and len(trials) >= e.num_samples
+        and all(t.status in DONE_STATUSES for t in trials)
+    )
+    content = summary(
+        trials,
+        name=exp_dir.name,
+        space=spec.to_dict(),
+        metric=e.metric,
+        mode=e.mode,
+        num_samples=e.num_samples,
+        max_steps=e.max_steps,
+        finished=finished,
+        data_description=spec.base.data.train.describe(),
+    )
+    write_summary(exp_dir, content)
+    best = best_trial(trials, e.metric, e.mode)
+    if best is None:
+        return finished, f"no trial reported {e.metric}; see {exp_dir}"
+    if finished and best.checkpoint_dir:
+        export_best_model(Path(best.checkpoint_dir), exp_dir / "best_model")
+        if spec.hub.repo_id:
+            from seg_tune.hub import push_best_model
+
+            push_best_model(exp_dir / "best_model", spec.hub.repo_id, private=spec.hub.private)
+    line = f"best trial {best.trial_id}: {e.metric}={best.metrics[e.metric]:.4g}"
+    if report:
+        from seg_tune.report import write_report
+
+        line += f"; report: {write_report(exp_dir)}"
+    return finished, line

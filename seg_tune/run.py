@@ -1,0 +1,294 @@
+"""The tuning service: `python -m seg_tune.run SPACE.yaml [--name] [--storage] [--address] [--fresh] [--smoke]`.
+
+Validates the search-space file (exit 2 on a bad file, before Ray starts), starts a local Ray
+cluster (or joins `--address` / RAY_ADDRESS), and runs Ray Tune with the configured scheduler
+(ASHA whose rungs survive restores) and searcher over trials of the training loop. When
+`<storage>/<name>` already holds an experiment it is resumed; `--fresh` moves it aside first.
+
+SIGINT, SIGTERM and SIGUSR1 stop the sweep gracefully: experiment state and trial checkpoints
+are saved, the local Ray cluster is shut down, and the process exits with status 3 (resumable:
+run the same command again). Exit status: 0 finished, 2 bad input, 3 stopped, 1 failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seg_tune.errors import ConfigError, SegTuneError
+
+EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="seg-tune run", description=__doc__.splitlines()[0])
+    parser.add_argument("space", type=Path, help="search-space YAML file (see search_spaces/)")
+    parser.add_argument("--name", help="experiment name (default: experiment.name in the file)")
+    parser.add_argument(
+        "--storage",
+        type=Path,
+        default=Path("results"),
+        help="folder holding experiments (default: ./results)",
+    )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS") or None,
+        help="join this Ray cluster (default: RAY_ADDRESS, else start one)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: move an existing experiment folder aside (never deletes)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="shrink the budget to a ~1-minute check of the file; all else real",
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip the Markdown report")
+    return parser.parse_args(argv)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every bad input
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+# ---------------------------------------------------------------------- stopping
+
+
+@dataclass
+class StopRequest:
+    """Turns SIGINT/SIGTERM into Tune's graceful stop (Tune itself handles SIGUSR1)."""
+
+    signals: list[str] = field(default_factory=list)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signals.append(signal.Signals(signum).name)
+        if len(self.signals) > 1:  # a second signal: stop waiting on anything
+            raise KeyboardInterrupt
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if callable(tune_handler):  # Tune's handler: sets its "experiment interrupted" event
+            tune_handler(signal.SIGUSR1, frame)
+
+
+# ---------------------------------------------------------------------- the experiment
+
+
+def _move_aside(exp_dir: Path) -> Path | None:
+    if not exp_dir.exists():
+        return None
+    target = exp_dir.with_name(f"{exp_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    exp_dir.rename(target)
+    return target
+
+
+def _start_ray(address: str | None, max_concurrent: int) -> Any:
+    import ray
+
+    from seg_tune.tune import TRIAL_RESOURCE
+
+    common = {"log_to_driver": False, "logging_level": "WARNING"}
+    if address:
+        return ray.init(address=address, **common)
+    return ray.init(
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        resources={TRIAL_RESOURCE: max_concurrent},
+        **common,
+    )
+
+
+def _print_dashboard(context: Any, joined: bool) -> None:
+    url = getattr(context, "dashboard_url", None)
+    if not url:
+        print("seg_tune.run: no Ray dashboard on this cluster", flush=True)
+        return
+    token_hint = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+    print(
+        f"seg_tune.run: Ray dashboard: http://{url}  (token authentication: paste the token "
+        f"from {token_hint} when asked; never share it)",
+        flush=True,
+    )
+    if not joined:
+        print(
+            "seg_tune.run: from another machine: ssh -L 8265:" + url + " <this host>, then "
+            "open http://localhost:8265",
+            flush=True,
+        )
+
+
+class Experiment:
+    """One sweep: build or restore the Tuner, run it, write results."""
+
+    def __init__(self, spec: Any, exp_dir: Path) -> None:
+        from seg_tune.tune import TrialSettings
+
+        self.spec, self.exp_dir = spec, exp_dir
+        r = spec.resources
+        self.settings = TrialSettings(
+            spec_json=spec.model_dump_json(),
+            workers=r.workers,
+            cpus_per_worker=r.cpus_per_worker,
+            gpus_per_worker=r.gpus_per_worker,
+            max_retries=spec.failure.max_retries,
+            keep_checkpoints=spec.checkpoints.keep or spec.base.training.keep_checkpoints,
+            train_storage=str(exp_dir / "train_runs"),
+            use_ray_train=r.workers > 1 or r.use_ray_train == "always",
+        )
+
+    def trainable(self) -> Any:
+        import ray
+        from ray import tune
+
+        from seg_tune.tune import run_trial, trial_resources
+
+        needed = trial_resources(self.settings, ray.cluster_resources())
+        return tune.with_resources(tune.with_parameters(run_trial, settings=self.settings), needed)
+
+    def callbacks(self) -> list[Any]:
+        from seg_tune.tracking import StepSafeWandbCallback, resolve_mode
+
+        w = self.spec.wandb
+        mode = resolve_mode(w.mode)
+        if mode == "disabled":
+            return []
+        return [
+            StepSafeWandbCallback(
+                project=w.project,
+                group=w.group or self.spec.experiment.name,
+                mode=mode,
+                experiment_dir=self.exp_dir,
+            )
+        ]
+
+    def scheduler(self) -> Any:
+        from seg_tune import search_space
+        from seg_tune.asha import PersistentASHA
+
+        s, e = self.spec.scheduler, self.spec.experiment
+        if s.type != "asha":
+            return search_space.scheduler(self.spec)
+        return PersistentASHA(
+            state_path=self.exp_dir / "scheduler_state.json",
+            time_attr="step",
+            max_t=e.max_steps,
+            grace_period=s.grace_period_steps,
+            reduction_factor=s.reduction_factor,
+        )
+
+    def tuner(self, restore: bool) -> Any:
+        from ray import tune
+
+        from seg_tune import search_space
+
+        if restore:
+            return tune.Tuner.restore(
+                str(self.exp_dir),
+                trainable=self.trainable(),
+                resume_unfinished=True,
+                resume_errored=True,
+            )
+        e = self.spec.experiment
+        return tune.Tuner(
+            self.trainable(),
+            param_space=search_space.param_space(self.spec),
+            tune_config=tune.TuneConfig(
+                metric=e.metric,
+                mode=e.mode,
+                search_alg=search_space.search_algorithm(self.spec),
+                scheduler=self.scheduler(),
+                num_samples=e.num_samples,
+                trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=self.exp_dir.name,
+                storage_path=str(self.exp_dir.parent.resolve()),
+                failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=self.settings.keep_checkpoints),
+                callbacks=self.callbacks(),
+                verbose=1,
+            ),
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from seg_tune.search_space import load_space
+
+    spec = load_space(args.space)  # ConfigError (exit 2) before anything expensive
+    if args.smoke:
+        spec = spec.smoke()
+    for notice in spec.notices:
+        print(f"seg_tune.run: notice: {notice}", flush=True)
+    name = args.name or spec.experiment.name
+    exp_dir = (args.storage / name).resolve()
+    if args.fresh and (moved := _move_aside(exp_dir)) is not None:
+        print(f"seg_tune.run: --fresh: moved the old experiment to {moved}", flush=True)
+
+    # Before Ray is imported: its C++ config reads these once.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ours forwards to Tune's
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    import ray
+    from ray import tune
+
+    from seg_tune.results import finish
+
+    context = _start_ray(args.address, spec.experiment.max_concurrent)
+    _print_dashboard(context, joined=bool(args.address))
+    stop = StopRequest()
+    stop.install()
+    try:
+        experiment = Experiment(spec, exp_dir)
+        restore = tune.Tuner.can_restore(str(exp_dir))
+        print(
+            f"seg_tune.run: {'resuming' if restore else 'starting'} experiment {name} in {exp_dir}",
+            flush=True,
+        )
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        (exp_dir / "space.json").write_text(json.dumps(spec.to_dict(), indent=1), "utf-8")
+        experiment.tuner(restore).fit()
+        finished, best_line = finish(
+            spec, exp_dir, interrupted=bool(stop.signals), report=not args.no_report
+        )
+    except KeyboardInterrupt:
+        stop.signals.append("SIGINT")
+        finished, best_line = False, None
+    finally:
+        ray.shutdown()
+    if not finished:
+        print(
+            f"seg_tune.run: stopped ({', '.join(stop.signals) or 'incomplete'}); state saved "
+            f"in {exp_dir}; run the same command again to resume",
+            flush=True,
+        )
+        return EXIT_STOPPED
+    print(f"seg_tune.run: done. {best_line}", flush=True)
+    return EXIT_FINISHED
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(parse_args(argv))
+    except SegTuneError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except Exception as exc:  # a failure after validation: one line, the rest in Ray's logs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1607 @@
+"""Search-space files: their format, their validation, and their conversion into Ray Tune objects.
+
+`python -m seg_tune.run SPACE.yaml` reads one YAML file. Everything is checked here, in well under
+a second and before Ray starts, so that a bad file fails at once with one line naming the key, the
+value and what is allowed (`ConfigError`, exit status 2) instead of failing trials an hour later.
+Every corner of the space (each choice value; each range's ends, their neighbours and a non-round
+interior point) is validated against RunConfig: each key alone, every pair of keys, and every
+combination when there are at most 4096, so no trial can fail on a bad sample.
+
+## seg_tune's own syntax (every section and key optional)
+
+    experiment:  {name: <file stem>, description: null, metric: valid_loss, mode: <the metric's>,
+                  num_samples: 10 (1 for grid), max_concurrent: 2, max_steps: <training.steps>}
+    data:        a `seg_tune.config.DataConfig` (default: the embedded synthetic corpus)
+    model:       `ModelConfig` defaults shared by every trial
+    training:    `TrainingConfig` defaults; `training.steps` is replaced by experiment.max_steps
+    space:       {DOTTED.KEY: DISTRIBUTION, ...}   keys: fields of model., training. or data.
+    scheduler:   {type: asha, grace_period_steps: max_steps // 10, reduction_factor: 3, brackets: 1}
+                 or {type: fifo}; ASHA's time attribute is the reported `step`, max_t = max_steps
+    searcher:    {type: optuna | random | grid, seed: 0}    optuna = seeded TPE
+    resources:   {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}   (GPUs may be fractional)
+    failure:     {max_retries: 2}
+    checkpoints: {keep: <training.keep_checkpoints>}        checkpoints kept per trial
+    wandb:       {project: seg_tune, entity: null, group: <experiment name>, mode: auto}
+                 mode auto = online when WANDB_API_KEY is set, else offline; or online/offline/disabled
+    hub:         {repo_id: null, private: true}   push the best model; the token comes from the
+                 environment only (a `token` or `api_key` key in the file is refused)
+
+Relative data paths are relative to the working directory at load time and are made absolute (Ray
+trials run in other directories). `experiment.max_steps` is every trial's step budget and ASHA's
+max_t; a trial with `training.epochs` set gets its budget from the epochs instead (see
+`TrainingConfig`), and ASHA still stops it at max_steps at the latest.
+
+## Distributions (a `space` value)
+
+    {type: choice, values: [a, b, ...]}        non-empty; scalars (numbers, strings, bools, null)
+    {type: uniform, min: 0.0, max: 0.3}        min < max
+    {type: loguniform, min: 1.0e-4, max: 1.0e-2}   0 < min < max; bounds are values, not logs
+    {type: int, min: 2, max: 6, step: 2}       min <= max, step >= 1; the multiples of step from
+                                               min up to max (min must be a multiple of step)
+    {type: quniform, min: 0, max: 1, q: 0.1}   uniform, rounded to a multiple of q
+    {type: qloguniform, min: 8, max: 256, q: 8}    loguniform, rounded to a multiple of q
+    {type: fixed, value: 32}  or just  32      a constant (shown in each trial's config)
+
+Type names may be written as above or in their short/other forms: categorical = choice, randint
+and int_uniform = int, q_uniform = quniform, constant = fixed. A mapping without `type` is a
+choice when it has `values` and fixed when it has `value`. A bare YAML list is refused (write a
+choice or a fixed list explicitly). Quantized distributions whose min, max and q are integers give
+integers. W&B's `log_uniform` (bounds in log space) is refused here: write loguniform with values.
+
+## W&B sweep syntax (a file with top-level `parameters` or `method`)
+
+`method` bayes/random/grid -> searcher optuna/random/grid; `metric: {name, goal:
+minimize|maximize}` -> experiment.metric/mode (valid.loss -> valid_loss, valid.bpp -> valid_bpp,
+train.loss -> train_loss); `run_cap` -> num_samples (default 20, 1 for grid; a notice says so);
+`early_terminate: {type: hyperband, min_iter | max_iter+s, eta}` -> ASHA with grace_period_steps
+= min_iter x training.eval_every_steps (W&B counts iterations as metric reports) and
+reduction_factor = eta; no early_terminate -> fifo. `name`/`description` -> experiment,
+`project`/`entity` -> wandb; `program`/`command` are ignored with a notice. Parameters: `values`
+-> choice, `value` -> fixed, `distribution:` categorical, constant, int_uniform, uniform,
+q_uniform, log_uniform (bounds are natural logs: exp(min)..exp(max)), log_uniform_values,
+q_log_uniform, q_log_uniform_values; without `distribution`, integer min/max mean int_uniform and
+other min/max uniform (as W&B infers). Parameter names of the original TransformerSegmentation
+project map onto ours (dropout, hidden_size, inner_linear, n_layers, lr, momentum, epochs,
+sequence_length); another undotted name that is the field name of exactly one of model./training.
+maps onto it; dotted names pass through. If momentum is searched and no optimizer is fixed, the
+optimizer becomes sgd (with a notice). Our own sections may sit beside the W&B keys; a value given
+both ways must agree.
+
+## Smoke runs
+
+`spec.smoke()` keeps the file's objective, searcher, wandb, checkpoints and validation and shrinks
+the budget to about a minute on a laptop: at most 3 samples (1 for grid, whose lists are cut to at
+most 3 points), 2 at a time, 40 steps, ASHA grace <= 10, evaluation every 10 steps on 100
+utterances, preset 400k with 64 positions, at most 1500 utterances (the synthetic corpus, or the
+file's corpus capped with max_utterances). Searched model/training sizes are clamped to small
+values (SMOKE_CAPS) and training.epochs is not searched.
+
+## Ray (imported only by the conversion functions)
+
+`tune_config_kwargs(spec)` gives `TuneConfig`'s metric, mode, num_samples, search_alg and
+scheduler. Metric and mode go to TuneConfig ONLY: the searcher and scheduler built here carry
+none (Ray refuses a metric given both to a scheduler and to TuneConfig, and ResultGrid's
+best-result defaults come from TuneConfig). Do not pass `max_concurrent_trials`: the search
+algorithm already limits concurrency to experiment.max_concurrent.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import math
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from seg_tune.config import RunConfig, Strict, TrainingConfig, read_yaml, validate
+from seg_tune.errors import ConfigError
+from seg_tune.metrics import REPORTED_METRICS, STEP
+from seg_tune.model import PRESETS
+
+FORMAT = "seg_tune.search_space/1"
+OUR_SECTIONS = (
+    "experiment",
+    "data",
+    "model",
+    "training",
+    "space",
+    "scheduler",
+    "searcher",
+    "resources",
+    "failure",
+    "checkpoints",
+    "wandb",
+    "hub",
+)
+WANDB_KEYS = (
+    "method",
+    "metric",
+    "parameters",
+    "early_terminate",
+    "run_cap",
+    "program",
+    "command",
+    "name",
+    "description",
+    "project",
+    "entity",
+)
+# The original TransformerSegmentation project's parameter and metric names.
+WANDB_PARAMETER_NAMES: dict[str, str] = {
+    "dropout": "model.dropout",
+    "hidden_size": "model.n_embd",
+    "inner_linear": "model.n_inner",
+    "n_layers": "model.n_layer",
+    "lr": "training.lr",
+    "momentum": "training.momentum",
+    "epochs": "training.epochs",
+    "sequence_length": "training.block_size",
+}
+WANDB_METRIC_NAMES: dict[str, str] = {
+    "valid.loss": "valid_loss",
+    "valid.bpp": "valid_bpp",
+    "train.loss": "train_loss",
+}
+WANDB_METHODS: dict[str, str] = {"bayes": "optuna", "random": "random", "grid": "grid"}
+WANDB_NUM_SAMPLES = 20
+DEFAULT_NUM_SAMPLES = 10
+FULL_PRODUCT_LIMIT = 4096  # corner combinations checked exhaustively; beyond, every pair
+GRID_LIMIT = 1000  # values one int distribution may expand to under the grid searcher
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_EXP_NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
+_SECRET_KEYS = ("token", "api_key", "key", "hf_token", "wandb_api_key", "password")
+M = typing.TypeVar("M", bound=BaseModel)
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string; users mean a number."""
+    if isinstance(value, str) and _EXP_NUMBER_RE.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from Ray's samplers) as Python values, so configs stay JSON-able."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it, on one line: mappings in YAML flow style."""
+    if isinstance(value, (dict, list, tuple)):
+        text = yaml.safe_dump(
+            value if not isinstance(value, tuple) else list(value),
+            default_flow_style=True,
+            sort_keys=False,
+            width=1_000_000,
+        )
+        return " ".join(text.split())
+    return repr(value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    node = doc
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[leaf] = value
+
+
+def _with(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(doc))
+    for dotted, value in overrides.items():
+        _set_dotted(out, dotted, value)
+    return out
+
+
+def _first_error(exc: ValidationError) -> str:
+    """`loc: message` of a pydantic error, for messages about a sampled configuration."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _format(exc: ValidationError, source: str, prefix: str, cls: type[BaseModel]) -> str:
+    """One line like `seg_tune.config.format_validation_error`, with the section's prefix."""
+    err = exc.errors()[0]
+    loc = ".".join([prefix, *(str(p) for p in err["loc"])])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key {loc!r}; allowed: {', '.join(cls.model_fields)}"
+    if err["type"] == "missing":
+        return f"{source}: missing key {loc!r}"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) or not err["loc"] else f" = {_show(value)}"
+    return f"{source}: key {loc!r}{shown}: {msg}"
+
+
+def _section(cls: type[M], data: Any, prefix: str, source: str) -> M:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: key {prefix!r} = {_show(data)}: expected a mapping")
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source, prefix, cls)) from None
+
+
+def _unknown_key(source: str, key: str, allowed: Iterable[str], hint: str = "") -> ConfigError:
+    allowed = list(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    maybe = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{source}: unknown key {key!r}{maybe}; allowed: {', '.join(allowed)}{hint}")
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+class _Distribution(Strict):
+    """One searched (or fixed) value. Subclasses say which values a trial can get."""
+
+    def corners(self) -> list[Any]:
+        """Values checked against RunConfig before Ray starts: ends, neighbours of ends, and an
+        interior point that is not round (so an int field given a float range fails here)."""
+        raise NotImplementedError
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value, for the grid searcher; None for continuous distributions."""
+        return None
+
+    def coerce(self, value: Any) -> Any:
+        """A sampled value as the trial uses it (quantized, int where the space is integral)."""
+        return _plain(value)
+
+    def searchable(self) -> bool:
+        return True
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        raise NotImplementedError
+
+    def clamp(self, cap: float) -> _Distribution:
+        """The distribution limited to values <= cap (smoke runs); when no value is left, the
+        cap itself."""
+        return self
+
+
+class Choice(_Distribution):
+    type: Literal["choice"] = "choice"
+    values: tuple[Any, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> Choice:
+        if not self.values:
+            raise ValueError("values must not be empty for choice")
+        values = tuple(_number(v) for v in self.values)
+        for value in values:
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(
+                    f"choice values must be numbers, strings, booleans or null, not {_show(value)}"
+                )
+        object.__setattr__(self, "values", values)
+        return self
+
+    def corners(self) -> list[Any]:
+        return list(self.values)
+
+    def grid_values(self) -> list[Any]:
+        return list(self.values)
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        return tune.grid_search(list(self.values)) if grid else tune.choice(list(self.values))
+
+    def clamp(self, cap: float) -> Choice:
+        numeric = [v for v in self.values if _is_number(v)]
+        if not numeric:
+            return self
+        kept = [v for v in self.values if not _is_number(v) or v <= cap]
+        if not any(_is_number(v) for v in kept):
+            kept.append(type(min(numeric))(cap))
+        return Choice(values=tuple(kept))
+
+
+class Fixed(_Distribution):
+    type: Literal["fixed"] = "fixed"
+    value: Any
+
+    @model_validator(mode="after")
+    def _check(self) -> Fixed:
+        object.__setattr__(self, "value", _number(self.value))
+        return self
+
+    def corners(self) -> list[Any]:
+        return [self.value]
+
+    def grid_values(self) -> list[Any]:
+        return [self.value]
+
+    def coerce(self, value: Any) -> Any:
+        return self.value
+
+    def searchable(self) -> bool:
+        return False
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        return self.value
+
+    def clamp(self, cap: float) -> Fixed:
+        if _is_number(self.value) and self.value > cap:
+            return Fixed(value=type(self.value)(cap))
+        return self
+
+
+def _finite(*values: float) -> None:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("min, max and q must be finite numbers")
+
+
+def _interior(lo: float, hi: float, log: bool = False) -> float:
+    """A point inside (lo, hi) that is not round (0.3719 of the way)."""
+    if log:
+        return math.exp(math.log(lo) + 0.3719 * (math.log(hi) - math.log(lo)))
+    return lo + 0.3719 * (hi - lo)
+
+
+class Uniform(_Distribution):
+    type: Literal["uniform"] = "uniform"
+    min: int | float
+    max: int | float
+
+    @model_validator(mode="after")
+    def _check(self) -> Uniform:
+        _finite(self.min, self.max)
+        if not self.min < self.max:
+            raise ValueError("min must be < max for uniform")
+        return self
+
+    def corners(self) -> list[Any]:
+        return [float(self.min), float(self.max), _interior(self.min, self.max)]
+
+    def coerce(self, value: Any) -> float:
+        return float(_plain(value))
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        return tune.uniform(self.min, self.max)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.max <= cap:
+            return self
+        return Uniform(min=self.min, max=cap) if self.min < cap else Fixed(value=float(cap))
+
+
+class LogUniform(_Distribution):
+    type: Literal["loguniform"] = "loguniform"
+    min: int | float
+    max: int | float
+
+    @model_validator(mode="after")
+    def _check(self) -> LogUniform:
+        _finite(self.min, self.max)
+        if not self.min > 0:
+            raise ValueError("min must be > 0 for loguniform")
+        if not self.min < self.max:
+            raise ValueError("min must be < max for loguniform")
+        return self
+
+    def corners(self) -> list[Any]:
+        return [float(self.min), float(self.max), _interior(self.min, self.max, log=True)]
+
+    def coerce(self, value: Any) -> float:
+        return float(_plain(value))
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        return tune.loguniform(self.min, self.max)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.max <= cap:
+            return self
+        if self.min < cap:
+            return LogUniform(min=self.min, max=cap)
+        return Fixed(value=float(cap))
+
+
+class IntRange(_Distribution):
+    type: Literal["int"] = "int"
+    min: int
+    max: int
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntRange:
+        if self.min > self.max:
+            raise ValueError("min must be <= max for int")
+        if self.min % self.step:
+            raise ValueError(
+                f"min must be a multiple of step {self.step} for int (Ray draws multiples of step)"
+            )
+        return self
+
+    @property
+    def top(self) -> int:
+        """The largest value drawn: max rounded down to the step grid."""
+        return self.min + (self.max - self.min) // self.step * self.step
+
+    def values(self) -> list[int]:
+        return list(range(self.min, self.top + 1, self.step))
+
+    def corners(self) -> list[Any]:
+        count = (self.top - self.min) // self.step + 1
+        if count <= 12:
+            return self.values()
+        mid = self.min + (count // 2) * self.step
+        return [self.min, self.min + self.step, mid, self.top - self.step, self.top]
+
+    def grid_values(self) -> list[Any]:
+        return self.values()
+
+    def coerce(self, value: Any) -> int:
+        return round(float(_plain(value)))
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        if grid:
+            return tune.grid_search(self.values())
+        if self.step == 1:  # randint's upper bound is exclusive
+            return tune.randint(self.min, self.max + 1)
+        return tune.qrandint(self.min, self.top, self.step)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.top <= cap:
+            return self
+        if self.min <= cap:
+            return IntRange(min=self.min, max=int(cap), step=self.step)
+        return Fixed(value=int(cap))
+
+
+def _grid_index(x: float, round_fn: Any) -> int:
+    nearest = round(x)
+    return int(nearest if math.isclose(x, nearest, rel_tol=1e-9, abs_tol=1e-9) else round_fn(x))
+
+
+class _Quantized(_Distribution):
+    """Shared by quniform and qloguniform: values are multiples of q within [min, max]."""
+
+    min: int | float
+    max: int | float
+    q: int | float = 1
+
+    def _check_grid(self, name: str) -> None:
+        _finite(self.min, self.max, self.q)
+        if not self.q > 0:
+            raise ValueError(f"q must be > 0 for {name}")
+        if self.min > self.max:
+            raise ValueError(f"min must be <= max for {name}")
+        if self._lo_index() > self._hi_index():
+            raise ValueError(f"no multiple of q {self.q} lies between min and max for {name}")
+
+    @property
+    def integral(self) -> bool:
+        return all(_is_integer(v) for v in (self.min, self.max, self.q))
+
+    def _lo_index(self) -> int:
+        return _grid_index(self.min / self.q, math.ceil)
+
+    def _hi_index(self) -> int:
+        return _grid_index(self.max / self.q, math.floor)
+
+    def _at(self, index: int) -> int | float:
+        value = index * self.q
+        return int(value) if self.integral else round(value, 12)
+
+    @property
+    def lo(self) -> int | float:
+        return self._at(self._lo_index())
+
+    @property
+    def hi(self) -> int | float:
+        return self._at(self._hi_index())
+
+    def coerce(self, value: Any) -> int | float:
+        index = round(float(_plain(value)) / self.q)
+        return self._at(min(max(index, self._lo_index()), self._hi_index()))
+
+    def corners(self) -> list[Any]:
+        lo, hi = self._lo_index(), self._hi_index()
+        if hi - lo < 12:
+            return [self._at(i) for i in range(lo, hi + 1)]
+        inner = self.coerce(_interior(self.lo, self.hi, log=isinstance(self, QLogUniform)))
+        return [self._at(lo), self._at(lo + 1), inner, self._at(hi - 1), self._at(hi)]
+
+
+class QUniform(_Quantized):
+    type: Literal["quniform"] = "quniform"
+
+    @model_validator(mode="after")
+    def _check(self) -> QUniform:
+        self._check_grid("quniform")
+        return self
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        if self.lo == self.hi:
+            return self.lo
+        return tune.quniform(self.lo, self.hi, self.q)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.hi <= cap:
+            return self
+        if self.lo < cap and self._hi_index() > self._lo_index():
+            top = self._at(_grid_index(cap / self.q, math.floor))
+            return QUniform(min=self.lo, max=top, q=self.q)
+        return Fixed(value=type(self.lo)(cap))
+
+
+class QLogUniform(_Quantized):
+    type: Literal["qloguniform"] = "qloguniform"
+
+    @model_validator(mode="after")
+    def _check(self) -> QLogUniform:
+        _finite(self.min, self.max, self.q)
+        if not self.min > 0:
+            raise ValueError("min must be > 0 for qloguniform")
+        self._check_grid("qloguniform")
+        return self
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        if self.lo == self.hi:
+            return self.lo
+        if optuna:  # Optuna drops quantization of log domains (with a warning); coerce() rounds
+            return tune.loguniform(self.lo, self.hi)
+        return tune.qloguniform(self.lo, self.hi, self.q)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.hi <= cap:
+            return self
+        top = self._at(_grid_index(cap / self.q, math.floor))
+        if self.lo < cap and top > self.lo:
+            return QLogUniform(min=self.lo, max=top, q=self.q)
+        return Fixed(value=type(self.lo)(cap))
+
+
+Distribution = Annotated[
+    Choice | Fixed | Uniform | LogUniform | IntRange | QUniform | QLogUniform,
+    Field(discriminator="type"),
+]
+_DISTRIBUTIONS: dict[str, type[_Distribution]] = {
+    "choice": Choice,
+    "fixed": Fixed,
+    "uniform": Uniform,
+    "loguniform": LogUniform,
+    "int": IntRange,
+    "quniform": QUniform,
+    "qloguniform": QLogUniform,
+}
+_TYPE_ALIASES: dict[str, str] = {
+    "categorical": "choice",
+    "constant": "fixed",
+    "randint": "int",
+    "int_uniform": "int",
+    "q_uniform": "quniform",
+}
+
+
+class _DistError(Exception):
+    """A problem with one distribution; the caller adds the file, key and value."""
+
+
+def parse_distribution(raw: Any) -> _Distribution:
+    """One `space` value in seg_tune's syntax; raises _DistError with the problem."""
+    if isinstance(raw, list):
+        raise _DistError(
+            "a bare list is ambiguous: write {type: choice, values: [...]} to search it "
+            "or {type: fixed, value: [...]} to fix it"
+        )
+    if not isinstance(raw, Mapping):
+        return Fixed(value=raw)
+    data = dict(raw)
+    kind = data.pop("type", None)
+    if kind is None:
+        if "values" in data:
+            kind = "choice"
+        elif "value" in data:
+            kind = "fixed"
+        else:
+            raise _DistError(f"missing 'type'; allowed: {', '.join(_DISTRIBUTIONS)}")
+    if kind == "log_uniform":
+        raise _DistError(
+            "type 'log_uniform' is W&B syntax with bounds in log space; "
+            "in 'space' write type: loguniform with min/max as values"
+        )
+    canonical = _TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    cls = _DISTRIBUTIONS.get(canonical)  # type: ignore[arg-type]
+    if cls is None:
+        names = ", ".join([*_DISTRIBUTIONS, *_TYPE_ALIASES])
+        raise _DistError(f"type {kind!r} is not one of: {names}")
+    try:
+        return cls.model_validate({**data, "type": canonical})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(f for f in cls.model_fields if f != "type")
+        if err["type"] == "extra_forbidden":
+            raise _DistError(f"unknown key {loc!r} for {canonical}; allowed: {allowed}") from None
+        if err["type"] == "missing":
+            raise _DistError(f"missing {loc!r} for {canonical}; give {allowed}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise _DistError(f"{loc}: {msg}" if loc else msg) from None
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class Experiment(Strict):
+    name: str | None = None  # default: the file's stem
+    description: str | None = None
+    metric: str = "valid_loss"
+    mode: Literal["min", "max"] | None = None  # default: the direction in which metric is better
+    num_samples: int | None = Field(None, ge=1)  # default 10 (1 for grid: runs of the whole grid)
+    max_concurrent: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # default: training.steps
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Experiment:
+        if self.name is not None and not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"name {self.name!r}: use letters, digits, '.', '_' or '-' (it names folders)"
+            )
+        return self
+
+
+class AshaScheduler(Strict):
+    type: Literal["asha"] = "asha"
+    grace_period_steps: int | None = Field(None, ge=1)  # default: max_steps // 10
+    reduction_factor: float = Field(3, gt=1)
+    brackets: int = Field(1, ge=1)
+
+
+class FifoScheduler(Strict):
+    type: Literal["fifo"] = "fifo"
+
+
+class Searcher(Strict):
+    type: Literal["optuna", "random", "grid"] = "optuna"
+    seed: int | None = 0  # None: unseeded
+
+
+class Resources(Strict):
+    workers: int = Field(1, ge=1)  # Ray Train workers per trial (DDP when > 1)
+    cpus_per_worker: int | float = Field(1, gt=0)
+    gpus_per_worker: int | float = Field(0, ge=0)  # fractional: several small trials share a GPU
+    # auto: a one-worker trial trains inside its Tune trainable (faster start, same checkpoints,
+    # resume and metrics); always: every trial is a Ray Train TorchTrainer job
+    use_ray_train: Literal["auto", "always"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_gpus(self) -> Resources:
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError("gpus_per_worker above 1 must be a whole number")
+        return self
+
+
+class Failure(Strict):
+    max_retries: int = Field(2, ge=0)  # restarts of a failed trial (from its last checkpoint)
+
+
+class Checkpoints(Strict):
+    keep: int | None = Field(None, ge=1)  # default: training.keep_checkpoints
+
+
+class Wandb(Strict):
+    project: str = "seg_tune"
+    entity: str | None = None
+    group: str | None = None  # default: the experiment's name
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+
+
+class Hub(Strict):
+    repo_id: str | None = None  # e.g. "user/childes-gpt2"; None = do not push
+    private: bool = True
+
+    @model_validator(mode="after")
+    def _check_repo(self) -> Hub:
+        if self.repo_id is not None and not re.match(
+            r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", self.repo_id
+        ):
+            raise ValueError(f"repo_id {self.repo_id!r}: expected 'name' or 'owner/name'")
+        return self
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class ExperimentSpec(Strict):
+    """A validated search-space file, resolved (defaults filled) and ready for Ray Tune."""
+
+    experiment: Experiment  # every field set
+    base: RunConfig  # data/model/training defaults, fixed values applied, steps = max_steps
+    base_data: dict[str, Any]  # the sparse dict `base` came from; trial configs start from it
+    space: dict[str, Distribution]
+    scheduler: AshaScheduler | FifoScheduler  # ASHA's grace_period_steps is set
+    searcher: Searcher
+    resources: Resources
+    failure: Failure
+    checkpoints: Checkpoints  # keep is set
+    wandb: Wandb  # group is set
+    hub: Hub
+    source_path: str
+    notices: tuple[str, ...] = ()
+
+    def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
+        """The RunConfig of one trial: base with the sampled dotted params applied.
+
+        Built from the sparse `base_data` (not from the resolved base), so that a sampled
+        model.preset still fills layers/width/heads the file did not give."""
+        unknown = sorted(set(params) - set(self.space))
+        if unknown:
+            raise ValueError(f"parameters not in the search space: {unknown}")
+        overrides = {key: self.space[key].coerce(value) for key, value in params.items()}
+        return validate(RunConfig, _with(self.base_data, overrides), source=self.source_path)
+
+    def smoke(self) -> ExperimentSpec:
+        """The same experiment shrunk to about a minute on a laptop (validated again)."""
+        return _smoke(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able resolved description for summary.json. Holds no secret: none is ever read."""
+        return {
+            "format": FORMAT,
+            "source_path": self.source_path,
+            "experiment": self.experiment.model_dump(mode="json"),
+            "base": self.base.model_dump(mode="json"),
+            "space": {k: d.model_dump(mode="json") for k, d in self.space.items()},
+            "scheduler": self.scheduler.model_dump(mode="json"),
+            "searcher": self.searcher.model_dump(mode="json"),
+            "resources": self.resources.model_dump(mode="json"),
+            "failure": self.failure.model_dump(mode="json"),
+            "checkpoints": self.checkpoints.model_dump(mode="json"),
+            "wandb": self.wandb.model_dump(mode="json"),
+            "hub": self.hub.model_dump(mode="json"),
+            "notices": list(self.notices),
+        }
+
+    def document(self) -> dict[str, Any]:
+        """The spec as a file in seg_tune's own syntax (loading it gives the same spec)."""
+        training = dict(self.base_data.get("training", {}))
+        training.pop("steps", None)  # experiment.max_steps says it
+        return {
+            "experiment": self.experiment.model_dump(),
+            "data": copy.deepcopy(self.base_data.get("data", {})),
+            "model": copy.deepcopy(self.base_data.get("model", {})),
+            "training": training,
+            "space": {k: d.model_dump() for k, d in self.space.items()},
+            "scheduler": self.scheduler.model_dump(),
+            "searcher": self.searcher.model_dump(),
+            "resources": self.resources.model_dump(),
+            "failure": self.failure.model_dump(),
+            "checkpoints": self.checkpoints.model_dump(),
+            "wandb": self.wandb.model_dump(),
+            "hub": self.hub.model_dump(),
+        }
+
+
+def load_space(path: str | Path) -> ExperimentSpec:
+    """Read, validate and resolve a search-space file (either syntax). Raises ConfigError."""
+    source = str(path)
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of sections ({', '.join(OUR_SECTIONS[:5])}, ...), "
+            f"got {type(raw).__name__}"
+        )
+    notices: list[str] = []
+    labels: dict[str, str] = {}
+    if "parameters" in raw or "method" in raw:
+        doc = _from_wandb(raw, source, notices, labels)
+    else:
+        doc = raw
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem).strip("-.") or "experiment"
+    return _build(doc, source=source, default_name=stem, notices=notices, labels=labels)
+
+
+# --------------------------------------------------------------------------- building a spec
+
+
+def _build(
+    doc: Mapping[str, Any],
+    *,
+    source: str,
+    default_name: str,
+    notices: list[str],
+    labels: dict[str, str],
+) -> ExperimentSpec:
+    for key in doc:
+        if key not in OUR_SECTIONS:
+            hint = "; W&B sweep keys need 'parameters' or 'method'" if key in WANDB_KEYS else ""
+            raise _unknown_key(source, str(key), OUR_SECTIONS, hint)
+    _refuse_secrets(doc, source)
+    exp = _section(Experiment, doc.get("experiment"), "experiment", source)
+    searcher = _section(Searcher, doc.get("searcher"), "searcher", source)
+    sched = _scheduler_section(doc.get("scheduler"), source)
+    resources = _section(Resources, doc.get("resources"), "resources", source)
+    failure = _section(Failure, doc.get("failure"), "failure", source)
+    checkpoints = _section(Checkpoints, doc.get("checkpoints"), "checkpoints", source)
+    wandb = _section(Wandb, doc.get("wandb"), "wandb", source)
+    hub = _section(Hub, doc.get("hub"), "hub", source)
+    run_doc = _run_doc(doc, source)
+    space = _parse_space(doc.get("space"), source, labels)
+
+    max_steps = _max_steps(exp, run_doc, notices)
+    run_doc["training"]["steps"] = max_steps
+    keep = _keep(checkpoints, run_doc, source)
+    run_doc["training"]["keep_checkpoints"] = keep
+    _momentum_rule(space, run_doc, notices)
+    validate(RunConfig, run_doc, source=source)  # the file's own defaults, before any sample
+    _absolute_paths(run_doc)
+
+    metric, mode = _objective(exp, source, labels)
+    _check_grid(space, searcher, source, labels)
+    _check_corners(run_doc, space, source, labels, notices)
+    for key, dist in space.items():
+        if isinstance(dist, Fixed):
+            _set_dotted(run_doc, key, dist.value)
+    base = validate(RunConfig, run_doc, source=source)
+    if space and not any(d.searchable() for d in space.values()):
+        notices.append("space: nothing is searched; every trial runs the same configuration")
+
+    name = exp.name or default_name
+    num_samples = exp.num_samples or (1 if searcher.type == "grid" else DEFAULT_NUM_SAMPLES)
+    experiment = exp.model_copy(
+        update={
+            "name": name,
+            "metric": metric,
+            "mode": mode,
+            "num_samples": num_samples,
+            "max_steps": max_steps,
+        }
+    )
+    return ExperimentSpec(
+        experiment=experiment,
+        base=base,
+        base_data=run_doc,
+        space=space,
+        scheduler=_resolve_scheduler(sched, max_steps, source, labels),
+        searcher=searcher,
+        resources=resources,
+        failure=failure,
+        checkpoints=checkpoints.model_copy(update={"keep": keep}),
+        wandb=wandb.model_copy(update={"group": wandb.group or name}),
+        hub=hub,
+        source_path=source,
+        notices=tuple(dict.fromkeys(notices)),
+    )
+
+
+def _refuse_secrets(doc: Mapping[str, Any], source: str) -> None:
+    env = {"wandb": "WANDB_API_KEY", "hub": "HF_TOKEN"}
+    for section, variable in env.items():
+        data = doc.get(section)
+        if isinstance(data, Mapping):
+            for key in data:
+                if str(key).lower() in _SECRET_KEYS:
+                    raise ConfigError(
+                        f"{source}: key '{section}.{key}': secrets are never read from a space "
+                        f"file (it is copied into results); set {variable} in the environment"
+                    )
+
+
+def _scheduler_section(data: Any, source: str) -> AshaScheduler | FifoScheduler:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: key 'scheduler' = {_show(data)}: expected a mapping")
+    kind = data.get("type", "asha")
+    classes: dict[str, type[AshaScheduler] | type[FifoScheduler]] = {
+        "asha": AshaScheduler,
+        "fifo": FifoScheduler,
+    }
+    if kind not in classes:
+        raise ConfigError(
+            f"{source}: key 'scheduler.type' = {_show(kind)}: allowed: {', '.join(classes)}"
+        )
+    return _section(classes[kind], data, "scheduler", source)
+
+
+def _run_doc(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The data/model/training sections as given (sparse), for RunConfig."""
+    out: dict[str, Any] = {}
+    for name in ("data", "model", "training"):
+        value = doc.get(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: key {name!r} = {_show(value)}: expected a mapping")
+        out[name] = copy.deepcopy(dict(value))
+    return out
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    candidates = [annotation, *typing.get_args(annotation)]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _leaf_keys(cls: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted field of RunConfig that a space may set (scalars, not whole sections)."""
+    keys: list[str] = []
+    for name, info in cls.model_fields.items():
+        sub = _model_class(info.annotation)
+        dotted = f"{prefix}{name}"
+        keys.extend(_leaf_keys(sub, dotted + ".") if sub else [dotted])
+    return keys
+
+
+_SPACE_KEYS = frozenset(_leaf_keys())
+_FORBIDDEN_SPACE_KEYS = {
+    "training.steps": "set experiment.max_steps (every trial's budget and ASHA's max_t)",
+    "training.keep_checkpoints": "set checkpoints.keep",
+}
+
+
+def _parse_space(data: Any, source: str, labels: dict[str, str]) -> dict[str, _Distribution]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: key 'space' = {_show(data)}: expected a mapping")
+    space: dict[str, _Distribution] = {}
+    for key, raw in data.items():
+        label = labels.get(f"space.{key}", f"space.{key}")
+        if key in _FORBIDDEN_SPACE_KEYS:
+            raise ConfigError(
+                f"{source}: key {label!r} cannot be searched; {_FORBIDDEN_SPACE_KEYS[key]}"
+            )
+        if key not in _SPACE_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(_SPACE_KEYS), n=1)
+            maybe = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key {label!r}{maybe}; space keys are dotted fields of "
+                "model., training. or data., e.g. training.lr, model.n_embd, model.dropout"
+            )
+        try:
+            space[key] = parse_distribution(raw)
+        except _DistError as exc:
+            raise ConfigError(f"{source}: key {label!r} = {_show(raw)}: {exc}") from None
+    return space
+
+
+def _max_steps(exp: Experiment, run_doc: dict[str, Any], notices: list[str]) -> int:
+    given = run_doc["training"].get("steps")
+    if exp.max_steps is None:
+        if isinstance(given, int) and not isinstance(given, bool) and given >= 1:
+            return given
+        return int(TrainingConfig.model_fields["steps"].default)
+    if given is not None and given != exp.max_steps:
+        notices.append(
+            f"training.steps {given} is replaced by experiment.max_steps {exp.max_steps}"
+        )
+    return exp.max_steps
+
+
+def _keep(checkpoints: Checkpoints, run_doc: dict[str, Any], source: str) -> int:
+    given = run_doc["training"].get("keep_checkpoints")
+    if checkpoints.keep is None:
+        if isinstance(given, int) and not isinstance(given, bool) and given >= 1:
+            return given
+        return int(TrainingConfig.model_fields["keep_checkpoints"].default)
+    if given is not None and given != checkpoints.keep:
+        raise ConfigError(
+            f"{source}: key 'checkpoints.keep' = {checkpoints.keep} disagrees with "
+            f"training.keep_checkpoints = {_show(given)}; give one of them"
+        )
+    return checkpoints.keep
+
+
+def _momentum_rule(
+    space: Mapping[str, _Distribution], run_doc: dict[str, Any], notices: list[str]
+) -> None:
+    """Momentum is SGD's: searching it with no optimizer fixed means SGD (as the original)."""
+    if "training.momentum" not in space:
+        return
+    fixed = run_doc["training"].get("optimizer")
+    if fixed is None and "training.optimizer" not in space:
+        run_doc["training"]["optimizer"] = "sgd"
+        notices.append(
+            "training.momentum is searched and no optimizer is fixed: training.optimizer = sgd "
+            "(the original project trained with SGD and momentum)"
+        )
+    elif fixed == "adamw" and "training.optimizer" not in space:
+        notices.append(
+            "training.momentum is searched but training.optimizer is adamw, which ignores it"
+        )
+
+
+def _absolute_paths(run_doc: dict[str, Any]) -> None:
+    """Ray runs trials in other directories: make relative corpus paths absolute."""
+    data = run_doc.get("data", {})
+    for part in ("train", "valid"):
+        src = data.get(part)
+        if not isinstance(src, dict):
+            continue
+        if src.get("kind") in ("tagged", "text") and isinstance(src.get("path"), str):
+            src["path"] = str(Path(src["path"]).resolve())
+        name = src.get("name")
+        if src.get("kind") == "hf" and isinstance(name, str) and Path(name).is_dir():
+            src["name"] = str(Path(src["name"]).resolve())
+
+
+def _check_metric(metric: Any, key: str, source: str) -> str:
+    if metric in REPORTED_METRICS:
+        return metric
+    names = list(REPORTED_METRICS)
+    close = difflib.get_close_matches(str(metric), names, n=1)
+    maybe = f" (did you mean {close[0]!r}?)" if close else ""
+    preferred = ["valid_loss", "valid_bpp", "train_loss", "seg_boundary_noedge_fscore"]
+    shown = ", ".join(preferred + [n for n in names if n.startswith("seg_token")])
+    raise ConfigError(
+        f"{source}: key {key!r} = {_show(metric)}: no trial reports this metric{maybe}; "
+        f"allowed: {shown}, ... ({len(names)} in all, see seg_tune.metrics.REPORTED_METRICS)"
+    )
+
+
+def _objective(exp: Experiment, source: str, labels: dict[str, str]) -> tuple[str, str]:
+    metric = _check_metric(exp.metric, labels.get("experiment.metric", "experiment.metric"), source)
+    better = REPORTED_METRICS[metric]
+    mode = exp.mode or better
+    if mode != better:
+        label = labels.get("experiment.mode", "experiment.mode")
+        shown = labels.get("experiment.mode.value", mode)
+        word = "lower" if better == "min" else "higher"
+        raise ConfigError(
+            f"{source}: key {label!r} = {shown!r}: {metric} is better when {word}; "
+            f"use {labels.get('mode.' + better, better)}"
+        )
+    return metric, mode
+
+
+def _check_grid(
+    space: Mapping[str, _Distribution], searcher: Searcher, source: str, labels: dict[str, str]
+) -> None:
+    if searcher.type != "grid":
+        return
+    for key, dist in space.items():
+        label = labels.get(f"space.{key}", f"space.{key}")
+        values = dist.grid_values()
+        if values is None:
+            raise ConfigError(
+                f"{source}: key {label!r} = {_show(dist.model_dump())}: the grid searcher needs "
+                f"a finite set of values (choice, int or fixed), not {dist.type}"
+            )
+        if len(values) > GRID_LIMIT:
+            raise ConfigError(
+                f"{source}: key {label!r} = {_show(dist.model_dump())}: {len(values)} grid values "
+                f"(at most {GRID_LIMIT}); raise step or use another searcher"
+            )
+
+
+def _check_corners(
+    run_doc: Mapping[str, Any],
+    space: Mapping[str, _Distribution],
+    source: str,
+    labels: dict[str, str],
+    notices: list[str],
+) -> None:
+    """Every corner of the space must give a valid RunConfig, so no trial fails late on a bad
+    sample: each key's corners alone, then every pair, then (when small) every combination."""
+    corners = [(key, space[key].corners()) for key in space]
+
+    def fail(point: dict[str, Any], exc: ValidationError) -> ConfigError:
+        (key, value), *others = point.items()
+        label = labels.get(f"space.{key}", f"space.{key}")
+        more = "".join(
+            f" with {labels.get(f'space.{k}', f'space.{k}')!r} = {_show(v)}" for k, v in others
+        )
+        return ConfigError(f"{source}: key {label!r} = {_show(value)}{more}: {_first_error(exc)}")
+
+    def check(point: dict[str, Any]) -> None:
+        try:
+            RunConfig.model_validate(_with(run_doc, point))
+        except ValidationError as exc:
+            raise fail(point, exc) from None
+
+    for key, values in corners:
+        for value in values:
+            check({key: value})
+    for (k1, v1s), (k2, v2s) in itertools.combinations(corners, 2):
+        for v1, v2 in itertools.product(v1s, v2s):
+            check({k1: v1, k2: v2})
+    if len(corners) < 3:
+        return
+    combos = math.prod(len(values) for _, values in corners)
+    if combos > FULL_PRODUCT_LIMIT:
+        notices.append(
+            f"space: {combos} corner combinations; checked each key and every pair of keys"
+        )
+        return
+    keys = [key for key, _ in corners]
+    for values in itertools.product(*(values for _, values in corners)):
+        check(dict(zip(keys, values, strict=True)))
+
+
+def _resolve_scheduler(
+    sched: AshaScheduler | FifoScheduler, max_steps: int, source: str, labels: dict[str, str]
+) -> AshaScheduler | FifoScheduler:
+    if isinstance(sched, FifoScheduler):
+        return sched
+    grace = sched.grace_period_steps or max(1, max_steps // 10)
+    if grace > max_steps:
+        label = labels.get("scheduler.grace_period_steps", "scheduler.grace_period_steps")
+        raise ConfigError(
+            f"{source}: key {label!r} = {grace}: must be <= experiment.max_steps {max_steps}"
+        )
+    return sched.model_copy(update={"grace_period_steps": grace})
+
+
+# --------------------------------------------------------------------------- W&B sweep syntax
+
+
+def _from_wandb(
+    raw: Mapping[str, Any], source: str, notices: list[str], labels: dict[str, str]
+) -> dict[str, Any]:
+    """A W&B sweep file as a file in seg_tune's own syntax (labels keep the original keys)."""
+    for key in raw:
+        if key not in WANDB_KEYS and key not in OUR_SECTIONS:
+            raise _unknown_key(source, str(key), [*WANDB_KEYS, *OUR_SECTIONS])
+    if "space" in raw:
+        raise ConfigError(
+            f"{source}: key 'space': a W&B sweep file (it has 'parameters' or 'method') gives "
+            "its search space in 'parameters'; use one syntax"
+        )
+    doc: dict[str, Any] = {k: copy.deepcopy(raw[k]) for k in OUR_SECTIONS if k in raw}
+    for name in ("experiment", "searcher", "wandb", "training"):
+        if doc.get(name) is None:
+            doc[name] = {}
+        elif not isinstance(doc[name], Mapping):
+            raise ConfigError(f"{source}: key {name!r} = {_show(doc[name])}: expected a mapping")
+        doc[name] = dict(doc[name])
+    ignored = [k for k in ("program", "command") if k in raw]
+    if ignored:
+        notices.append(
+            f"ignored {' and '.join(repr(k) for k in ignored)} (W&B agent launch settings): "
+            "seg_tune runs its own trainer"
+        )
+    _wandb_method(raw, doc, source)
+    _wandb_metric(raw, doc, source, notices, labels)
+    _wandb_naming(raw, doc, source, notices)
+    doc["space"] = _wandb_parameters(raw.get("parameters"), source, notices, labels)
+    _wandb_samples(raw, doc, source, notices)
+    _wandb_early_terminate(raw, doc, source, notices, labels)
+    return doc
+
+
+def _agree(doc: dict[str, Any], section: str, key: str, value: Any, origin: str, source: str):
+    """Fill doc[section][key] from a W&B key unless our section says otherwise."""
+    current = doc[section].get(key)
+    if current is not None and current != value:
+        raise ConfigError(
+            f"{source}: key {origin!r} gives {section}.{key} = {_show(value)} but "
+            f"'{section}.{key}' = {_show(current)}; give one of them"
+        )
+    doc[section][key] = value
+
+
+def _wandb_method(raw: Mapping[str, Any], doc: dict[str, Any], source: str) -> None:
+    method = raw.get("method")
+    if method is None:
+        return
+    if method not in WANDB_METHODS:
+        raise ConfigError(
+            f"{source}: key 'method' = {_show(method)}: allowed: {', '.join(WANDB_METHODS)}"
+        )
+    _agree(doc, "searcher", "type", WANDB_METHODS[method], "method", source)
+
+
+def _wandb_metric(
+    raw: Mapping[str, Any],
+    doc: dict[str, Any],
+    source: str,
+    notices: list[str],
+    labels: dict[str, str],
+) -> None:
+    metric = raw.get("metric")
+    if metric is None:
+        return
+    if not isinstance(metric, Mapping) or "name" not in metric:
+        raise ConfigError(f"{source}: key 'metric' = {_show(metric)}: expected {{name, goal}}")
+    for key in metric:
+        if key not in ("name", "goal", "target"):
+            raise _unknown_key(source, f"metric.{key}", ["name", "goal", "target"])
+    if "target" in metric:
+        notices.append("ignored 'metric.target': every trial runs its full budget or to ASHA")
+    name = metric["name"]
+    ours = _check_metric(WANDB_METRIC_NAMES.get(name, name), "metric.name", source)
+    if ours != name:
+        notices.append(f"metric {name} -> {ours}")
+    goal = metric.get("goal", "minimize")
+    goals = {"minimize": "min", "maximize": "max"}
+    if goal not in goals:
+        raise ConfigError(
+            f"{source}: key 'metric.goal' = {_show(goal)}: allowed: minimize, maximize"
+        )
+    _agree(doc, "experiment", "metric", ours, "metric.name", source)
+    _agree(doc, "experiment", "mode", goals[goal], "metric.goal", source)
+    labels.update(
+        {
+            "experiment.metric": "metric.name",
+            "experiment.mode": "metric.goal",
+            "experiment.mode.value": goal,
+            "mode.min": "goal: minimize",
+            "mode.max": "goal: maximize",
+        }
+    )
+
+
+def _wandb_naming(
+    raw: Mapping[str, Any], doc: dict[str, Any], source: str, notices: list[str]
+) -> None:
+    if raw.get("name") is not None:
+        name = str(raw["name"])
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
+        if safe != name:
+            notices.append(f"name {name!r} -> experiment.name {safe!r} (it names folders)")
+        _agree(doc, "experiment", "name", safe, "name", source)
+    if raw.get("description") is not None:
+        _agree(doc, "experiment", "description", str(raw["description"]), "description", source)
+    for key in ("project", "entity"):
+        if raw.get(key) is not None:
+            _agree(doc, "wandb", key, str(raw[key]), key, source)
+
+
+def _wandb_samples(
+    raw: Mapping[str, Any], doc: dict[str, Any], source: str, notices: list[str]
+) -> None:
+    if raw.get("run_cap") is not None:
+        _agree(doc, "experiment", "num_samples", raw["run_cap"], "run_cap", source)
+    elif doc["experiment"].get("num_samples") is None:
+        grid = doc["searcher"].get("type") == "grid"
+        n = 1 if grid else WANDB_NUM_SAMPLES
+        doc["experiment"]["num_samples"] = n
+        what = "1 (each grid point once)" if grid else str(n)
+        notices.append(f"no 'run_cap': num_samples = {what}; set run_cap to change it")
+
+
+_WANDB_PARAM_KEYS = ("distribution", "values", "value", "min", "max", "q")
+_WANDB_DISTRIBUTIONS = (
+    "constant",
+    "categorical",
+    "int_uniform",
+    "uniform",
+    "q_uniform",
+    "log_uniform",
+    "log_uniform_values",
+    "q_log_uniform",
+    "q_log_uniform_values",
+)
+
+
+def _wandb_name(name: str) -> str | None:
+    """Our dotted key for a W&B parameter name, or None."""
+    if name in WANDB_PARAMETER_NAMES:
+        return WANDB_PARAMETER_NAMES[name]
+    if "." in name:
+        return name
+    matches = [k for k in _SPACE_KEYS if k.split(".")[0] in ("model", "training")]
+    matches = [k for k in matches if k.split(".")[-1] == name]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _wandb_parameters(
+    params: Any, source: str, notices: list[str], labels: dict[str, str]
+) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{source}: key 'parameters' = {_show(params)}: expected a mapping")
+    space: dict[str, Any] = {}
+    mapped: list[str] = []
+    for name, spec in params.items():
+        key = _wandb_name(str(name))
+        if key is None:
+            known = ", ".join(WANDB_PARAMETER_NAMES)
+            raise ConfigError(
+                f"{source}: unknown key 'parameters.{name}': not a field of seg_tune; use a "
+                f"dotted name such as training.lr or one of {known}"
+            )
+        if key in space:
+            raise ConfigError(f"{source}: key 'parameters.{name}': {key} is given twice")
+        labels[f"space.{key}"] = f"parameters.{name}"
+        space[key] = _wandb_distribution(spec, f"parameters.{name}", source)
+        if key != name:
+            mapped.append(f"{name} -> {key}")
+    if mapped:
+        notices.append("W&B parameters mapped: " + ", ".join(mapped))
+    return space
+
+
+def _wandb_distribution(spec: Any, label: str, source: str) -> dict[str, Any]:
+    """A W&B parameter spec as one of our distribution mappings."""
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(f"{source}: key {label!r} = {_show(spec)}: {problem}")
+
+    if not isinstance(spec, Mapping):
+        raise bad("expected a mapping such as {values: [...]} or {value: ...}")
+    if "parameters" in spec:
+        raise bad("nested parameters are not supported; give each as its own dotted name")
+    dist = spec.get("distribution")
+    if dist is not None and dist not in _WANDB_DISTRIBUTIONS:
+        supported = ", ".join(_WANDB_DISTRIBUTIONS)
+        raise bad(f"distribution {dist!r} is not supported; supported: {supported}")
+    if "probabilities" in spec:
+        raise bad("'probabilities' is not supported (Ray Tune's choice is uniform)")
+    for key in spec:
+        if key not in _WANDB_PARAM_KEYS:
+            raise bad(f"unknown key {key!r}; allowed: {', '.join(_WANDB_PARAM_KEYS)}")
+    lo, hi = _number(spec.get("min")), _number(spec.get("max"))
+    if dist is None:
+        if "values" in spec:
+            dist = "categorical"
+        elif "value" in spec:
+            dist = "constant"
+        elif lo is not None and hi is not None:
+            dist = "int_uniform" if _is_integer(lo) and _is_integer(hi) else "uniform"
+        else:
+            raise bad("give values, value, or min and max")
+    needs = {"constant": ("value",), "categorical": ("values",)}.get(dist, ("min", "max"))
+    allowed = {*needs, "distribution", *(("q",) if dist.startswith("q_") else ())}
+    for key in spec:
+        if key not in allowed:
+            raise bad(f"key {key!r} does not apply to distribution {dist}")
+    for key in needs:
+        if key not in spec:
+            raise bad(f"distribution {dist} needs {key!r}")
+    if dist == "constant":
+        return {"type": "fixed", "value": spec["value"]}
+    if dist == "categorical":
+        return {"type": "choice", "values": spec["values"]}
+    q = _number(spec.get("q", 1))
+    if dist in ("log_uniform", "q_log_uniform"):  # bounds are natural logarithms
+        if not (_is_number(lo) and _is_number(hi)):
+            raise bad("min and max must be numbers (natural logarithms of the bounds)")
+        lo, hi = math.exp(lo), math.exp(hi)
+    simple = {"int_uniform": "int", "uniform": "uniform", "log_uniform": "loguniform"}
+    simple["log_uniform_values"] = "loguniform"
+    if dist in simple:
+        return {"type": simple[dist], "min": lo, "max": hi}
+    kind = "quniform" if dist == "q_uniform" else "qloguniform"
+    return {"type": kind, "min": lo, "max": hi, "q": q}
+
+
+def _wandb_early_terminate(
+    raw: Mapping[str, Any],
+    doc: dict[str, Any],
+    source: str,
+    notices: list[str],
+    labels: dict[str, str],
+) -> None:
+    et = raw.get("early_terminate")
+    if et is None:
+        if doc.get("scheduler") is None:
+            doc["scheduler"] = {"type": "fifo"}  # W&B stops no run early without early_terminate
+        return
+    if doc.get("scheduler") is not None:
+        raise ConfigError(f"{source}: key 'early_terminate' and key 'scheduler': give one of them")
+    if not isinstance(et, Mapping) or et.get("type") != "hyperband":
+        shown = et.get("type") if isinstance(et, Mapping) else et
+        raise ConfigError(
+            f"{source}: key 'early_terminate.type' = {_show(shown)}: only hyperband is supported"
+        )
+    allowed = ("type", "min_iter", "max_iter", "s", "eta", "strict")
+    for key in et:
+        if key not in allowed:
+            raise _unknown_key(
+                source, f"early_terminate.{key}", [f"early_terminate.{k}" for k in allowed]
+            )
+    eta = _number(et.get("eta", 3))
+    if not _is_number(eta) or eta <= 1:
+        raise ConfigError(f"{source}: key 'early_terminate.eta' = {_show(eta)}: must be > 1")
+    if et.get("min_iter") is not None:
+        min_iter, origin = et["min_iter"], "early_terminate.min_iter"
+    elif et.get("max_iter") is not None and et.get("s") is not None:
+        min_iter, origin = (
+            max(1, round(et["max_iter"] / eta ** et["s"])),
+            "early_terminate.max_iter",
+        )
+    else:
+        raise ConfigError(f"{source}: key 'early_terminate': give min_iter, or max_iter and s")
+    if not _is_integer(min_iter) or min_iter < 1:
+        raise ConfigError(f"{source}: key {origin!r} = {_show(min_iter)}: must be an integer >= 1")
+    every = doc["training"].get("eval_every_steps")
+    if not _is_integer(every) or every < 1:
+        every = int(TrainingConfig.model_fields["eval_every_steps"].default)
+    grace = min_iter * every
+    doc["scheduler"] = {"type": "asha", "grace_period_steps": grace, "reduction_factor": eta}
+    labels["scheduler.grace_period_steps"] = origin
+    notices.append(
+        f"early_terminate hyperband: {min_iter} evaluation(s) x eval every {every} steps -> "
+        f"ASHA grace_period_steps {grace}, reduction_factor {eta}"
+    )
+
+
+# --------------------------------------------------------------------------- smoke
+
+
+SMOKE_STEPS = 40
+SMOKE_UTTERANCES = 1500
+SMOKE_VALID_UTTERANCES = 300
+# Caps on searched values in a smoke run (small model, short context, small evaluations).
+SMOKE_CAPS: dict[str, float] = {
+    "model.n_layer": 2,
+    "model.n_embd": 128,
+    "model.n_head": 8,
+    "model.n_inner": 512,
+    "model.n_positions": 64,
+    "training.block_size": 64,
+    "training.batch_size": 32,
+    "training.warmup_steps": 5,
+    "training.eval_every_steps": 10,
+    "training.segment_every_steps": 10,
+    "training.segment_utterances": 100,
+    "training.checkpoint_every_steps": 20,
+    "training.log_every_steps": 5,
+    "training.eval_max_batches": 8,
+    "data.train.n_utterances": SMOKE_UTTERANCES,
+    "data.train.max_utterances": SMOKE_UTTERANCES,
+    "data.valid.n_utterances": SMOKE_VALID_UTTERANCES,
+    "data.valid.max_utterances": SMOKE_VALID_UTTERANCES,
+}
+_SMALL_PRESETS = tuple(PRESETS)[:2]
+
+
+def _smoke(spec: ExperimentSpec) -> ExperimentSpec:
+    doc = spec.document()
+    grid = spec.searcher.type == "grid"
+    exp = doc["experiment"]
+    exp["num_samples"] = 1 if grid else min(exp["num_samples"], 3)
+    exp["max_concurrent"] = min(exp["max_concurrent"], 2)
+    exp["max_steps"] = SMOKE_STEPS
+    if doc["scheduler"]["type"] == "asha":
+        doc["scheduler"]["grace_period_steps"] = min(doc["scheduler"]["grace_period_steps"], 10)
+    training = doc["training"]
+    training.pop("epochs", None)
+    for key in ("segment_utterances", "warmup_steps", "block_size", "batch_size"):
+        default = TrainingConfig.model_fields[key].default
+        training[key] = min(training.get(key, default), int(SMOKE_CAPS[f"training.{key}"]))
+    training.update(eval_every_steps=10, segment_every_steps=0, checkpoint_every_steps=20)
+    training.update(
+        log_every_steps=5, eval_max_batches=min(training.get("eval_max_batches") or 8, 8)
+    )
+    model = {"preset": _SMALL_PRESETS[0], "n_positions": 64}
+    if "dropout" in doc["model"]:
+        model["dropout"] = doc["model"]["dropout"]
+    doc["model"] = model
+    doc["data"] = _smoke_data(doc["data"])
+    doc["space"] = _smoke_space(spec.space, grid)
+    shrunk = spec.space.keys() - doc["space"].keys()
+    notices = list(spec.notices)
+    if shrunk:
+        notices.append(f"smoke: not searched: {', '.join(sorted(shrunk))}")
+    notices.append(
+        f"smoke: {exp['num_samples']} sample(s), {exp['max_concurrent']} at a time, "
+        f"{SMOKE_STEPS} steps, preset {model['preset']} (64 positions), "
+        f"at most {SMOKE_UTTERANCES} utterances"
+    )
+    return _build(
+        doc, source=spec.source_path, default_name=exp["name"], notices=notices, labels={}
+    )
+
+
+def _smoke_data(data: dict[str, Any]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    train = data.setdefault("train", {})
+    if train.get("kind", "synthetic") == "synthetic":
+        train["n_utterances"] = min(train.get("n_utterances", 6000), SMOKE_UTTERANCES)
+    else:
+        train["max_utterances"] = min(
+            train.get("max_utterances") or SMOKE_UTTERANCES, SMOKE_UTTERANCES
+        )
+    valid = data.get("valid")
+    if isinstance(valid, dict):
+        key = "n_utterances" if valid.get("kind", "synthetic") == "synthetic" else "max_utterances"
+        valid[key] = min(valid.get(key) or SMOKE_VALID_UTTERANCES, SMOKE_VALID_UTTERANCES)
+    return data
+
+
+def _smoke_space(space: Mapping[str, _Distribution], grid: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    widened = False  # under grid, one key keeps up to 3 values, the others their first
+    for key, dist in space.items():
+        if key == "training.epochs":
+            continue
+        if key == "model.preset" and isinstance(dist, Choice):
+            small = [v for v in dist.values if v in _SMALL_PRESETS or v is None]
+            dist = Choice(values=tuple(small or [_SMALL_PRESETS[0]]))
+        elif key in SMOKE_CAPS:
+            dist = dist.clamp(SMOKE_CAPS[key])
+        if grid and dist.grid_values() is not None and len(dist.grid_values() or []) > 1:
+            keep = 1 if widened else 3
+            widened = True
+            dist = Choice(values=tuple((dist.grid_values() or [])[:keep]))
+        out[key] = dist.model_dump()
+    return out
+
+
+# --------------------------------------------------------------------------- Ray Tune objects
+
+
+def param_space(spec: ExperimentSpec) -> dict[str, Any]:
+    """`tune.Tuner(param_space=...)`: one entry per dotted key (fixed values as constants)."""
+    grid = spec.searcher.type == "grid"
+    optuna = spec.searcher.type == "optuna"
+    return {key: d.to_tune(grid=grid, optuna=optuna) for key, d in spec.space.items()}
+
+
+def search_algorithm(spec: ExperimentSpec) -> Any:
+    """OptunaSearch (seeded TPE) behind a ConcurrencyLimiter, or a seeded BasicVariantGenerator
+    for random/grid (and for a space with nothing to search, which Optuna refuses). No metric or
+    mode: TuneConfig gives them."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    limit = spec.experiment.max_concurrent
+    searchable = any(d.searchable() for d in spec.space.values())
+    if spec.searcher.type == "optuna" and searchable:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed)
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=limit)
+    return BasicVariantGenerator(max_concurrent=limit, random_state=spec.searcher.seed)
+
+
+def scheduler(spec: ExperimentSpec) -> Any:
+    """ASHA on the reported `step` (max_t = max_steps), or FIFO. No metric or mode: TuneConfig
+    gives them (Ray refuses them in both places)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sched = spec.scheduler
+    if isinstance(sched, FifoScheduler):
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=STEP,
+        max_t=spec.experiment.max_steps,
+        grace_period=sched.grace_period_steps,
+        reduction_factor=sched.reduction_factor,
+        brackets=sched.brackets,
+    )
+
+
+def tune_config_kwargs(spec: ExperimentSpec) -> dict[str, Any]:
+    """Keyword arguments for `ray.tune.TuneConfig` (do not add max_concurrent_trials)."""
+    return {
+        "metric": spec.experiment.metric,
+        "mode": spec.experiment.mode,
+        "num_samples": spec.experiment.num_samples,
+        "search_alg": search_algorithm(spec),
+        "scheduler": scheduler(spec),
+    }

@@ -1,0 +1,179 @@
+"""Trials of a sweep: the training loop run by Ray Tune, one trial per sampled configuration.
+
+Two paths, same loop (`seg_tune.train.train_loop`), same checkpoints, metrics and resume:
+- a trial with several workers is a Ray Train (V2) `TorchTrainer` launched from a Tune function
+  trainable; its workers run DDP, rank 0 reports to Tune through `TuneReportCallback`, and a
+  stable Train run name (the trial id) makes a restarted trial resume from Train's checkpoint.
+- a single-worker trial trains inside the Tune function trainable itself (`tune.report` /
+  `tune.get_checkpoint`), which skips the Train controller and worker group start-up (measured in
+  BENCHMARKS.md). `resources.use_ray_train: always` forces the Train path for one worker too.
+
+The trial driver of the Train path holds the custom resource `seg_tune_trial` (one per concurrent
+trial, added by `ray.init` or the SLURM script's `ray start`), leaving every CPU to the workers;
+on a cluster without it the driver asks for a sliver of a CPU instead.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seg_tune.config import RunConfig
+from seg_tune.train import Checkpointer, train_loop
+
+TRIAL_RESOURCE = "seg_tune_trial"
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial needs besides its sampled parameters (picklable, no secrets)."""
+
+    spec_json: str  # the ExperimentSpec: trial configs are built by spec.trial_config
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_retries: int
+    keep_checkpoints: int
+    train_storage: str
+    use_ray_train: bool
+
+    def config(self, params: dict[str, Any]) -> RunConfig:
+        from seg_tune.search_space import ExperimentSpec
+
+        cfg = ExperimentSpec.model_validate_json(self.spec_json).trial_config(params)
+        if cfg.training.threads:
+            return cfg
+        # Ray sets OMP_NUM_THREADS, but torch must be told: one thread per CPU of the worker.
+        return cfg.with_overrides({"training.threads": max(1, int(self.cpus_per_worker))})
+
+
+def _device(gpus: float) -> torch.device:
+    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _report_with_checkpoint(
+    report: Any, checkpoint_cls: Any, metrics: dict, fill: Checkpointer
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="seg_tune_ckpt_") as tmp:
+        fill(Path(tmp))
+        report(metrics, checkpoint=checkpoint_cls.from_directory(tmp))
+
+
+class TuneSession:
+    """The single-worker path: the Tune function trainable is the training process."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, gpus: float) -> None:
+        self.device = _device(gpus)
+
+    def restore(self) -> AbstractContextManager[Path | None]:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        return _as_path(checkpoint) if checkpoint is not None else nullcontext(None)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
+        from ray import tune
+
+        if checkpoint is None:
+            tune.report(metrics)
+        else:
+            _report_with_checkpoint(tune.report, tune.Checkpoint, metrics, checkpoint)
+
+
+class TrainSession:
+    """A Ray Train worker; rank 0 writes the checkpoints, every rank reports."""
+
+    def __init__(self, gpus: float) -> None:
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        if gpus > 0 and torch.cuda.is_available():
+            import ray.train.torch
+
+            self.device = ray.train.torch.get_device()
+        else:
+            self.device = torch.device("cpu")
+
+    def restore(self) -> AbstractContextManager[Path | None]:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        return _as_path(checkpoint) if checkpoint is not None else nullcontext(None)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
+        import ray.train
+
+        if checkpoint is None or self.rank != 0:
+            ray.train.report(metrics)
+        else:
+            _report_with_checkpoint(ray.train.report, ray.train.Checkpoint, metrics, checkpoint)
+
+
+@contextmanager
+def _as_path(checkpoint: Any) -> Iterator[Path]:
+    """A Ray checkpoint as a local folder for the duration of the `with` block."""
+    with checkpoint.as_directory() as folder:
+        yield Path(folder)
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function."""
+    cfg = RunConfig.model_validate_json(loop_config["config"])
+    train_loop(cfg, TrainSession(loop_config["gpus"]), progress=False)
+
+
+def run_trial(params: dict[str, Any], settings: TrialSettings) -> None:
+    """The Tune function trainable of one trial."""
+    cfg = settings.config(params)
+    if not settings.use_ray_train:
+        train_loop(cfg, TuneSession(settings.gpus_per_worker), progress=False)
+        return
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = {"CPU": settings.cpus_per_worker}
+    if settings.gpus_per_worker:
+        resources["GPU"] = settings.gpus_per_worker
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"config": cfg.model_dump_json(), "gpus": settings.gpus_per_worker},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=settings.workers,
+            use_gpu=settings.gpus_per_worker > 0,
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=tune.get_context().get_trial_id(),  # stable: a restarted trial resumes
+            storage_path=settings.train_storage,
+            failure_config=ray.train.FailureConfig(max_failures=settings.max_retries),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+def trial_resources(
+    settings: TrialSettings, cluster_resources: dict[str, float]
+) -> dict[str, float]:
+    """Resources Tune reserves for a trial's function trainable."""
+    if not settings.use_ray_train:
+        needed = {"CPU": settings.cpus_per_worker}
+        if settings.gpus_per_worker:
+            needed["GPU"] = settings.gpus_per_worker
+        return needed
+    if cluster_resources.get(TRIAL_RESOURCE, 0) >= 1:
+        return {TRIAL_RESOURCE: 1}
+    return {"CPU": 0.01}
