@@ -225,7 +225,7 @@ def collect_trials(exp_dir: Path, metric: str) -> list[TrialRecord]:
 
     stopped = load_stopped(exp_dir / "scheduler_state.json")
     records = []
-    for trial in tune.ExperimentAnalysis(str(exp_dir)).trials:
+    for trial in tune.ExperimentAnalysis(str(exp_dir / "tune")).trials:
         trial_dir = Path(trial.path) if trial.path else None
         checkpoint = latest_checkpoint(exp_dir, trial.trial_id, trial_dir)
         records.append(

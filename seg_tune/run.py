@@ -86,6 +86,10 @@ class StopRequest:
 # ---------------------------------------------------------------------- the experiment
 
 
+def tune_dir(exp_dir: Path) -> Path:
+    return exp_dir / "tune"
+
+
 def _move_aside(exp_dir: Path) -> Path | None:
     if not exp_dir.exists():
         return None
@@ -130,12 +134,20 @@ def _print_dashboard(context: Any, joined: bool) -> None:
 
 
 class Experiment:
-    """One sweep: build or restore the Tuner, run it, write results."""
+    """One sweep: build or restore the Tuner, run it, write results.
+
+    Layout of `<storage>/<name>/`: Ray Tune owns `tune/` (experiment state, searcher state, one
+    folder per trial with its results and checkpoints) and syncs it from its own staging copy, so
+    nothing of ours lives there; Ray Train owns `train_runs/` (multi-worker trials' checkpoints);
+    the rest is seg_tune's: space.json, scheduler_state.json, wandb/ and wandb_steps.json,
+    summary.json, best_model/, report.md and plots/.
+    """
 
     def __init__(self, spec: Any, exp_dir: Path) -> None:
         from seg_tune.tune import TrialSettings
 
         self.spec, self.exp_dir = spec, exp_dir
+        self.tune_dir = tune_dir(exp_dir)
         r = spec.resources
         self.settings = TrialSettings(
             spec_json=spec.model_dump_json(),
@@ -158,16 +170,17 @@ class Experiment:
         return tune.with_resources(tune.with_parameters(run_trial, settings=self.settings), needed)
 
     def callbacks(self) -> list[Any]:
-        from seg_tune.tracking import StepSafeWandbCallback, resolve_mode
+        from seg_tune.tracking import WandbTrialRuns, resolve_mode
 
         w = self.spec.wandb
         mode = resolve_mode(w.mode)
         if mode == "disabled":
             return []
         return [
-            StepSafeWandbCallback(
+            WandbTrialRuns(
                 project=w.project,
                 group=w.group or self.spec.experiment.name,
+                entity=w.entity,
                 mode=mode,
                 experiment_dir=self.exp_dir,
             )
@@ -195,7 +208,7 @@ class Experiment:
 
         if restore:
             return tune.Tuner.restore(
-                str(self.exp_dir),
+                str(self.tune_dir),
                 trainable=self.trainable(),
                 resume_unfinished=True,
                 resume_errored=True,
@@ -213,8 +226,8 @@ class Experiment:
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),
             run_config=tune.RunConfig(
-                name=self.exp_dir.name,
-                storage_path=str(self.exp_dir.parent.resolve()),
+                name=self.tune_dir.name,
+                storage_path=str(self.exp_dir),
                 failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=self.settings.keep_checkpoints),
                 callbacks=self.callbacks(),
@@ -251,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     stop.install()
     try:
         experiment = Experiment(spec, exp_dir)
-        restore = tune.Tuner.can_restore(str(exp_dir))
+        restore = tune.Tuner.can_restore(str(experiment.tune_dir))
         print(
             f"seg_tune.run: {'resuming' if restore else 'starting'} experiment {name} in {exp_dir}",
             flush=True,
@@ -269,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         ray.shutdown()
     if not finished:
         print(
-            f"seg_tune.run: stopped ({', '.join(stop.signals) or 'incomplete'}); state saved "
+            f"seg_tune.run: stopped ({', '.join(stop.signals) or 'before every trial finished'}); state saved "
             f"in {exp_dir}; run the same command again to resume",
             flush=True,
         )

@@ -1,12 +1,15 @@
 """Weights & Biases mirroring: one wandb run per trial, grouped by experiment.
 
-Built on Ray's `WandbLoggerCallback`, with three fixes that a requeued sweep needs:
-- wandb's step is the trial's own `step` (monotonic across restores), not Tune's
-  `training_iteration` (which restarts at 1 after a restore), and a result whose step was already
-  logged is dropped, so a trial resumed from an older checkpoint never logs a step twice. The last
-  logged step of every trial is kept in `wandb_steps.json` in the experiment folder (atomic writes).
+A Ray Tune callback in the driver process (several runs at once through
+`wandb.init(reinit="create_new")`), rather than Ray's `WandbLoggerCallback`, which logs from one
+actor per trial and kills it as soon as `wandb.finish` returns: on this machine that lost the
+last trial's data (a 7-byte offline file). Here:
+- wandb's step is the trial's own `step` (monotonic across restores), and a result whose step was
+  already logged is dropped, so a trial resumed from an older checkpoint never logs a step twice.
+  The last logged step of every trial is kept in `wandb_steps.json` beside the runs (atomic
+  writes; read back from the file, since Tune restores callbacks as they were pickled at start).
 - a restored trial continues its own run: same id (the trial id), `resume="allow"`.
-- a graceful stop never hangs: runs still open are told to finish, and the wait is bounded.
+- a graceful stop never hangs: open runs are finished with a bounded wait.
 
 Offline runs (no API key) are written to `<experiment>/wandb/`; `wandb sync <dir>` uploads them.
 """
@@ -14,22 +17,52 @@ Offline runs (no API key) are written to `<experiment>/wandb/`; `wandb sync <dir
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from ray.air.integrations.wandb import WandbLoggerCallback, _QueueItem
+from ray.tune import Callback
 
 from seg_tune.checkpoint import atomic_write_text
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
+# Tune's bookkeeping in every result: not training metrics.
+_NOT_LOGGED = frozenset(
+    {
+        "step",
+        "done",
+        "training_iteration",
+        "trial_id",
+        "date",
+        "timestamp",
+        "time_this_iter_s",
+        "time_total_s",
+        "pid",
+        "hostname",
+        "node_ip",
+        "time_since_restore",
+        "iterations_since_restore",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "config",
+        "experiment_tag",
+    }
+)
 
 
 def resolve_mode(mode: WandbMode) -> Literal["online", "offline", "disabled"]:
-    """`auto`: online when an API key is configured (environment or netrc), offline otherwise."""
+    """`auto`: WANDB_MODE if set; else online when an API key is configured (environment or
+    netrc), offline otherwise."""
     if mode != "auto":
         return mode
+    env_mode = os.environ.get("WANDB_MODE", "").lower()
+    if env_mode in ("online", "offline", "disabled"):
+        return env_mode  # type: ignore[return-value]
+    if env_mode == "dryrun":
+        return "offline"
     if os.environ.get("WANDB_API_KEY"):
         return "online"
     try:
@@ -40,7 +73,7 @@ def resolve_mode(mode: WandbMode) -> Literal["online", "offline", "disabled"]:
     return "offline"
 
 
-class StepSafeWandbCallback(WandbLoggerCallback):
+class WandbTrialRuns(Callback):
     def __init__(
         self,
         *,
@@ -48,43 +81,83 @@ class StepSafeWandbCallback(WandbLoggerCallback):
         group: str,
         mode: Literal["online", "offline"],
         experiment_dir: Path,
-        finish_timeout_s: int = 20,
+        entity: str | None = None,
+        finish_timeout_s: float = 20.0,
     ) -> None:
-        wandb_dir = experiment_dir / "wandb"
-        wandb_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__(
-            project=project,
-            group=group,
-            upload_timeout=finish_timeout_s,
-            excludes=["checkpoint_path", "checkpoint_dir_name", "should_checkpoint"],
-            dir=str(experiment_dir),  # wandb adds the wandb/ folder itself
-            mode=mode,
-            resume="allow",
-        )
-        self._mode = mode
+        self.project, self.group, self.mode, self.entity = project, group, mode, entity
+        self.experiment_dir = experiment_dir
+        self.finish_timeout_s = finish_timeout_s
         self._steps_path = experiment_dir / "wandb_steps.json"
-        self._last_step: dict[str, int] = (
-            json.loads(self._steps_path.read_text(encoding="utf-8"))
-            if self._steps_path.is_file()
-            else {}
-        )
+        self._runs: dict[str, Any] = {}
 
-    def setup(self, *args: Any, **kwargs: Any) -> None:
-        if self._mode == "offline":  # Ray asks for an API key unless WANDB_MODE says offline
-            os.environ["WANDB_MODE"] = "offline"
-        super().setup(*args, **kwargs)
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks: open runs stay behind
+        return {**self.__dict__, "_runs": {}}
 
-    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+    # ------------------------------------------------------------------ runs
+
+    def _logged_steps(self) -> dict[str, int]:
+        if not self._steps_path.is_file():
+            return {}
+        return json.loads(self._steps_path.read_text(encoding="utf-8"))
+
+    def _run(self, trial: Any) -> Any:
+        run = self._runs.get(trial.trial_id)
+        if run is None:
+            import wandb
+
+            self.experiment_dir.mkdir(parents=True, exist_ok=True)
+            run = wandb.init(
+                project=self.project,
+                entity=self.entity,
+                group=self.group,
+                id=trial.trial_id,
+                name=f"{self.group}-{trial.trial_id}",
+                config=dict(trial.config),
+                dir=str(self.experiment_dir),
+                mode=self.mode,
+                resume="allow",
+                reinit="create_new",
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+            self._runs[trial.trial_id] = run
+        return run
+
+    def _finish(self, trial_id: str) -> None:
+        run = self._runs.pop(trial_id, None)
+        if run is not None:
+            run.finish()
+
+    # ------------------------------------------------------------------ Tune hooks
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         step = result.get("step")
-        if step is None or step <= self._last_step.get(trial.trial_id, -1):
+        logged = self._logged_steps()
+        if step is None or step <= logged.get(trial.trial_id, -1):
             return  # already logged before a restore: logging it again would duplicate a step
-        super().log_trial_result(iteration, trial, {**result, "training_iteration": step})
-        self._last_step[trial.trial_id] = int(step)
-        atomic_write_text(self._steps_path, json.dumps(self._last_step, indent=1))
+        metrics = {
+            k: v
+            for k, v in result.items()
+            if k not in _NOT_LOGGED
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+        }
+        self._run(trial).log(metrics, step=int(step))
+        logged[trial.trial_id] = int(step)
+        atomic_write_text(self._steps_path, json.dumps(logged, indent=1))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial.trial_id)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # Interrupted trials never got their END item: send it so their runs finish cleanly,
-        # then wait at most `upload_timeout` seconds (Ray's default would wait 30 minutes).
-        for trial in list(self._trial_queues):
-            self._trial_queues[trial].put((_QueueItem.END, None))
-        self._cleanup_logging_actors(timeout=self._upload_timeout, kill_on_timeout=True)
+        """Finish every open run (interrupted trials too), waiting at most finish_timeout_s."""
+        closer = threading.Thread(
+            target=lambda: [self._finish(tid) for tid in list(self._runs)], daemon=True
+        )
+        closer.start()
+        closer.join(self.finish_timeout_s)

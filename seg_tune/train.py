@@ -135,7 +135,7 @@ def validation_loss(
 
 def segmentation_scores(
     model: GPT2LMHeadModel, data: RunData, cfg: RunConfig, device: torch.device
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     from seg_tune.segment import evaluate_segmentation
 
     subset = data.valid_utterances[: cfg.training.segment_utterances]
@@ -200,7 +200,7 @@ class _Trainer:
         )
         self.step = self.resumed_from_step = 0
         self.best_valid_loss = math.inf
-        self.last_seg: dict[str, float] = {}
+        self.last_seg: dict[str, float | str] = {}
         if restored is not None:
             self._load(restored)
 

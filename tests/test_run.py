@@ -1,0 +1,332 @@
+"""The tuning service on a real local Ray cluster: `python -m seg_tune.run`.
+
+Every test here starts the real driver as a subprocess (its own Ray cluster, real checkpoints,
+real wandb offline files) and checks what it leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from conftest import REPO
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from wandb_files import offline_runs
+
+from seg_tune.metrics import SCORE_KEYS
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+FAKE_WANDB_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 hex chars, like a real one
+FAKE_HF_TOKEN = "hf_FAKEtokenFAKEtokenFAKEtokenFAKE1234"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "WANDB_"))}
+    return {**env, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **extra}
+
+
+def _start(
+    space: Path, storage: Path, log: Path, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "seg_tune.run", str(space), "--storage", str(storage), *extra]
+    out = log.open("ab")
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env or _env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _checkpoint_steps(exp: Path) -> dict[str, int]:
+    """trial id -> newest checkpointed step, from every checkpoint folder of the experiment."""
+    found: dict[str, int] = {}
+    for meta in [
+        *exp.glob("tune/trial_*/checkpoint_*/meta.json"),
+        *exp.glob("train_runs/*/checkpoint_*/meta.json"),
+    ]:
+        trial = meta.parent.parent.name.removeprefix("trial_")
+        try:
+            step = json.loads(meta.read_text())["step"]
+        except (json.JSONDecodeError, OSError):
+            continue
+        found[trial] = max(found.get(trial, 0), step)
+    return found
+
+
+def _results(exp: Path, trial_id: str) -> list[dict]:
+    path = exp / "tune" / f"trial_{trial_id}" / "result.json"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip().endswith("}")]
+
+
+def _space(tmp_path: Path, replace: dict | None = None, **merge: dict) -> Path:
+    """smoke.yaml with sections merged into (`merge`) or replaced (`replace`)."""
+    doc = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    for section, values in merge.items():
+        doc[section] = {**doc.get(section, {}), **values}
+    doc.update(replace or {})
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _stop_and_check(proc: subprocess.Popen, sig: int, log: Path) -> None:
+    """Send `sig`; the driver must exit with 3 within 30 s and leave no Ray process behind."""
+    family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+    assert any("raylet" in " ".join(p.cmdline()) for p in family[1:]), "no local Ray cluster found"
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=30)
+    assert rc == 3, log.read_text()[-3000:]
+    assert time.monotonic() - sent < 30
+    _, alive = psutil.wait_procs(family[1:], timeout=5)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    assert "run the same command again to resume" in log.read_text()
+
+
+def test_smoke_end_to_end_with_planted_secrets(tmp_path: Path) -> None:
+    """smoke.yaml --smoke: results, HF best model, report, wandb offline runs; secrets nowhere."""
+    storage = tmp_path / "results"
+    old = storage / "smoke"
+    old.mkdir(parents=True)
+    (old / "marker.txt").write_text("an earlier experiment")
+    log = tmp_path / "driver.log"
+    env = _env(WANDB_API_KEY=FAKE_WANDB_KEY, HF_TOKEN=FAKE_HF_TOKEN)
+    proc = _start(REPO / "search_spaces/smoke.yaml", storage, log, "--smoke", "--fresh", env=env)
+    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+    out = log.read_text()
+
+    moved = [p for p in storage.iterdir() if p.name.startswith("smoke.old-")]
+    assert len(moved) == 1 and (moved[0] / "marker.txt").read_text() == "an earlier experiment"
+
+    exp = storage / "smoke"
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["metric"] == "seg_boundary_noedge_fscore" and summary["mode"] == "max"
+    assert summary["finished"] is True and summary["num_samples"] == 3
+    assert len(summary["trials"]) == 3
+    assert {t["status"] for t in summary["trials"]} == {"TERMINATED"}
+    best = summary["best"]
+    scores = [t["metrics"]["seg_boundary_noedge_fscore"] for t in summary["trials"]]
+    assert best["metrics"]["seg_boundary_noedge_fscore"] == max(scores)
+    for trial in summary["trials"]:
+        assert set(trial) >= {
+            "trial_id",
+            "status",
+            "config",
+            "metrics",
+            "steps_trained",
+            "stopped_early",
+        }
+        assert trial["steps_trained"] == trial["metrics"]["step"] > 0
+        assert set(trial["config"]) == {"training.lr", "model.dropout"}
+        assert all(f"seg_{k}" in trial["metrics"] for k in SCORE_KEYS)
+        steps = [h["step"] for h in trial["history"]]
+        assert steps == sorted(set(steps)) and steps[-1] == trial["steps_trained"]
+        assert trial["stopped_early"] == (trial["steps_trained"] < 40)
+    assert f"best trial {best['trial_id']}" in out and "report.md" in out
+    assert "Ray dashboard: http://127.0.0.1:" in out
+
+    model = AutoModelForCausalLM.from_pretrained(exp / "best_model")
+    tok = AutoTokenizer.from_pretrained(exp / "best_model")
+    assert model.config.vocab_size == len(tok) and tok.bos_token == "UTT_BOUNDARY"
+    seg = json.loads((exp / "best_model" / "segmentation.json").read_text())
+    assert len(seg["table"]) >= 8 * 2 and set(seg["tp_baseline"]) >= {
+        "forward/relative",
+        "mi/relative",
+    }
+    report = (exp / "report.md").read_text()
+    assert (
+        best["trial_id"] in report and (exp / "plots" / "learning_curves.png").stat().st_size > 5000
+    )
+
+    runs = offline_runs(exp / "wandb")
+    assert sorted(r.run_id for r in runs) == sorted(t["trial_id"] for t in summary["trials"])
+    for run in runs:
+        trial = next(t for t in summary["trials"] if t["trial_id"] == run.run_id)
+        assert run.group == "smoke" and run.steps == [h["step"] for h in trial["history"]]
+        assert run.config["training.lr"] == pytest.approx(trial["config"]["training.lr"])
+
+    for secret in (FAKE_WANDB_KEY, FAKE_HF_TOKEN):
+        assert secret not in out
+        leaks = [p for p in exp.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+        assert leaks == []
+
+
+def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """SIGINT, then SIGUSR1, then SIGTERM mid-sweep; each run resumes the last; the sweep ends
+    with exactly num_samples trials, no finished trial re-run, interrupted trials resumed at
+    their checkpointed step, ASHA's rungs kept, and no wandb step logged twice."""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 3, "max_concurrent": 2, "max_steps": 120},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        scheduler={"type": "asha", "grace_period_steps": 30, "reduction_factor": 2},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    exp = storage / "smoke"
+    interrupted_at: dict[str, int] = {}  # trial -> checkpoint step when a stop interrupted it
+    done_before: dict[str, int] = {}  # trial -> size of its result.json when already finished
+    rungs_before: list[dict] = []
+    for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM):
+        baseline = _checkpoint_steps(exp)
+        proc = _start(space, storage, log)
+        _wait_for(
+            lambda b=baseline: _checkpoint_steps(exp).items() - b.items(), 240, "a new checkpoint"
+        )
+        _stop_and_check(proc, sig, log)
+        summary = json.loads((exp / "summary.json").read_text())
+        assert summary["finished"] is False
+        ckpts = _checkpoint_steps(exp)
+        for trial in summary["trials"]:
+            tid = trial["trial_id"]
+            if trial["status"] == "TERMINATED":
+                done_before.setdefault(
+                    tid, (exp / "tune" / f"trial_{tid}" / "result.json").stat().st_size
+                )
+            elif tid in ckpts:
+                interrupted_at[tid] = ckpts[tid]
+        rungs_before = json.loads((exp / "scheduler_state.json").read_text())["brackets"][0][
+            "rungs"
+        ]
+
+    proc = _start(space, storage, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    assert log.read_text().count("resuming experiment smoke") == 3
+
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["finished"] is True and len(summary["trials"]) == 3
+    for tid, size in done_before.items():
+        assert (exp / "tune" / f"trial_{tid}" / "result.json").stat().st_size == size, (
+            f"{tid} re-ran"
+        )
+    assert interrupted_at, "no trial was interrupted mid-way"
+    for tid, step in interrupted_at.items():
+        if tid in done_before:
+            continue
+        # Tune may not have registered the newest checkpoint when the stop came: at most one
+        # checkpoint interval (10 steps) is lost, never more.
+        resumed = {r["resumed_from_step"] for r in _results(exp, tid)}
+        assert any(step - 10 <= r <= step for r in resumed if r > 0 or step <= 10), (
+            f"trial {tid} checkpointed step {step} before a stop but resumed from {resumed}"
+        )
+
+    rungs_after = {
+        m: rec
+        for m, rec in json.loads((exp / "scheduler_state.json").read_text())["brackets"][0]["rungs"]
+    }
+    for milestone, recorded in rungs_before:
+        assert recorded.items() <= rungs_after[milestone].items()
+
+    by_trial: dict[str, list[int]] = {}
+    for run in offline_runs(exp / "wandb"):
+        if run.run_id:  # a run stopped before wandb wrote anything holds only the file header
+            by_trial.setdefault(run.run_id, []).extend(run.steps)
+    assert set(by_trial) == {t["trial_id"] for t in summary["trials"]}
+    for tid, steps in by_trial.items():
+        assert steps == sorted(set(steps)), f"wandb run {tid} logged a step twice: {steps}"
+
+
+def test_killed_train_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
+    """A 2-worker DDP trial (Ray Train path): SIGKILL one Train worker mid-trial; Train restarts
+    the worker group from the last checkpoint and the sweep completes."""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 1, "max_concurrent": 1, "max_steps": 80},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        resources={"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        failure={"max_retries": 2},
+        replace={"scheduler": {"type": "fifo"}},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    exp = storage / "smoke"
+    proc = _start(space, storage, log)
+
+    def registered() -> list[int]:  # checkpointed steps Tune has received (via Train)
+        results = [r for d in exp.glob("tune/trial_*") for r in _results(exp, d.name[6:])]
+        return [r["step"] for r in results if r.get("checkpoint_path")]
+
+    _wait_for(lambda: (exp / "summary.json").exists() or registered(), 300, "a checkpoint")
+    step = max(registered())
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "RayTrainWorker" in " ".join(p.cmdline())
+    ]
+    assert len(workers) == 2, [
+        p.cmdline() for p in psutil.Process(proc.pid).children(recursive=True)
+    ]
+    workers[-1].send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    summary = json.loads((exp / "summary.json").read_text())
+    (trial,) = summary["trials"]
+    assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 80
+    history = _results(exp, trial["trial_id"])
+    assert any(r["resumed_from_step"] >= step > 0 for r in history), [
+        r["resumed_from_step"] for r in history
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "expected"),
+    [
+        ("space", {"training.lr": {"type": "loguniform", "min": 0, "max": 1}}, "space.training.lr"),
+        ("space", {"model.dropout": {"type": "choice", "values": []}}, "model.dropout"),
+        ("space", {"training.lr": {"type": "uniform", "min": 2, "max": 1}}, "training.lr"),
+        ("experiment", {"metric": "valid_accuracy"}, "valid_accuracy"),
+        ("experiment", {"num_samplez": 3}, "num_samplez"),
+        (
+            "data",
+            {"train": {"kind": "tagged", "path": "/no/such/corpus.txt"}},
+            "/no/such/corpus.txt",
+        ),
+        ("training", {"lr": "fast"}, "training.lr"),
+    ],
+)
+def test_bad_space_files_exit_2_in_seconds(
+    tmp_path: Path, section: str, values: dict, expected: str
+) -> None:
+    space = (
+        _space(tmp_path, replace={section: values})
+        if section == "space"
+        else _space(tmp_path, **{section: values})
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "seg_tune.run", str(space), "--storage", str(tmp_path)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr, (
+        result.stderr
+    )
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "smoke").exists()

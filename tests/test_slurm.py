@@ -1,0 +1,559 @@
+"""seg_tune on a real SLURM: `cluster/ray_head.wilkes3` submitted with sbatch.
+
+The SLURM is real (slurmctld, two slurmd `n1` and `n2` on loopback, munge), started by
+`.ci/slurm.sh start` unless `sinfo` already answers, and stopped by PID at the end if this session
+started it. Jobs override the Wilkes3 defaults on the command line (`--gres=none`, few CPUs, short
+times) and run the real driver, `python -m seg_tune.run`, on a real Ray cluster per job.
+
+Timing on this 2-core machine: the two-node smoke run takes about 2 minutes, the two requeue jobs
+(run at the same time on one node, which is also the isolation test) about 4.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO
+from wandb_files import offline_runs
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SLURM_SH = REPO / ".ci" / "slurm.sh"
+SCRIPT = REPO / "cluster" / "ray_head.wilkes3"
+NODES = ("n1", "n2")
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
+EVERY_STEPS = 10  # evaluation and checkpoint interval of the requeue experiments
+
+
+# ------------------------------------------------------------------------------- the test SLURM
+
+
+@dataclass
+class Slurm:
+    """Client side of the test SLURM: its environment and a few commands."""
+
+    env: dict[str, str]
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr}")
+        return proc.stdout
+
+    def job(self, job_id: int) -> dict[str, str]:
+        """`scontrol show job` as a dict (kept by slurmctld for MinJobAge=300 s after the end)."""
+        out = self.run("scontrol", "show", "job", "-o", str(job_id))
+        return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def _sinfo_nodes(env: dict[str, str]) -> set[str]:
+    if not shutil.which("sinfo", path=env.get("PATH")):
+        return set()
+    proc = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N"], env=env, capture_output=True, text=True, timeout=30
+    )
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
+def _daemon_pids(state_dir: Path) -> list[int]:
+    files = [*state_dir.glob("slurmd-*.pid"), state_dir / "slurmctld.pid"]
+    files.append(state_dir / "munge" / "munged.pid")
+    return [int(f.read_text().strip()) for f in files if f.is_file() and f.read_text().strip()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[Slurm]:
+    """The test SLURM: reused when `sinfo` lists n1 and n2, else started (and stopped after)."""
+    env = dict(os.environ)
+    if set(NODES) <= _sinfo_nodes(env):
+        yield Slurm(env)
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no SLURM answers and starting one (.ci/slurm.sh start) needs root")
+    state_dir = REPO / ".ci" / "slurm-state"
+    subprocess.run([str(SLURM_SH), "start", str(state_dir)], check=True, timeout=300)
+    exported = subprocess.run(
+        [str(SLURM_SH), "env", str(state_dir)], check=True, capture_output=True, text=True
+    ).stdout
+    env["SLURM_CONF"] = exported.strip().removeprefix("export SLURM_CONF=")
+    assert set(NODES) <= _sinfo_nodes(env), "the test SLURM started but lists no n1/n2"
+    pids = _daemon_pids(state_dir)
+    try:
+        yield Slurm(env)
+    finally:
+        subprocess.run([str(SLURM_SH), "stop", str(state_dir)], check=True, timeout=180)
+        left = [pid for pid in pids if _alive(pid)]
+        assert not left, f".ci/slurm.sh stop left daemons running: {left}"
+
+
+# ------------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class Job:
+    slurm: Slurm
+    id: int
+    log: Path
+    storage: Path
+    token_dir: Path
+    submitted: float = field(default_factory=time.time)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def state(self) -> dict[str, str]:
+        return self.slurm.job(self.id)
+
+    def done(self) -> bool:
+        return self.state().get("JobState") in FINAL_STATES
+
+    def wait_log(self, pattern: str, timeout_s: float) -> re.Match[str]:
+        match: re.Match[str] | None = None
+
+        def found() -> bool:
+            nonlocal match
+            match = re.search(pattern, self.text())
+            return match is not None
+
+        _wait_for(found, timeout_s, f"/{pattern}/ in {self.log}", on_fail=self.text)
+        assert match is not None
+        return match
+
+    def wait_end(self, timeout_s: float) -> dict[str, str]:
+        _wait_for(self.done, timeout_s, f"the end of job {self.id}", on_fail=self.text)
+        return self.state()
+
+    def dashboard(self) -> tuple[int, str]:
+        """(port, token) from the log: the port line and the token file it names."""
+        port = int(self.wait_log(r"dashboard on \S+ at 127\.0\.0\.1:(\d+)", 300)[1])
+        token_file = Path(self.wait_log(r"paste the token: ssh \S+ cat (\S+)", 10)[1])
+        return port, token_file.read_text().strip()
+
+
+def _wait_for(
+    condition: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    on_fail: Callable[[], str] = lambda: "",
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{on_fail()[-5000:]}")
+
+
+def _job_env(base: dict[str, str], tmp: Path) -> dict[str, str]:
+    """The submitting environment: no Ray/W&B settings of the caller, storage and token in tmp."""
+    env = {
+        k: v
+        for k, v in base.items()
+        if not k.startswith(("RAY_", "WANDB_", "SEG_TUNE_")) and k != "PYTHONPATH"
+    }
+    env.update(
+        SEG_TUNE_STORAGE=str(tmp / "results"),
+        SEG_TUNE_TOKEN_DIR=str(tmp / "tokens"),
+        SEG_TUNE_RAY_START_ARGS="--object-store-memory=150000000",  # RAM is shared: keep it small
+        SEG_TUNE_STOP_GRACE_S="60",
+        WANDB_MODE="offline",
+    )
+    if sys.prefix != sys.base_prefix:  # the venv running these tests runs the jobs too
+        env["SEG_TUNE_VENV"] = sys.prefix
+    return env
+
+
+def submit(
+    slurm: Slurm, tmp: Path, space: Path | None, *driver_args: str, sbatch: list[str]
+) -> Job:
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = tmp / "seg_tune-%j.out"
+    cmd = ["sbatch", "--parsable", "-p", "ampere", "--gres=none", f"--output={log}", *sbatch]
+    out = subprocess.run(
+        [*cmd, str(SCRIPT), *([str(space)] if space else []), *driver_args],
+        cwd=REPO,
+        env=_job_env(slurm.env, tmp),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    job_id = int(out.stdout.strip().split(";")[0])
+    return Job(slurm, job_id, tmp / f"seg_tune-{job_id}.out", tmp / "results", tmp / "tokens")
+
+
+def _runtime_s(value: str) -> int:
+    """SLURM's RunTime (`[D-]HH:MM:SS`) in seconds."""
+    days, _, hms = value.rpartition("-")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return int(days or 0) * 86400 + h * 3600 + m * 60 + s
+
+
+# ------------------------------------------------------------------------------- Ray's dashboard
+
+
+def _http(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            body = response.read()
+            return response.status, json.loads(body) if body.startswith((b"{", b"[")) else body
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def _state_api(port: int, token: str, resource: str) -> list[dict[str, Any]]:
+    """Rows of Ray's state API (`/api/v0/nodes`, `/api/v0/actors`), [] when it does not answer."""
+    try:
+        status, body = _http(port, f"/api/v0/{resource}?limit=1000&detail=true", token)
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return []
+    if status != 200 or not isinstance(body, dict):
+        return []
+    return body.get("data", {}).get("result", {}).get("result", [])
+
+
+# ------------------------------------------------------------------------------- results
+
+
+def _results(exp: Path, trial_id: str) -> list[dict[str, Any]]:
+    path = exp / f"trial_{trial_id}" / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _all_results(exp: Path) -> dict[str, list[dict[str, Any]]]:
+    ids = [p.name.removeprefix("trial_") for p in exp.glob("trial_*")]
+    return {tid: _results(exp, tid) for tid in ids}
+
+
+def _segments(results: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """A trial's results split at each restart: a new trainable process (pid) or resume point."""
+    segments: list[list[dict[str, Any]]] = []
+    for r in results:
+        key = (r["pid"], r["resumed_from_step"])
+        if not segments or (segments[-1][-1]["pid"], segments[-1][-1]["resumed_from_step"]) != key:
+            segments.append([])
+        segments[-1].append(r)
+    return segments
+
+
+def _space(tmp: Path, name: str, **experiment: int) -> Path:
+    """A requeue experiment: fixed step budget (FIFO), checkpoint and report every 10 steps."""
+    doc = {
+        "experiment": {"name": name, "metric": "valid_loss", "mode": "min", **experiment},
+        "data": {"train": {"kind": "synthetic", "n_utterances": 600, "seed": 0}},
+        "model": {"preset": "400k", "n_positions": 64},
+        "training": {
+            "batch_size": 16,
+            "block_size": 32,
+            "warmup_steps": 5,
+            "eval_every_steps": EVERY_STEPS,
+            "checkpoint_every_steps": EVERY_STEPS,
+            "segment_utterances": 0,
+            "log_every_steps": 5,
+            "threads": 1,
+        },
+        "space": {"training.lr": {"type": "loguniform", "min": 1.0e-3, "max": 5.0e-3}},
+        "scheduler": {"type": "fifo"},
+        "searcher": {"type": "random", "seed": 0},
+        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
+        "failure": {"max_retries": 1},
+        "checkpoints": {"keep": 2},
+        "wandb": {"project": "seg_tune", "mode": "offline"},
+    }
+    path = tmp / f"{name}.yaml"
+    tmp.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _ray_tmp_dirs(job: Job) -> list[Path]:
+    return sorted(Path("/tmp").glob(f"ray_{job.id}_*"))
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+def test_ci_slurm_start_is_idempotent(slurm: Slurm) -> None:
+    """`.ci/slurm.sh start` on a running cluster changes nothing and says how to reach it."""
+    state_dir = Path(slurm.env.get("SLURM_CONF", "")).parent
+    if state_dir != REPO / ".ci" / "slurm-state":
+        pytest.skip("the SLURM in use was not started by .ci/slurm.sh from this checkout")
+    before = _daemon_pids(state_dir)
+    out = subprocess.run(
+        [str(SLURM_SH), "start", str(state_dir)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"export SLURM_CONF={state_dir}/slurm.conf" in out.stderr
+    assert _daemon_pids(state_dir) == before and len(before) == 4  # munged, slurmctld, 2 slurmd
+    states = slurm.run("sinfo", "-h", "-N", "-o", "%N %T").split("\n")
+    assert {line.split()[0] for line in states if line} == set(NODES)
+
+
+def test_a_job_without_space_file_exits_2_at_once(slurm: Slurm, tmp_path: Path) -> None:
+    job = submit(slurm, tmp_path, None, sbatch=["--time=2"])
+    state = job.wait_end(120)
+    assert (state["JobState"], state["ExitCode"]) == ("FAILED", "2:0"), job.text()
+    assert "usage: sbatch" in job.text()
+    assert not _ray_tmp_dirs(job)
+
+
+def test_two_node_job_runs_the_smoke_sweep_on_one_ray_cluster(slurm: Slurm, tmp_path: Path):
+    """One job on n1+n2 (1 CPU each, so two concurrent trials need both nodes): one Ray cluster
+    of 2 nodes, trials on both, the dashboard behind token authentication, a clean end."""
+    job = submit(
+        slurm,
+        tmp_path,
+        REPO / "search_spaces" / "smoke.yaml",
+        "--smoke",
+        sbatch=["--nodes=2", "--cpus-per-task=1", "--time=20"],
+    )
+    port, token = job.dashboard()
+    assert "SLURM_RESTART_COUNT=0" in job.text()
+    assert re.search(r"Ray cluster up: 2 nodes alive", job.text()), job.text()[-3000:]
+
+    _wait_for(lambda: _state_api(port, token, "nodes"), 60, "the state API", on_fail=job.text)
+    status, _ = _http(port, "/api/v0/nodes")
+    assert status == 401, "the dashboard answered a request without the token"
+    status, _ = _http(port, "/api/v0/nodes", "0" * 64)
+    assert status in (401, 403), "the dashboard accepted a wrong token"
+    nodes = [n for n in _state_api(port, token, "nodes") if n["state"] == "ALIVE"]
+    assert len(nodes) == 2, nodes
+
+    # Which Ray node ran each trial: the trainable's pid (in its results) -> its actor's node.
+    node_of_pid: dict[int, str] = {}
+    while not job.done():
+        for actor in _state_api(port, token, "actors"):
+            if actor.get("pid"):
+                node_of_pid[int(actor["pid"])] = actor["node_id"]
+        time.sleep(2)
+
+    state = job.state()
+    assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), job.text()[-5000:]
+    exp = job.storage / "smoke"
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["finished"] is True
+    assert len(summary["trials"]) == summary["num_samples"] == 3
+    trial_nodes = {
+        node_of_pid.get(r["pid"]) for rs in _all_results(exp).values() for r in rs[:1]
+    } - {None}
+    assert trial_nodes == {n["node_id"] for n in nodes}, (trial_nodes, nodes)
+    assert not _ray_tmp_dirs(job), "Ray's temp dirs were left behind"
+    assert not list(job.token_dir.glob(f"job-{job.id}.token")), "the finished job kept its token"
+
+
+@dataclass
+class RequeueCase:
+    job: Job
+    exp: Path
+    num_samples: int
+    max_steps: int
+    finished_before: dict[str, int] = field(default_factory=dict)  # trial -> result.json bytes
+    nodes_seen: set[str] = field(default_factory=set)
+    seen_together: bool = False  # its dashboard answered while the other job's did too
+
+
+def _trigger_time_limit(case: RequeueCase) -> bool:
+    """Once a trial has a checkpoint: shorten the time limit so that SLURM's own warning
+    (--signal=B:USR1@180) comes at its next check (<= 30 s), mid-trial."""
+    if not any(rs for rs in _all_results(case.exp).values()):
+        return False
+    elapsed = _runtime_s(case.job.state()["RunTime"])
+    limit_min = elapsed // 60 + 3  # 120-180 s left: <= 180, so the warning is due now
+    case.job.slurm.run("scontrol", "update", f"JobId={case.job.id}", f"TimeLimit={limit_min}")
+    return True
+
+
+def _trigger_outside_requeue(case: RequeueCase) -> bool:
+    """Once one trial has finished and the next has 2 checkpoints: `scontrol requeue`."""
+    results = _all_results(case.exp)
+    finished = {t for t, rs in results.items() if rs and rs[-1]["step"] >= case.max_steps}
+    running = [t for t, rs in results.items() if t not in finished and len(rs) >= 2]
+    if not (finished and running):
+        return False
+    for tid in finished:
+        case.finished_before[tid] = (case.exp / f"trial_{tid}" / "result.json").stat().st_size
+    case.job.slurm.run("scontrol", "requeue", str(case.job.id))
+    return True
+
+
+@pytest.fixture(scope="module")
+def requeued(slurm: Slurm, tmp_path_factory: pytest.TempPathFactory) -> dict[str, RequeueCase]:
+    """Two jobs at once on node n1: one requeued by its time limit, one by `scontrol requeue`.
+
+    Time limit: long trials (2 at once) and --signal=B:USR1@180; once a trial has a checkpoint
+    the limit is cut to 120-180 s ahead, so SLURM's warning lands mid-trial on any machine speed;
+    after the requeue the limit is set back so the restart runs to the end. Outside: 2 short
+    trials one after the other, requeued once the first has finished."""
+    tmp = tmp_path_factory.mktemp("requeue")
+    one_node = ["-w", "n1", "--nodes=1", "--cpus-per-task=2"]
+    limit = RequeueCase(
+        submit(
+            slurm,
+            tmp / "limit",
+            _space(tmp, "limit", num_samples=2, max_concurrent=2, max_steps=700),
+            sbatch=[*one_node, "--time=30", "--signal=B:USR1@180"],
+        ),
+        tmp / "limit" / "results" / "limit",
+        num_samples=2,
+        max_steps=700,
+    )
+    outside = RequeueCase(
+        submit(
+            slurm,
+            tmp / "outside",
+            _space(tmp, "outside", num_samples=2, max_concurrent=1, max_steps=150),
+            sbatch=[*one_node, "--time=30"],
+        ),
+        tmp / "outside" / "results" / "outside",
+        num_samples=2,
+        max_steps=150,
+    )
+    cases = {"limit": limit, "outside": outside}
+    triggered, extended = {"limit": False, "outside": False}, False
+    deadline = time.monotonic() + 900
+    while not (limit.job.done() and outside.job.done()):
+        assert time.monotonic() < deadline, limit.job.text()[-3000:] + outside.job.text()[-3000:]
+        if not triggered["limit"]:
+            triggered["limit"] = _trigger_time_limit(limit)
+        elif not extended and int(limit.job.state().get("Restarts", 0)) >= 1:
+            slurm.run("scontrol", "update", f"JobId={limit.job.id}", "TimeLimit=30")
+            extended = True
+        if not triggered["outside"]:
+            triggered["outside"] = _trigger_outside_requeue(outside)
+        _record_nodes(cases)
+        time.sleep(1)
+    assert all(triggered.values()), triggered
+    return cases
+
+
+def _record_nodes(cases: dict[str, RequeueCase]) -> None:
+    """The Ray node ids each job's own dashboard lists while it runs (for the isolation test)."""
+    answering = []
+    for case in cases.values():
+        match = re.findall(r"dashboard on \S+ at 127\.0\.0\.1:(\d+)", case.job.text())
+        tokens = list(case.job.token_dir.glob(f"job-{case.job.id}.token"))
+        if not (match and tokens):
+            continue
+        nodes = _state_api(int(match[-1]), tokens[0].read_text().strip(), "nodes")
+        case.nodes_seen |= {n["node_id"] for n in nodes if n["state"] == "ALIVE"}
+        if nodes:
+            answering.append(case)
+    if len(answering) == len(cases):
+        for case in answering:
+            case.seen_together = True
+
+
+def _check_resumed(case: RequeueCase, expect_finished_before: bool) -> None:
+    job, exp = case.job, case.exp
+    state = job.state()
+    assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), job.text()[-6000:]
+    assert int(state["Restarts"]) >= 1
+    log = job.text()
+    assert "SLURM_RESTART_COUNT=0" in log and "SLURM_RESTART_COUNT=1" in log
+    assert len(re.findall(r"resuming experiment", log)) >= 1, log[-4000:]
+
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["finished"] is True
+    assert len(summary["trials"]) == case.num_samples, [t["trial_id"] for t in summary["trials"]]
+    assert all(t["status"] == "TERMINATED" for t in summary["trials"])
+    assert all(t["steps_trained"] == case.max_steps for t in summary["trials"])
+
+    # No finished trial ran twice: its results did not grow after the requeue.
+    if expect_finished_before:
+        assert case.finished_before
+    for tid, size in case.finished_before.items():
+        assert (exp / f"trial_{tid}" / "result.json").stat().st_size == size, f"{tid} re-ran"
+
+    # An interrupted trial resumed at its last checkpointed step (at most one interval lost).
+    resumed = 0
+    for tid, results in _all_results(exp).items():
+        segments = _segments(results)
+        for before, after in itertools.pairwise(segments):
+            last = before[-1]["step"]
+            start = after[0]["resumed_from_step"]
+            assert start % EVERY_STEPS == 0 and last - EVERY_STEPS <= start <= last, (
+                f"trial {tid}: reported step {last} before the restart, resumed from {start}"
+            )
+            assert after[0]["step"] == start + EVERY_STEPS
+            resumed += start > 0
+    assert resumed >= 1, "no trial was interrupted mid-way and resumed from a checkpoint"
+
+    # The wandb run of every trial (resumed ones included) logged each step once. (A run file
+    # whose writer SLURM killed before it wrote anything is a bare 7-byte header: skipped.)
+    steps: dict[str, list[int]] = {}
+    for run in offline_runs(exp / "wandb"):
+        if run.run_id or run.history:
+            steps.setdefault(run.run_id, []).extend(run.steps)
+    assert set(steps) == {t["trial_id"] for t in summary["trials"]}
+    for tid, logged in steps.items():
+        assert logged == sorted(set(logged)), f"wandb run {tid} logged a step twice: {logged}"
+        assert logged[-1] == case.max_steps
+
+
+def test_requeue_at_the_time_limit_resumes(requeued: dict[str, RequeueCase]) -> None:
+    case = requeued["limit"]
+    log = case.job.text()
+    assert re.search(r"SIGUSR1 at [\d.]+: stopping the driver", log), log[-4000:]
+    assert "requeued job" in log
+    _check_resumed(case, expect_finished_before=False)
+
+
+def test_requeue_from_outside_resumes(requeued: dict[str, RequeueCase]) -> None:
+    case = requeued["outside"]
+    assert re.search(r"SIGTERM at [\d.]+ from SLURM \(requeue\)", case.job.text())
+    _check_resumed(case, expect_finished_before=True)
+
+
+def test_two_jobs_on_one_node_keep_their_own_ray_clusters(
+    requeued: dict[str, RequeueCase],
+) -> None:
+    """Both jobs ran on n1 at once, each with its own ports and a 1-node Ray cluster; neither
+    saw the other's node, and neither left Ray processes or temp dirs behind."""
+    limit, outside = requeued["limit"].job, requeued["outside"].job
+    ports = []
+    for job in (limit, outside):
+        text = job.text()
+        assert set(re.findall(r"nodes=(\S+) head", text)) == {"n1"}
+        assert re.findall(r"Ray cluster up: (\d+) nodes", text) == ["1"] * text.count(
+            "Ray cluster up"
+        )
+        ports.append(set(re.findall(r"port block (\d+)", text)))
+        assert not _ray_tmp_dirs(job)
+    assert not ports[0] & ports[1], ports
+    seen = [requeued["limit"].nodes_seen, requeued["outside"].nodes_seen]
+    assert all(seen) and not seen[0] & seen[1], seen
+    assert requeued["limit"].seen_together, "the two jobs never ran at the same time"
