@@ -38,7 +38,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, write_tagged
-from seg_tune.errors import ConfigError, SegTuneError
+from seg_tune.errors import ConfigError, run_cli
 from seg_tune.score import ArgumentParser, Scorer, format_table
 
 Direction = Literal["forward", "backward", "mi"]
@@ -229,14 +229,7 @@ def _run(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `seg-tune baseline` / `python -m seg_tune.baseline`; the exit status."""
-    try:
-        return _run(argv)
-    except SegTuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # e.g. --write-segmentation into a missing folder
-        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ print that line and exit with status 2; they never show a traceback for it.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+
 
 class SegTuneError(Exception):
     """Base class: an error the user can fix; its message is one line."""
@@ -29,3 +33,20 @@ class DataError(SegTuneError):
 def location(path: object, line: int | None = None) -> str:
     """`file:line` (1-based line) for messages."""
     return f"{path}:{line}" if line is not None else f"{path}"
+
+
+def run_cli(run: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """Run a command's body; a user error becomes one `error: ...` line and its exit status."""
+    try:
+        return run(argv)
+    except SegTuneError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # `... | head`: the reader left; not our error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr, flush=True)
+        return 2

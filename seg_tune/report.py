@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seg_tune.errors import ConfigError, DataError, SegTuneError, location
+from seg_tune.errors import ConfigError, DataError, location, run_cli
 from seg_tune.metrics import CUE_NAMES, REPORTED_METRICS, SCORE_KEYS, STEP
 from seg_tune.score import ArgumentParser
 
@@ -822,11 +822,7 @@ def _run(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `seg-tune report` / `python -m seg_tune.report`; returns the exit status."""
-    try:
-        return _run(argv)
-    except SegTuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":

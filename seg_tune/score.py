@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged
-from seg_tune.errors import ConfigError, DataError, SegTuneError, location
+from seg_tune.errors import ConfigError, DataError, location, run_cli
 
 SCORE_KEYS: tuple[str, ...] = (
     "token_precision",
@@ -272,11 +272,7 @@ def _run(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `seg-tune score` / `python -m seg_tune.score`; returns the exit status."""
-    try:
-        return _run(argv)
-    except SegTuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":

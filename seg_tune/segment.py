@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ import numpy as np
 
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, load_text, write_tagged
 from seg_tune.cues import CUE_NAMES, Cues, compute_cues, resolve_window
-from seg_tune.errors import ConfigError, DataError, SegTuneError
+from seg_tune.errors import ConfigError, DataError, run_cli
 from seg_tune.score import SCORE_KEYS, ArgumentParser, Scorer
 
 if TYPE_CHECKING:
@@ -739,14 +738,7 @@ def _run(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `seg-tune segment` / `python -m seg_tune.segment`; returns the exit status."""
-    try:
-        return _run(argv)
-    except SegTuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":
