@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from seg_tune.run import tune_dir
+
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SH = REPO / ".ci" / "slurm.sh"
 SCRIPT = REPO / "cluster" / "ray_head.wilkes3"
@@ -128,7 +130,7 @@ def job_state(env: dict[str, str], job: int) -> dict[str, str]:
 
 def results(exp: Path) -> dict[str, list[dict[str, Any]]]:
     out = {}
-    for path in exp.glob("trial_*/result.json"):
+    for path in tune_dir(exp).glob("trial_*/result.json"):
         lines = path.read_text().splitlines()
         out[path.parent.name] = [json.loads(x) for x in lines if x.endswith("}")]
     return out
@@ -163,6 +165,8 @@ def measure(log: str, exp: Path) -> dict[str, float]:
             first_after = min(first_after, after[0]["timestamp"])
         if before and after:
             twice += max(0, before[-1]["step"] - after[0]["resumed_from_step"])
+    if first_after == float("inf"):
+        raise SystemExit("requeue_cost: no trial result after the restart (all done before?)")
     return {
         "signal -> driver stopped (state saved)": stopped - signal,
         "-> requeued (Ray shut down)": requeued - stopped,
@@ -183,6 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
         def all_reached() -> bool:
             rs = results(exp)
+            if job_state(env, job).get("JobState") not in {"PENDING", "RUNNING"}:
+                raise SystemExit(f"requeue_cost: the job ended before the signal, see {log_path}")
             return len(rs) == args.cpus and all(
                 r and r[-1]["step"] >= args.signal_at_step for r in rs.values()
             )

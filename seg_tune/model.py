@@ -54,7 +54,10 @@ def gpt2_config(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2Con
 def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
     from transformers import GPT2LMHeadModel
 
-    return GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
+    model = GPT2LMHeadModel(gpt2_config(cfg, tokenizer))
+    # transformers infers the loss from the class name, which for GPT-2 names none, and warns.
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def n_parameters(model: GPT2LMHeadModel) -> int:

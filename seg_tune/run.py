@@ -253,7 +253,12 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ours forwards to Tune's
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Keep the terminal to Tune's status table: no snapshot-frequency advice, no optuna info.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import optuna
     import ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from ray import tune
 
     from seg_tune.results import finish

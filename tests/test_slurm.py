@@ -5,8 +5,9 @@ The SLURM is real (slurmctld, two slurmd `n1` and `n2` on loopback, munge), star
 started it. Jobs override the Wilkes3 defaults on the command line (`--gres=none`, few CPUs, short
 times) and run the real driver, `python -m seg_tune.run`, on a real Ray cluster per job.
 
-Timing on this 2-core machine: the two-node smoke run takes about 2 minutes, the two requeue jobs
-(run at the same time on one node, which is also the isolation test) about 4.
+Timing on this 2-core machine (shared): 4-6 minutes for the file; the two-node smoke run takes
+1.5-2 minutes, the two requeue jobs (run at the same time on one node, which is also the isolation
+test) 2.5-4.5.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import pytest
 import yaml
 from conftest import REPO
 from wandb_files import offline_runs
+
+from seg_tune.run import tune_dir
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -247,15 +250,19 @@ def _state_api(port: int, token: str, resource: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------- results
 
 
+def _result_file(exp: Path, trial_id: str) -> Path:
+    return tune_dir(exp) / f"trial_{trial_id}" / "result.json"
+
+
 def _results(exp: Path, trial_id: str) -> list[dict[str, Any]]:
-    path = exp / f"trial_{trial_id}" / "result.json"
+    path = _result_file(exp, trial_id)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
 def _all_results(exp: Path) -> dict[str, list[dict[str, Any]]]:
-    ids = [p.name.removeprefix("trial_") for p in exp.glob("trial_*")]
+    ids = [p.name.removeprefix("trial_") for p in tune_dir(exp).glob("trial_*")]
     return {tid: _results(exp, tid) for tid in ids}
 
 
@@ -405,7 +412,7 @@ def _trigger_outside_requeue(case: RequeueCase) -> bool:
     if not (finished and running):
         return False
     for tid in finished:
-        case.finished_before[tid] = (case.exp / f"trial_{tid}" / "result.json").stat().st_size
+        case.finished_before[tid] = _result_file(case.exp, tid).stat().st_size
     case.job.slurm.run("scontrol", "requeue", str(case.job.id))
     return True
 
@@ -496,7 +503,7 @@ def _check_resumed(case: RequeueCase, expect_finished_before: bool) -> None:
     if expect_finished_before:
         assert case.finished_before
     for tid, size in case.finished_before.items():
-        assert (exp / f"trial_{tid}" / "result.json").stat().st_size == size, f"{tid} re-ran"
+        assert _result_file(exp, tid).stat().st_size == size, f"{tid} re-ran"
 
     # An interrupted trial resumed at its last checkpointed step (at most one interval lost).
     resumed = 0
