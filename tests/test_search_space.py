@@ -241,7 +241,7 @@ def test_childes_with_the_shared_corpus(tmp_path: Path) -> None:
     copy = tmp_path / "childes.yaml"
     copy.write_text(text.replace("data/childes-en/", f"{CHILDES}/"), encoding="utf-8")
     spec = load_space(copy)
-    assert spec.base.data.train.path == str(CHILDES / "train.txt")
+    assert Path(spec.base.data.train.path).resolve() == (CHILDES / "train.txt").resolve()
     assert spec.resources.gpus_per_worker == 0.25
     # a sampled preset still decides the shape: the base's resolved shape must not stick
     big = spec.trial_config({"model.preset": "19M"}).model
