@@ -43,14 +43,14 @@ def space(data: Path, samples: int, max_steps: int, asha: bool) -> dict:
         "training": {
             "batch_size": 32,
             "block_size": 64,
-            "warmup_steps": 30,
+            "warmup_steps": max_steps // 27,
             "eval_every_steps": max_steps // 9,
             "checkpoint_every_steps": max_steps // 3,
             "segment_utterances": 300,
             "threads": 1,
         },
         "space": {
-            "training.lr": {"type": "loguniform", "min": 1e-4, "max": 1e-2},
+            "training.lr": {"type": "loguniform", "min": 3e-4, "max": 5e-3},
             "model.dropout": {"type": "choice", "values": [0.0, 0.1, 0.3]},
             "model.n_embd": {"type": "choice", "values": [64, 128]},
         },
