@@ -192,6 +192,9 @@ def export_best_model(
     }
 
     def fill(tmp: Path) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no progress bar in the driver's final lines
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "seg_tune_config.json").write_text(cfg.model_dump_json(indent=1), "utf-8")
