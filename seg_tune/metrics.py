@@ -36,3 +36,26 @@ SEGMENTATION_METRICS: dict[str, str] = {
 }
 REPORTED_METRICS: dict[str, str] = {**TRAINING_METRICS, **SEGMENTATION_METRICS}
 """Every metric name reported, with the mode ("min"/"max") in which it is better."""
+
+TUNE_BOOKKEEPING: frozenset[str] = frozenset(
+    {
+        "checkpoint_dir_name",
+        "checkpoint_path",
+        "should_checkpoint",
+        "done",
+        "config",
+        "trial_id",
+        "experiment_tag",
+        "date",
+        "timestamp",
+        "time_this_iter_s",
+        "time_total_s",
+        "pid",
+        "hostname",
+        "node_ip",
+        "time_since_restore",
+        "iterations_since_restore",
+        "training_iteration",
+    }
+)
+"""Keys Ray Tune (and Train's report callback) add to every result: not training metrics."""

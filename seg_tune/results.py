@@ -22,6 +22,7 @@ from typing import Any
 
 from seg_tune.checkpoint import atomic_dir, atomic_write_text, read_checkpoint
 from seg_tune.config import RunConfig
+from seg_tune.metrics import TUNE_BOOKKEEPING
 
 SUMMARY_FORMAT = 1
 HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
@@ -73,26 +74,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-_INTERNAL = (
-    "checkpoint_dir_name",
-    "should_checkpoint",
-    "done",
-    "config",
-    "trial_id",
-    "date",
-    "timestamp",
-    "time_this_iter_s",
-    "time_total_s",
-    "pid",
-    "hostname",
-    "node_ip",
-    "time_since_restore",
-    "iterations_since_restore",
-    "training_iteration",
-    "checkpoint_path",
-)
-
-
 def best_trial(trials: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
     scored = [
         t
@@ -118,7 +99,7 @@ def summary(
     data_description: str | None = None,
 ) -> dict[str, Any]:
     def entry(t: TrialRecord) -> dict[str, Any]:
-        metrics = {k: v for k, v in t.metrics.items() if k not in _INTERNAL}
+        metrics = {k: v for k, v in t.metrics.items() if k not in TUNE_BOOKKEEPING}
         return {
             "trial_id": t.trial_id,
             "status": t.status,

@@ -27,30 +27,10 @@ from typing import Any, Literal
 from ray.tune import Callback
 
 from seg_tune.checkpoint import atomic_write_text
+from seg_tune.metrics import TUNE_BOOKKEEPING
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
-# Tune's bookkeeping in every result: not training metrics.
-_NOT_LOGGED = frozenset(
-    {
-        "step",
-        "done",
-        "training_iteration",
-        "trial_id",
-        "date",
-        "timestamp",
-        "time_this_iter_s",
-        "time_total_s",
-        "pid",
-        "hostname",
-        "node_ip",
-        "time_since_restore",
-        "iterations_since_restore",
-        "checkpoint_dir_name",
-        "should_checkpoint",
-        "config",
-        "experiment_tag",
-    }
-)
+_NOT_LOGGED = TUNE_BOOKKEEPING | {"step"}  # step is wandb's own step, not a metric
 
 
 def resolve_mode(mode: WandbMode) -> Literal["online", "offline", "disabled"]:
