@@ -38,8 +38,8 @@ from typing import Literal, get_args
 import numpy as np
 
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, write_tagged
-from seg_tune.errors import ConfigError, run_cli
-from seg_tune.score import ArgumentParser, Scorer, format_table
+from seg_tune.errors import ArgumentParser, ConfigError, run_cli
+from seg_tune.score import Scorer, format_table
 
 Direction = Literal["forward", "backward", "mi"]
 Threshold = Literal["relative", "absolute"]

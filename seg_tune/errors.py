@@ -7,6 +7,7 @@ print that line and exit with status 2; they never show a traceback for it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -50,3 +51,10 @@ def run_cli(run: Callable[[list[str] | None], int], argv: list[str] | None) -> i
             raise
         print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr, flush=True)
         return 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors become a ConfigError (one line, exit 2) like every user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message} (see --help)")

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seg_tune.errors import ConfigError, DataError, location, run_cli
+from seg_tune.errors import ArgumentParser, ConfigError, DataError, location, run_cli
 from seg_tune.metrics import CUE_NAMES, REPORTED_METRICS, SCORE_KEYS, STEP
-from seg_tune.score import ArgumentParser
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg_tune.errors import ConfigError, SegTuneError
+from seg_tune.errors import ArgumentParser, SegTuneError
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="seg-tune run", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="seg-tune run", description=__doc__.splitlines()[0])
     parser.add_argument("space", type=Path, help="search-space YAML file (see search_spaces/)")
     parser.add_argument("--name", help="experiment name (default: experiment.name in the file)")
     parser.add_argument(
@@ -54,11 +54,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-report", action="store_true", help="skip the Markdown report")
     return parser.parse_args(argv)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every bad input
-        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 # ---------------------------------------------------------------------- stopping

@@ -19,7 +19,6 @@ CLI: `python -m seg_tune.score GOLD PRED [--json] [--boundary-token TOK ...]`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -29,22 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged
-from seg_tune.errors import ConfigError, DataError, location, run_cli
+from seg_tune.errors import ArgumentParser, DataError, location, run_cli
+from seg_tune.metrics import SCORE_KEYS as SCORE_KEYS  # the 12 keys every score dict has
 
-SCORE_KEYS: tuple[str, ...] = (
-    "token_precision",
-    "token_recall",
-    "token_fscore",
-    "type_precision",
-    "type_recall",
-    "type_fscore",
-    "boundary_all_precision",
-    "boundary_all_recall",
-    "boundary_all_fscore",
-    "boundary_noedge_precision",
-    "boundary_noedge_recall",
-    "boundary_noedge_fscore",
-)
 LEVELS: tuple[str, ...] = ("token", "type", "boundary_all", "boundary_noedge")
 
 # `where(i)` names the 0-based utterance i in error messages (the CLI maps it to file lines).
@@ -214,13 +200,6 @@ def format_table(scores: dict[str, float]) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors become a ConfigError (one line, exit 2) like every user error."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 def _nonblank_line_numbers(path: Path) -> list[int]:

@@ -40,8 +40,9 @@ import numpy as np
 
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, load_text, write_tagged
 from seg_tune.cues import CUE_NAMES, Cues, compute_cues, resolve_window
-from seg_tune.errors import ConfigError, DataError, run_cli
-from seg_tune.score import SCORE_KEYS, ArgumentParser, Scorer
+from seg_tune.errors import ArgumentParser, ConfigError, DataError, run_cli
+from seg_tune.metrics import SCORE_KEYS
+from seg_tune.score import Scorer
 
 if TYPE_CHECKING:
     import torch

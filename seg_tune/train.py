@@ -15,7 +15,6 @@ scheduler, RNG states, step and data position; resuming reproduces the uninterru
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -36,7 +35,7 @@ from transformers.utils import logging as hf_logging
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import RunConfig, load_run_config
 from seg_tune.corpus import Utterance
-from seg_tune.errors import SegTuneError
+from seg_tune.errors import ArgumentParser, run_cli
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
 from seg_tune.tokenizer import boundary_id, build_tokenizer, encode, load_tokenizer
@@ -97,9 +96,8 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
 
 def total_steps(cfg: RunConfig, sampler: BlockSampler) -> int:
     """The step budget: training.steps, or training.epochs worth of batches when that is set."""
-    epochs = getattr(cfg.training, "epochs", None)
-    if epochs:
-        return max(1, math.ceil(epochs * sampler.batches_per_epoch))
+    if cfg.training.epochs:
+        return max(1, math.ceil(cfg.training.epochs * sampler.batches_per_epoch))
     return cfg.training.steps
 
 
@@ -394,8 +392,8 @@ class LocalSession:
             self.checkpoints.save(int(metrics["step"]), checkpoint)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def _run(argv: list[str] | None) -> int:
+    parser = ArgumentParser(
         prog="seg-tune train", description="Train one phoneme language model (resumes from --out)."
     )
     parser.add_argument("config", type=Path, help="run config YAML (data/model/training sections)")
@@ -405,26 +403,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="override training.steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    cfg = load_run_config(args.config)
+    if args.steps is not None:
+        cfg = cfg.with_overrides({"training.steps": args.steps})
+    session = LocalSession(args.out, cfg.training.keep_checkpoints, args.device)
+    resumed = session.checkpoints.latest()
+    print(
+        f"seg_tune.train: {cfg.data.train.describe()}; "
+        + (f"resuming from {resumed}" if resumed else f"new run in {args.out}"),
+        flush=True,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
     try:
-        cfg = load_run_config(args.config)
-        if args.steps is not None:
-            cfg = cfg.with_overrides({"training.steps": args.steps})
-        session = LocalSession(args.out, cfg.training.keep_checkpoints, args.device)
-        resumed = session.checkpoints.latest()
-        print(
-            f"seg_tune.train: {cfg.data.train.describe()}; "
-            + (f"resuming from {resumed}" if resumed else f"new run in {args.out}"),
-            flush=True,
-        )
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "config.json").write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
         metrics = train_loop(cfg, session, export_dir=args.out)
-    except SegTuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print(
-            "seg_tune.train: interrupted; run the same command again to resume from the last checkpoint",
+            "seg_tune.train: interrupted; run the same command again to resume from the last "
+            "checkpoint",
             file=sys.stderr,
         )
         return 130
@@ -434,6 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `seg-tune train` / `python -m seg_tune.train`; returns the exit status."""
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":
