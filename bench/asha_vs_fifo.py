@@ -1,12 +1,16 @@
 """ASHA + Optuna against FIFO random search at equal num_samples, on childes-en.
 
-    .venv/bin/python bench/asha_vs_fifo.py [--samples 12] [--max-steps 450] [--data ../shared/data/childes-en]
+    .venv/bin/python bench/asha_vs_fifo.py [--samples 27] [--max-steps 540] [--seeds 0 1]
+        [--data ../shared/data/childes-en] [--log results.jsonl]
 
-Runs `python -m seg_tune.run` twice on the same space (train.txt for training, the first 2,000
-utterances of dev.txt for validation and segmentation): once with ASHA (grace max/9,
-reduction 3) and the seeded Optuna TPE searcher, once with FIFO and the seeded random searcher.
-Reports the trial-steps each used, the best objective (validation loss) reached, the best
-boundary F, and wall time. Prints a Markdown section for BENCHMARKS.md.
+For each seed, runs `python -m seg_tune.run` twice on the same space (train.txt for training, the
+first 2,000 utterances of dev.txt for validation and segmentation): once with ASHA (grace max/9,
+reduction 3) and the Optuna TPE searcher, once with FIFO and the random searcher, both seeded
+with that seed. Reports, per run and as medians over seeds, the trial-steps used, the best
+objective (validation loss) reached, the best boundary F, and wall time; the spread of FIFO's
+best over seeds is the run-to-run noise. Each finished run is appended to --log as a JSON line
+(a long benchmark that is cut short keeps what it measured). Prints a Markdown section for
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,10 +30,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def space(data: Path, samples: int, max_steps: int, asha: bool) -> dict:
+def space(data: Path, samples: int, max_steps: int, asha: bool, seed: int) -> dict:
     return {
         "experiment": {
-            "name": "asha" if asha else "fifo",
+            "name": f"{'asha' if asha else 'fifo'}_seed{seed}",
             "metric": "valid_loss",
             "mode": "min",
             "num_samples": samples,
@@ -59,7 +64,7 @@ def space(data: Path, samples: int, max_steps: int, asha: bool) -> dict:
             if asha
             else {"type": "fifo"}
         ),
-        "searcher": {"type": "optuna" if asha else "random", "seed": 0},
+        "searcher": {"type": "optuna" if asha else "random", "seed": seed},
         "resources": {"workers": 1, "cpus_per_worker": 1},
         "wandb": {"mode": "disabled"},
     }
@@ -81,49 +86,77 @@ def run(doc: dict, storage: Path) -> tuple[dict, float]:
     return summary, time.monotonic() - t0
 
 
+def measure(summary: dict, wall: float, asha: bool, seed: int) -> dict:
+    trials = summary["trials"]
+    return {
+        "search": "ASHA + Optuna TPE" if asha else "FIFO + random",
+        "seed": seed,
+        "trials": len(trials),
+        "trial_steps": sum(t["steps_trained"] for t in trials),
+        "best_valid_loss": min(
+            t["metrics"]["valid_loss"] for t in trials if "valid_loss" in t["metrics"]
+        ),
+        "best_bf": max(t["metrics"].get("seg_boundary_noedge_fscore", 0) for t in trials),
+        "stopped_early": sum(t["stopped_early"] for t in trials),
+        "wall_s": wall,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=12)
-    parser.add_argument("--max-steps", type=int, default=450)
+    parser.add_argument("--samples", type=int, default=27)
+    parser.add_argument("--max-steps", type=int, default=540)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/childes-en")
+    parser.add_argument("--log", type=Path, help="append each finished run here (JSON lines)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for asha in (True, False):
-            summary, wall = run(
-                space(args.data.resolve(), args.samples, args.max_steps, asha), Path(tmp)
-            )
-            trials = summary["trials"]
-            steps = sum(t["steps_trained"] for t in trials)
-            best = min(t["metrics"]["valid_loss"] for t in trials if "valid_loss" in t["metrics"])
-            best_bf = max(t["metrics"].get("seg_boundary_noedge_fscore", 0) for t in trials)
-            early = sum(t["stopped_early"] for t in trials)
-            rows.append(
-                (
-                    "ASHA + Optuna TPE" if asha else "FIFO + random",
-                    steps,
-                    best,
-                    best_bf,
-                    early,
-                    wall,
-                )
-            )
+        for seed in args.seeds:
+            for asha in (True, False):
+                doc = space(args.data.resolve(), args.samples, args.max_steps, asha, seed)
+                summary, wall = run(doc, Path(tmp))
+                rows.append(measure(summary, wall, asha, seed))
+                if args.log:
+                    with args.log.open("a") as f:
+                        f.write(
+                            json.dumps(
+                                {**rows[-1], "samples": args.samples, "max_steps": args.max_steps}
+                            )
+                            + "\n"
+                        )
     print("## ASHA + Optuna against FIFO random search (bench/asha_vs_fifo.py)\n")
     print(
         f"Command: `.venv/bin/python bench/asha_vs_fifo.py --samples {args.samples} "
-        f"--max-steps {args.max_steps}`; childes-en train.txt, 2,000 dev utterances for "
-        "validation; 2 trials at a time on 2 CPU cores; objective valid_loss (min).\n"
+        f"--max-steps {args.max_steps} --seeds {' '.join(map(str, args.seeds))}`; childes-en "
+        "train.txt, 2,000 dev utterances for validation; 2 trials at a time on 2 CPU cores; "
+        "objective valid_loss (min).\n"
     )
     print(
-        "| search | trial-steps | best valid_loss | best boundary_noedge F | stopped early | wall |"
+        "| search | seed | trial-steps | best valid_loss | best boundary_noedge F "
+        "| stopped early | wall |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, steps, best, bf, early, wall in rows:
-        print(f"| {name} | {steps:,} | {best:.4f} | {bf:.3f} | {early} | {wall / 60:.1f} min |")
-    ratio = rows[1][1] / rows[0][1]
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['search']} | {r['seed']} | {r['trial_steps']:,} | {r['best_valid_loss']:.4f} "
+            f"| {r['best_bf']:.3f} | {r['stopped_early']} | {r['wall_s'] / 60:.1f} min |"
+        )
+    by = {
+        name: [r for r in rows if r["search"] == name]
+        for name in dict.fromkeys(r["search"] for r in rows)
+    }
+    med = {
+        name: {k: statistics.median(r[k] for r in rs) for k in ("trial_steps", "best_valid_loss")}
+        for name, rs in by.items()
+    }
+    asha_m, fifo_m = med["ASHA + Optuna TPE"], med["FIFO + random"]
+    fifo_best = [r["best_valid_loss"] for r in by["FIFO + random"]]
     print(
-        f"\nFIFO used {ratio:.1f}x the trial-steps of ASHA; best valid_loss "
-        f"{rows[0][2]:.4f} (ASHA) vs {rows[1][2]:.4f} (FIFO)."
+        f"\nMedians over {len(args.seeds)} seed(s): FIFO used "
+        f"{fifo_m['trial_steps'] / asha_m['trial_steps']:.1f}x the trial-steps of ASHA; best "
+        f"valid_loss {asha_m['best_valid_loss']:.4f} (ASHA) vs {fifo_m['best_valid_loss']:.4f} "
+        f"(FIFO); FIFO's best ranged {min(fifo_best):.4f}..{max(fifo_best):.4f} over seeds."
     )
 
 

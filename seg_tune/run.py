@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg_tune.errors import ArgumentParser, SegTuneError
+from seg_tune.errors import ArgumentParser, ConfigError, SegTuneError
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -257,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
     from ray import tune
 
     from seg_tune.results import finish
+    from seg_tune.tune import placement_problem
 
     context = _start_ray(args.address, spec.experiment.max_concurrent)
     _print_dashboard(context, joined=bool(args.address))
@@ -264,6 +265,8 @@ def run(args: argparse.Namespace) -> int:
     stop.install()
     try:
         experiment = Experiment(spec, exp_dir)
+        if (problem := placement_problem(experiment.settings, ray.nodes())) is not None:
+            raise ConfigError(f"{args.space}: {problem}")
         restore = tune.Tuner.can_restore(str(experiment.tune_dir))
         print(
             f"seg_tune.run: {'resuming' if restore else 'starting'} experiment {name} in {exp_dir}",

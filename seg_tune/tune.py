@@ -15,6 +15,7 @@ on a cluster without it the driver asks for a sliver of a CPU instead.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -54,7 +55,18 @@ class TrialSettings:
 
 
 def _device(gpus: float) -> torch.device:
+    if gpus > 0 and not torch.cuda.is_available():
+        _warn_no_cuda(gpus)
     return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _warn_no_cuda(gpus: float) -> None:
+    print(
+        f"seg_tune: this trial holds {gpus:g} GPU but torch {torch.__version__} cannot use CUDA "
+        "(a CPU build, or no driver on this node); training on the CPU",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _report_with_checkpoint(
@@ -102,6 +114,8 @@ class TrainSession:
 
             self.device = ray.train.torch.get_device()
         else:
+            if gpus > 0:
+                _warn_no_cuda(gpus)
             self.device = torch.device("cpu")
 
     def restore(self) -> AbstractContextManager[Path | None]:
@@ -177,3 +191,32 @@ def trial_resources(
     if cluster_resources.get(TRIAL_RESOURCE, 0) >= 1:
         return {TRIAL_RESOURCE: 1}
     return {"CPU": 0.01}
+
+
+def placement_problem(settings: TrialSettings, nodes: list[dict[str, Any]]) -> str | None:
+    """Why not even one trial fits on this cluster (`ray.nodes()`), or None when one does.
+
+    Tune would otherwise wait for resources that never come. Each worker needs its CPUs and GPUs
+    on one node; a trial needs all its workers placed at once.
+    """
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    cpus, gpus = settings.cpus_per_worker, settings.gpus_per_worker
+
+    def workers_on(resources: dict[str, float]) -> int:
+        # Ray counts resources in units of 1e-4: round before dividing
+        counts = [int(round(resources.get("CPU", 0), 4) / cpus + 1e-9)]
+        if gpus:
+            counts.append(int(round(resources.get("GPU", 0), 4) / gpus + 1e-9))
+        return min(counts)
+
+    placed = sum(workers_on(r) for r in alive)
+    if placed >= settings.workers:
+        return None
+    total_cpu = sum(r.get("CPU", 0) for r in alive)
+    total_gpu = sum(r.get("GPU", 0) for r in alive)
+    return (
+        f"resources: a trial needs {settings.workers} worker(s) of {cpus:g} CPU and {gpus:g} GPU "
+        f"each (resources.workers, cpus_per_worker, gpus_per_worker), but this Ray cluster "
+        f"({len(alive)} node(s), {total_cpu:g} CPUs, {total_gpu:g} GPUs) can place {placed}; "
+        "lower them or run on a cluster that has the resources"
+    )

@@ -330,3 +330,60 @@ def test_bad_space_files_exit_2_in_seconds(
     )
     assert time.monotonic() - started < 10
     assert not (tmp_path / "smoke").exists()
+
+
+def _intervals(exp: Path, trial_id: str) -> tuple[float, float]:
+    """When a trial trained: (start, end) in seconds, from Tune's per-report time stamps."""
+    history = _results(exp, trial_id)
+    first, last = history[0], history[-1]
+    return first["timestamp"] - first["time_total_s"], float(last["timestamp"])
+
+
+def test_fractional_gpus_share_a_gpu(tmp_path: Path) -> None:
+    """gpus_per_worker 0.5 on a cluster with one GPU and CPUs for three: two trials share the GPU
+    at a time, never three. (This machine has no GPU: Ray is told it has one, the trials' torch
+    falls back to the CPU; a real GPU run is recorded in BENCHMARKS.md when one was lent.)"""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 3, "max_concurrent": 3},
+        resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.5},
+        wandb={"mode": "disabled"},
+        replace={"scheduler": {"type": "fifo"}},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    env = _env(RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": 1, "CPU": 3}))
+    proc = _start(space, storage, log, "--no-report", env=env)
+    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+    exp = storage / "smoke"
+    summary = json.loads((exp / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["TERMINATED"] * 3
+    # Shrink each interval by the 1 s resolution of Tune's time stamps (and a margin), then count
+    # the most trials training at one moment.
+    spans = [_intervals(exp, t["trial_id"]) for t in summary["trials"]]
+    inner = [(start + 2, end - 2) for start, end in spans]
+    edges = sorted([(s, 1) for s, e in inner if e > s] + [(e, -1) for s, e in inner if e > s])
+    running, most = 0, 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    assert most == 2, spans
+
+
+def test_trial_that_fits_nowhere_exits_2(tmp_path: Path) -> None:
+    """A trial asking for more GPUs than any node has: one line naming the key, exit 2, instead
+    of Tune waiting forever for resources."""
+    space = _space(tmp_path, resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 2})
+    env = _env(RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": 1}))
+    result = subprocess.run(
+        [sys.executable, "-m", "seg_tune.run", str(space), "--storage", str(tmp_path / "r")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gpus_per_worker" in lines[0] and "1 GPUs" in lines[0], result.stderr
+    assert str(space) in lines[0]
+    assert not (tmp_path / "r" / "smoke").exists()
