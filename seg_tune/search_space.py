@@ -7,6 +7,10 @@ Every corner of the space (each choice value; each range's ends, their neighbour
 interior point) is validated against RunConfig: each key alone, every pair of keys, and every
 combination when there are at most 4096, so no trial can fail on a bad sample.
 
+The distributions (a `space` value each) are in `seg_tune.distributions`, the conversion of W&B
+sweep files in `seg_tune.wandb_sweep`; this module reads files, builds and checks the spec, shrinks
+it for smoke runs and makes the Ray Tune objects.
+
 ## seg_tune's own syntax (every section and key optional)
 
     experiment:  {name: <file stem>, description: null, metric: valid_loss, mode: <the metric's>,
@@ -93,106 +97,47 @@ import itertools
 import math
 import re
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from seg_tune.config import RunConfig, Strict, TrainingConfig, read_yaml, validate
+from seg_tune.distributions import (
+    OUR_SECTIONS,
+    SPACE_KEYS,
+    Choice,
+    DistError,
+    Distribution,
+    Fixed,
+    _Distribution,
+    check_metric,
+    parse_distribution,
+    show,
+    unknown_key,
+)
+
+# Re-exported, so that every distribution can still be imported from this module.
+from seg_tune.distributions import IntRange as IntRange
+from seg_tune.distributions import LogUniform as LogUniform
+from seg_tune.distributions import QLogUniform as QLogUniform
+from seg_tune.distributions import QUniform as QUniform
+from seg_tune.distributions import Uniform as Uniform
 from seg_tune.errors import ConfigError
 from seg_tune.metrics import REPORTED_METRICS, STEP
 from seg_tune.model import PRESETS
+from seg_tune.wandb_sweep import WANDB_KEYS, from_wandb
 
 FORMAT = "seg_tune.search_space/1"
-OUR_SECTIONS = (
-    "experiment",
-    "data",
-    "model",
-    "training",
-    "space",
-    "scheduler",
-    "searcher",
-    "resources",
-    "failure",
-    "checkpoints",
-    "wandb",
-    "hub",
-)
-WANDB_KEYS = (
-    "method",
-    "metric",
-    "parameters",
-    "early_terminate",
-    "run_cap",
-    "program",
-    "command",
-    "name",
-    "description",
-    "project",
-    "entity",
-)
-# The original TransformerSegmentation project's parameter and metric names.
-WANDB_PARAMETER_NAMES: dict[str, str] = {
-    "dropout": "model.dropout",
-    "hidden_size": "model.n_embd",
-    "inner_linear": "model.n_inner",
-    "n_layers": "model.n_layer",
-    "lr": "training.lr",
-    "momentum": "training.momentum",
-    "epochs": "training.epochs",
-    "sequence_length": "training.block_size",
-}
-WANDB_METRIC_NAMES: dict[str, str] = {
-    "valid.loss": "valid_loss",
-    "valid.bpp": "valid_bpp",
-    "train.loss": "train_loss",
-}
-WANDB_METHODS: dict[str, str] = {"bayes": "optuna", "random": "random", "grid": "grid"}
-WANDB_NUM_SAMPLES = 20
 DEFAULT_NUM_SAMPLES = 10
 FULL_PRODUCT_LIMIT = 4096  # corner combinations checked exhaustively; beyond, every pair
 GRID_LIMIT = 1000  # values one int distribution may expand to under the grid searcher
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_EXP_NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
 _SECRET_KEYS = ("token", "api_key", "key", "hf_token", "wandb_api_key", "password")
 M = typing.TypeVar("M", bound=BaseModel)
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads `1e-3` (no dot) as a string; users mean a number."""
-    if isinstance(value, str) and _EXP_NUMBER_RE.match(value.strip()):
-        return float(value)
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (from Ray's samplers) as Python values, so configs stay JSON-able."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it, on one line: mappings in YAML flow style."""
-    if isinstance(value, (dict, list, tuple)):
-        text = yaml.safe_dump(
-            value if not isinstance(value, tuple) else list(value),
-            default_flow_style=True,
-            sort_keys=False,
-            width=1_000_000,
-        )
-        return " ".join(text.split())
-    return repr(value)
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -230,7 +175,7 @@ def _format(exc: ValidationError, source: str, prefix: str, cls: type[BaseModel]
     if err["type"] == "missing":
         return f"{source}: missing key {loc!r}"
     value = err.get("input")
-    shown = "" if isinstance(value, dict) or not err["loc"] else f" = {_show(value)}"
+    shown = "" if isinstance(value, dict) or not err["loc"] else f" = {show(value)}"
     return f"{source}: key {loc!r}{shown}: {msg}"
 
 
@@ -238,421 +183,11 @@ def _section(cls: type[M], data: Any, prefix: str, source: str) -> M:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: key {prefix!r} = {_show(data)}: expected a mapping")
+        raise ConfigError(f"{source}: key {prefix!r} = {show(data)}: expected a mapping")
     try:
         return cls.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(_format(exc, source, prefix, cls)) from None
-
-
-def _unknown_key(source: str, key: str, allowed: Iterable[str], hint: str = "") -> ConfigError:
-    allowed = list(allowed)
-    close = difflib.get_close_matches(key, allowed, n=1)
-    maybe = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{source}: unknown key {key!r}{maybe}; allowed: {', '.join(allowed)}{hint}")
-
-
-# --------------------------------------------------------------------------- distributions
-
-
-class _Distribution(Strict):
-    """One searched (or fixed) value. Subclasses say which values a trial can get."""
-
-    def corners(self) -> list[Any]:
-        """Values checked against RunConfig before Ray starts: ends, neighbours of ends, and an
-        interior point that is not round (so an int field given a float range fails here)."""
-        raise NotImplementedError
-
-    def grid_values(self) -> list[Any] | None:
-        """Every value, for the grid searcher; None for continuous distributions."""
-        return None
-
-    def coerce(self, value: Any) -> Any:
-        """A sampled value as the trial uses it (quantized, int where the space is integral)."""
-        return _plain(value)
-
-    def searchable(self) -> bool:
-        return True
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        raise NotImplementedError
-
-    def clamp(self, cap: float) -> _Distribution:
-        """The distribution limited to values <= cap (smoke runs); when no value is left, the
-        cap itself."""
-        return self
-
-
-class Choice(_Distribution):
-    type: Literal["choice"] = "choice"
-    values: tuple[Any, ...]
-
-    @model_validator(mode="after")
-    def _check(self) -> Choice:
-        if not self.values:
-            raise ValueError("values must not be empty for choice")
-        values = tuple(_number(v) for v in self.values)
-        for value in values:
-            if value is not None and not isinstance(value, (bool, int, float, str)):
-                raise ValueError(
-                    f"choice values must be numbers, strings, booleans or null, not {_show(value)}"
-                )
-        object.__setattr__(self, "values", values)
-        return self
-
-    def corners(self) -> list[Any]:
-        return list(self.values)
-
-    def grid_values(self) -> list[Any]:
-        return list(self.values)
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        return tune.grid_search(list(self.values)) if grid else tune.choice(list(self.values))
-
-    def clamp(self, cap: float) -> Choice:
-        numeric = [v for v in self.values if _is_number(v)]
-        if not numeric:
-            return self
-        kept = [v for v in self.values if not _is_number(v) or v <= cap]
-        if not any(_is_number(v) for v in kept):
-            kept.append(type(min(numeric))(cap))
-        return Choice(values=tuple(kept))
-
-
-class Fixed(_Distribution):
-    type: Literal["fixed"] = "fixed"
-    value: Any
-
-    @model_validator(mode="after")
-    def _check(self) -> Fixed:
-        object.__setattr__(self, "value", _number(self.value))
-        return self
-
-    def corners(self) -> list[Any]:
-        return [self.value]
-
-    def grid_values(self) -> list[Any]:
-        return [self.value]
-
-    def coerce(self, value: Any) -> Any:
-        return self.value
-
-    def searchable(self) -> bool:
-        return False
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        return self.value
-
-    def clamp(self, cap: float) -> Fixed:
-        if _is_number(self.value) and self.value > cap:
-            return Fixed(value=type(self.value)(cap))
-        return self
-
-
-def _finite(*values: float) -> None:
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError("min, max and q must be finite numbers")
-
-
-def _interior(lo: float, hi: float, log: bool = False) -> float:
-    """A point inside (lo, hi) that is not round (0.3719 of the way)."""
-    if log:
-        return math.exp(math.log(lo) + 0.3719 * (math.log(hi) - math.log(lo)))
-    return lo + 0.3719 * (hi - lo)
-
-
-class Uniform(_Distribution):
-    type: Literal["uniform"] = "uniform"
-    min: int | float
-    max: int | float
-
-    @model_validator(mode="after")
-    def _check(self) -> Uniform:
-        _finite(self.min, self.max)
-        if not self.min < self.max:
-            raise ValueError("min must be < max for uniform")
-        return self
-
-    def corners(self) -> list[Any]:
-        return [float(self.min), float(self.max), _interior(self.min, self.max)]
-
-    def coerce(self, value: Any) -> float:
-        return float(_plain(value))
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        return tune.uniform(self.min, self.max)
-
-    def clamp(self, cap: float) -> _Distribution:
-        if self.max <= cap:
-            return self
-        return Uniform(min=self.min, max=cap) if self.min < cap else Fixed(value=float(cap))
-
-
-class LogUniform(_Distribution):
-    type: Literal["loguniform"] = "loguniform"
-    min: int | float
-    max: int | float
-
-    @model_validator(mode="after")
-    def _check(self) -> LogUniform:
-        _finite(self.min, self.max)
-        if not self.min > 0:
-            raise ValueError("min must be > 0 for loguniform")
-        if not self.min < self.max:
-            raise ValueError("min must be < max for loguniform")
-        return self
-
-    def corners(self) -> list[Any]:
-        return [float(self.min), float(self.max), _interior(self.min, self.max, log=True)]
-
-    def coerce(self, value: Any) -> float:
-        return float(_plain(value))
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        return tune.loguniform(self.min, self.max)
-
-    def clamp(self, cap: float) -> _Distribution:
-        if self.max <= cap:
-            return self
-        if self.min < cap:
-            return LogUniform(min=self.min, max=cap)
-        return Fixed(value=float(cap))
-
-
-class IntRange(_Distribution):
-    type: Literal["int"] = "int"
-    min: int
-    max: int
-    step: int = Field(1, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> IntRange:
-        if self.min > self.max:
-            raise ValueError("min must be <= max for int")
-        if self.min % self.step:
-            raise ValueError(
-                f"min must be a multiple of step {self.step} for int (Ray draws multiples of step)"
-            )
-        return self
-
-    @property
-    def top(self) -> int:
-        """The largest value drawn: max rounded down to the step grid."""
-        return self.min + (self.max - self.min) // self.step * self.step
-
-    def values(self) -> list[int]:
-        return list(range(self.min, self.top + 1, self.step))
-
-    def corners(self) -> list[Any]:
-        count = (self.top - self.min) // self.step + 1
-        if count <= 12:
-            return self.values()
-        mid = self.min + (count // 2) * self.step
-        return [self.min, self.min + self.step, mid, self.top - self.step, self.top]
-
-    def grid_values(self) -> list[Any]:
-        return self.values()
-
-    def coerce(self, value: Any) -> int:
-        return round(float(_plain(value)))
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        if grid:
-            return tune.grid_search(self.values())
-        if self.step == 1:  # randint's upper bound is exclusive
-            return tune.randint(self.min, self.max + 1)
-        return tune.qrandint(self.min, self.top, self.step)
-
-    def clamp(self, cap: float) -> _Distribution:
-        if self.top <= cap:
-            return self
-        if self.min <= cap:
-            return IntRange(min=self.min, max=int(cap), step=self.step)
-        return Fixed(value=int(cap))
-
-
-def _grid_index(x: float, round_fn: Any) -> int:
-    nearest = round(x)
-    return int(nearest if math.isclose(x, nearest, rel_tol=1e-9, abs_tol=1e-9) else round_fn(x))
-
-
-class _Quantized(_Distribution):
-    """Shared by quniform and qloguniform: values are multiples of q within [min, max]."""
-
-    min: int | float
-    max: int | float
-    q: int | float = 1
-
-    def _check_grid(self, name: str) -> None:
-        _finite(self.min, self.max, self.q)
-        if not self.q > 0:
-            raise ValueError(f"q must be > 0 for {name}")
-        if self.min > self.max:
-            raise ValueError(f"min must be <= max for {name}")
-        if self._lo_index() > self._hi_index():
-            raise ValueError(f"no multiple of q {self.q} lies between min and max for {name}")
-
-    @property
-    def integral(self) -> bool:
-        return all(_is_integer(v) for v in (self.min, self.max, self.q))
-
-    def _lo_index(self) -> int:
-        return _grid_index(self.min / self.q, math.ceil)
-
-    def _hi_index(self) -> int:
-        return _grid_index(self.max / self.q, math.floor)
-
-    def _at(self, index: int) -> int | float:
-        value = index * self.q
-        return int(value) if self.integral else round(value, 12)
-
-    @property
-    def lo(self) -> int | float:
-        return self._at(self._lo_index())
-
-    @property
-    def hi(self) -> int | float:
-        return self._at(self._hi_index())
-
-    def coerce(self, value: Any) -> int | float:
-        index = round(float(_plain(value)) / self.q)
-        return self._at(min(max(index, self._lo_index()), self._hi_index()))
-
-    def corners(self) -> list[Any]:
-        lo, hi = self._lo_index(), self._hi_index()
-        if hi - lo < 12:
-            return [self._at(i) for i in range(lo, hi + 1)]
-        inner = self.coerce(_interior(self.lo, self.hi, log=isinstance(self, QLogUniform)))
-        return [self._at(lo), self._at(lo + 1), inner, self._at(hi - 1), self._at(hi)]
-
-
-class QUniform(_Quantized):
-    type: Literal["quniform"] = "quniform"
-
-    @model_validator(mode="after")
-    def _check(self) -> QUniform:
-        self._check_grid("quniform")
-        return self
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        if self.lo == self.hi:
-            return self.lo
-        return tune.quniform(self.lo, self.hi, self.q)
-
-    def clamp(self, cap: float) -> _Distribution:
-        if self.hi <= cap:
-            return self
-        if self.lo < cap and self._hi_index() > self._lo_index():
-            top = self._at(_grid_index(cap / self.q, math.floor))
-            return QUniform(min=self.lo, max=top, q=self.q)
-        return Fixed(value=type(self.lo)(cap))
-
-
-class QLogUniform(_Quantized):
-    type: Literal["qloguniform"] = "qloguniform"
-
-    @model_validator(mode="after")
-    def _check(self) -> QLogUniform:
-        _finite(self.min, self.max, self.q)
-        if not self.min > 0:
-            raise ValueError("min must be > 0 for qloguniform")
-        self._check_grid("qloguniform")
-        return self
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        if self.lo == self.hi:
-            return self.lo
-        if optuna:  # Optuna drops quantization of log domains (with a warning); coerce() rounds
-            return tune.loguniform(self.lo, self.hi)
-        return tune.qloguniform(self.lo, self.hi, self.q)
-
-    def clamp(self, cap: float) -> _Distribution:
-        if self.hi <= cap:
-            return self
-        top = self._at(_grid_index(cap / self.q, math.floor))
-        if self.lo < cap and top > self.lo:
-            return QLogUniform(min=self.lo, max=top, q=self.q)
-        return Fixed(value=type(self.lo)(cap))
-
-
-Distribution = Annotated[
-    Choice | Fixed | Uniform | LogUniform | IntRange | QUniform | QLogUniform,
-    Field(discriminator="type"),
-]
-_DISTRIBUTIONS: dict[str, type[_Distribution]] = {
-    "choice": Choice,
-    "fixed": Fixed,
-    "uniform": Uniform,
-    "loguniform": LogUniform,
-    "int": IntRange,
-    "quniform": QUniform,
-    "qloguniform": QLogUniform,
-}
-_TYPE_ALIASES: dict[str, str] = {
-    "categorical": "choice",
-    "constant": "fixed",
-    "randint": "int",
-    "int_uniform": "int",
-    "q_uniform": "quniform",
-}
-
-
-class _DistError(Exception):
-    """A problem with one distribution; the caller adds the file, key and value."""
-
-
-def parse_distribution(raw: Any) -> _Distribution:
-    """One `space` value in seg_tune's syntax; raises _DistError with the problem."""
-    if isinstance(raw, list):
-        raise _DistError(
-            "a bare list is ambiguous: write {type: choice, values: [...]} to search it "
-            "or {type: fixed, value: [...]} to fix it"
-        )
-    if not isinstance(raw, Mapping):
-        return Fixed(value=raw)
-    data = dict(raw)
-    kind = data.pop("type", None)
-    if kind is None:
-        if "values" in data:
-            kind = "choice"
-        elif "value" in data:
-            kind = "fixed"
-        else:
-            raise _DistError(f"missing 'type'; allowed: {', '.join(_DISTRIBUTIONS)}")
-    if kind == "log_uniform":
-        raise _DistError(
-            "type 'log_uniform' is W&B syntax with bounds in log space; "
-            "in 'space' write type: loguniform with min/max as values"
-        )
-    canonical = _TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
-    cls = _DISTRIBUTIONS.get(canonical)  # type: ignore[arg-type]
-    if cls is None:
-        names = ", ".join([*_DISTRIBUTIONS, *_TYPE_ALIASES])
-        raise _DistError(f"type {kind!r} is not one of: {names}")
-    try:
-        return cls.model_validate({**data, "type": canonical})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        allowed = ", ".join(f for f in cls.model_fields if f != "type")
-        if err["type"] == "extra_forbidden":
-            raise _DistError(f"unknown key {loc!r} for {canonical}; allowed: {allowed}") from None
-        if err["type"] == "missing":
-            raise _DistError(f"missing {loc!r} for {canonical}; give {allowed}") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise _DistError(f"{loc}: {msg}" if loc else msg) from None
 
 
 # --------------------------------------------------------------------------- sections
@@ -822,7 +357,7 @@ def load_space(path: str | Path) -> ExperimentSpec:
     notices: list[str] = []
     labels: dict[str, str] = {}
     if "parameters" in raw or "method" in raw:
-        doc = _from_wandb(raw, source, notices, labels)
+        doc = from_wandb(raw, source, notices, labels)
     else:
         doc = raw
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem).strip("-.") or "experiment"
@@ -843,7 +378,7 @@ def _build(
     for key in doc:
         if key not in OUR_SECTIONS:
             hint = "; W&B sweep keys need 'parameters' or 'method'" if key in WANDB_KEYS else ""
-            raise _unknown_key(source, str(key), OUR_SECTIONS, hint)
+            raise unknown_key(source, str(key), OUR_SECTIONS, hint)
     _refuse_secrets(doc, source)
     exp = _section(Experiment, doc.get("experiment"), "experiment", source)
     searcher = _section(Searcher, doc.get("searcher"), "searcher", source)
@@ -919,7 +454,7 @@ def _scheduler_section(data: Any, source: str) -> AshaScheduler | FifoScheduler:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: key 'scheduler' = {_show(data)}: expected a mapping")
+        raise ConfigError(f"{source}: key 'scheduler' = {show(data)}: expected a mapping")
     kind = data.get("type", "asha")
     classes: dict[str, type[AshaScheduler] | type[FifoScheduler]] = {
         "asha": AshaScheduler,
@@ -927,7 +462,7 @@ def _scheduler_section(data: Any, source: str) -> AshaScheduler | FifoScheduler:
     }
     if kind not in classes:
         raise ConfigError(
-            f"{source}: key 'scheduler.type' = {_show(kind)}: allowed: {', '.join(classes)}"
+            f"{source}: key 'scheduler.type' = {show(kind)}: allowed: {', '.join(classes)}"
         )
     return _section(classes[kind], data, "scheduler", source)
 
@@ -940,30 +475,11 @@ def _run_doc(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: key {name!r} = {_show(value)}: expected a mapping")
+            raise ConfigError(f"{source}: key {name!r} = {show(value)}: expected a mapping")
         out[name] = copy.deepcopy(dict(value))
     return out
 
 
-def _model_class(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *typing.get_args(annotation)]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def _leaf_keys(cls: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted field of RunConfig that a space may set (scalars, not whole sections)."""
-    keys: list[str] = []
-    for name, info in cls.model_fields.items():
-        sub = _model_class(info.annotation)
-        dotted = f"{prefix}{name}"
-        keys.extend(_leaf_keys(sub, dotted + ".") if sub else [dotted])
-    return keys
-
-
-_SPACE_KEYS = frozenset(_leaf_keys())
 _FORBIDDEN_SPACE_KEYS = {
     "training.steps": "set experiment.max_steps (every trial's budget and ASHA's max_t)",
     "training.keep_checkpoints": "set checkpoints.keep",
@@ -974,7 +490,7 @@ def _parse_space(data: Any, source: str, labels: dict[str, str]) -> dict[str, _D
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: key 'space' = {_show(data)}: expected a mapping")
+        raise ConfigError(f"{source}: key 'space' = {show(data)}: expected a mapping")
     space: dict[str, _Distribution] = {}
     for key, raw in data.items():
         label = labels.get(f"space.{key}", f"space.{key}")
@@ -982,8 +498,8 @@ def _parse_space(data: Any, source: str, labels: dict[str, str]) -> dict[str, _D
             raise ConfigError(
                 f"{source}: key {label!r} cannot be searched; {_FORBIDDEN_SPACE_KEYS[key]}"
             )
-        if key not in _SPACE_KEYS:
-            close = difflib.get_close_matches(str(key), sorted(_SPACE_KEYS), n=1)
+        if key not in SPACE_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(SPACE_KEYS), n=1)
             maybe = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
                 f"{source}: unknown key {label!r}{maybe}; space keys are dotted fields of "
@@ -991,8 +507,8 @@ def _parse_space(data: Any, source: str, labels: dict[str, str]) -> dict[str, _D
             )
         try:
             space[key] = parse_distribution(raw)
-        except _DistError as exc:
-            raise ConfigError(f"{source}: key {label!r} = {_show(raw)}: {exc}") from None
+        except DistError as exc:
+            raise ConfigError(f"{source}: key {label!r} = {show(raw)}: {exc}") from None
     return space
 
 
@@ -1018,7 +534,7 @@ def _keep(checkpoints: Checkpoints, run_doc: dict[str, Any], source: str) -> int
     if given is not None and given != checkpoints.keep:
         raise ConfigError(
             f"{source}: key 'checkpoints.keep' = {checkpoints.keep} disagrees with "
-            f"training.keep_checkpoints = {_show(given)}; give one of them"
+            f"training.keep_checkpoints = {show(given)}; give one of them"
         )
     return checkpoints.keep
 
@@ -1056,22 +572,8 @@ def _absolute_paths(run_doc: dict[str, Any]) -> None:
             src["name"] = str(Path(src["name"]).resolve())
 
 
-def _check_metric(metric: Any, key: str, source: str) -> str:
-    if metric in REPORTED_METRICS:
-        return metric
-    names = list(REPORTED_METRICS)
-    close = difflib.get_close_matches(str(metric), names, n=1)
-    maybe = f" (did you mean {close[0]!r}?)" if close else ""
-    preferred = ["valid_loss", "valid_bpp", "train_loss", "seg_boundary_noedge_fscore"]
-    shown = ", ".join(preferred + [n for n in names if n.startswith("seg_token")])
-    raise ConfigError(
-        f"{source}: key {key!r} = {_show(metric)}: no trial reports this metric{maybe}; "
-        f"allowed: {shown}, ... ({len(names)} in all, see seg_tune.metrics.REPORTED_METRICS)"
-    )
-
-
 def _objective(exp: Experiment, source: str, labels: dict[str, str]) -> tuple[str, str]:
-    metric = _check_metric(exp.metric, labels.get("experiment.metric", "experiment.metric"), source)
+    metric = check_metric(exp.metric, labels.get("experiment.metric", "experiment.metric"), source)
     better = REPORTED_METRICS[metric]
     mode = exp.mode or better
     if mode != better:
@@ -1095,12 +597,12 @@ def _check_grid(
         values = dist.grid_values()
         if values is None:
             raise ConfigError(
-                f"{source}: key {label!r} = {_show(dist.model_dump())}: the grid searcher needs "
+                f"{source}: key {label!r} = {show(dist.model_dump())}: the grid searcher needs "
                 f"a finite set of values (choice, int or fixed), not {dist.type}"
             )
         if len(values) > GRID_LIMIT:
             raise ConfigError(
-                f"{source}: key {label!r} = {_show(dist.model_dump())}: {len(values)} grid values "
+                f"{source}: key {label!r} = {show(dist.model_dump())}: {len(values)} grid values "
                 f"(at most {GRID_LIMIT}); raise step or use another searcher"
             )
 
@@ -1120,9 +622,9 @@ def _check_corners(
         (key, value), *others = point.items()
         label = labels.get(f"space.{key}", f"space.{key}")
         more = "".join(
-            f" with {labels.get(f'space.{k}', f'space.{k}')!r} = {_show(v)}" for k, v in others
+            f" with {labels.get(f'space.{k}', f'space.{k}')!r} = {show(v)}" for k, v in others
         )
-        return ConfigError(f"{source}: key {label!r} = {_show(value)}{more}: {_first_error(exc)}")
+        return ConfigError(f"{source}: key {label!r} = {show(value)}{more}: {_first_error(exc)}")
 
     def check(point: dict[str, Any]) -> None:
         try:
@@ -1161,292 +663,6 @@ def _resolve_scheduler(
             f"{source}: key {label!r} = {grace}: must be <= experiment.max_steps {max_steps}"
         )
     return sched.model_copy(update={"grace_period_steps": grace})
-
-
-# --------------------------------------------------------------------------- W&B sweep syntax
-
-
-def _from_wandb(
-    raw: Mapping[str, Any], source: str, notices: list[str], labels: dict[str, str]
-) -> dict[str, Any]:
-    """A W&B sweep file as a file in seg_tune's own syntax (labels keep the original keys)."""
-    for key in raw:
-        if key not in WANDB_KEYS and key not in OUR_SECTIONS:
-            raise _unknown_key(source, str(key), [*WANDB_KEYS, *OUR_SECTIONS])
-    if "space" in raw:
-        raise ConfigError(
-            f"{source}: key 'space': a W&B sweep file (it has 'parameters' or 'method') gives "
-            "its search space in 'parameters'; use one syntax"
-        )
-    doc: dict[str, Any] = {k: copy.deepcopy(raw[k]) for k in OUR_SECTIONS if k in raw}
-    for name in ("experiment", "searcher", "wandb", "training"):
-        if doc.get(name) is None:
-            doc[name] = {}
-        elif not isinstance(doc[name], Mapping):
-            raise ConfigError(f"{source}: key {name!r} = {_show(doc[name])}: expected a mapping")
-        doc[name] = dict(doc[name])
-    ignored = [k for k in ("program", "command") if k in raw]
-    if ignored:
-        notices.append(
-            f"ignored {' and '.join(repr(k) for k in ignored)} (W&B agent launch settings): "
-            "seg_tune runs its own trainer"
-        )
-    _wandb_method(raw, doc, source)
-    _wandb_metric(raw, doc, source, notices, labels)
-    _wandb_naming(raw, doc, source, notices)
-    doc["space"] = _wandb_parameters(raw.get("parameters"), source, notices, labels)
-    _wandb_samples(raw, doc, source, notices)
-    _wandb_early_terminate(raw, doc, source, notices, labels)
-    return doc
-
-
-def _agree(doc: dict[str, Any], section: str, key: str, value: Any, origin: str, source: str):
-    """Fill doc[section][key] from a W&B key unless our section says otherwise."""
-    current = doc[section].get(key)
-    if current is not None and current != value:
-        raise ConfigError(
-            f"{source}: key {origin!r} gives {section}.{key} = {_show(value)} but "
-            f"'{section}.{key}' = {_show(current)}; give one of them"
-        )
-    doc[section][key] = value
-
-
-def _wandb_method(raw: Mapping[str, Any], doc: dict[str, Any], source: str) -> None:
-    method = raw.get("method")
-    if method is None:
-        return
-    if method not in WANDB_METHODS:
-        raise ConfigError(
-            f"{source}: key 'method' = {_show(method)}: allowed: {', '.join(WANDB_METHODS)}"
-        )
-    _agree(doc, "searcher", "type", WANDB_METHODS[method], "method", source)
-
-
-def _wandb_metric(
-    raw: Mapping[str, Any],
-    doc: dict[str, Any],
-    source: str,
-    notices: list[str],
-    labels: dict[str, str],
-) -> None:
-    metric = raw.get("metric")
-    if metric is None:
-        return
-    if not isinstance(metric, Mapping) or "name" not in metric:
-        raise ConfigError(f"{source}: key 'metric' = {_show(metric)}: expected {{name, goal}}")
-    for key in metric:
-        if key not in ("name", "goal", "target"):
-            raise _unknown_key(source, f"metric.{key}", ["name", "goal", "target"])
-    if "target" in metric:
-        notices.append("ignored 'metric.target': every trial runs its full budget or to ASHA")
-    name = metric["name"]
-    ours = _check_metric(WANDB_METRIC_NAMES.get(name, name), "metric.name", source)
-    if ours != name:
-        notices.append(f"metric {name} -> {ours}")
-    goal = metric.get("goal", "minimize")
-    goals = {"minimize": "min", "maximize": "max"}
-    if goal not in goals:
-        raise ConfigError(
-            f"{source}: key 'metric.goal' = {_show(goal)}: allowed: minimize, maximize"
-        )
-    _agree(doc, "experiment", "metric", ours, "metric.name", source)
-    _agree(doc, "experiment", "mode", goals[goal], "metric.goal", source)
-    labels.update(
-        {
-            "experiment.metric": "metric.name",
-            "experiment.mode": "metric.goal",
-            "experiment.mode.value": goal,
-            "mode.min": "goal: minimize",
-            "mode.max": "goal: maximize",
-        }
-    )
-
-
-def _wandb_naming(
-    raw: Mapping[str, Any], doc: dict[str, Any], source: str, notices: list[str]
-) -> None:
-    if raw.get("name") is not None:
-        name = str(raw["name"])
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
-        if safe != name:
-            notices.append(f"name {name!r} -> experiment.name {safe!r} (it names folders)")
-        _agree(doc, "experiment", "name", safe, "name", source)
-    if raw.get("description") is not None:
-        _agree(doc, "experiment", "description", str(raw["description"]), "description", source)
-    for key in ("project", "entity"):
-        if raw.get(key) is not None:
-            _agree(doc, "wandb", key, str(raw[key]), key, source)
-
-
-def _wandb_samples(
-    raw: Mapping[str, Any], doc: dict[str, Any], source: str, notices: list[str]
-) -> None:
-    if raw.get("run_cap") is not None:
-        _agree(doc, "experiment", "num_samples", raw["run_cap"], "run_cap", source)
-    elif doc["experiment"].get("num_samples") is None:
-        grid = doc["searcher"].get("type") == "grid"
-        n = 1 if grid else WANDB_NUM_SAMPLES
-        doc["experiment"]["num_samples"] = n
-        what = "1 (each grid point once)" if grid else str(n)
-        notices.append(f"no 'run_cap': num_samples = {what}; set run_cap to change it")
-
-
-_WANDB_PARAM_KEYS = ("distribution", "values", "value", "min", "max", "q")
-_WANDB_DISTRIBUTIONS = (
-    "constant",
-    "categorical",
-    "int_uniform",
-    "uniform",
-    "q_uniform",
-    "log_uniform",
-    "log_uniform_values",
-    "q_log_uniform",
-    "q_log_uniform_values",
-)
-
-
-def _wandb_name(name: str) -> str | None:
-    """Our dotted key for a W&B parameter name, or None."""
-    if name in WANDB_PARAMETER_NAMES:
-        return WANDB_PARAMETER_NAMES[name]
-    if "." in name:
-        return name
-    matches = [k for k in _SPACE_KEYS if k.split(".")[0] in ("model", "training")]
-    matches = [k for k in matches if k.split(".")[-1] == name]
-    return matches[0] if len(matches) == 1 else None
-
-
-def _wandb_parameters(
-    params: Any, source: str, notices: list[str], labels: dict[str, str]
-) -> dict[str, Any]:
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"{source}: key 'parameters' = {_show(params)}: expected a mapping")
-    space: dict[str, Any] = {}
-    mapped: list[str] = []
-    for name, spec in params.items():
-        key = _wandb_name(str(name))
-        if key is None:
-            known = ", ".join(WANDB_PARAMETER_NAMES)
-            raise ConfigError(
-                f"{source}: unknown key 'parameters.{name}': not a field of seg_tune; use a "
-                f"dotted name such as training.lr or one of {known}"
-            )
-        if key in space:
-            raise ConfigError(f"{source}: key 'parameters.{name}': {key} is given twice")
-        labels[f"space.{key}"] = f"parameters.{name}"
-        space[key] = _wandb_distribution(spec, f"parameters.{name}", source)
-        if key != name:
-            mapped.append(f"{name} -> {key}")
-    if mapped:
-        notices.append("W&B parameters mapped: " + ", ".join(mapped))
-    return space
-
-
-def _wandb_distribution(spec: Any, label: str, source: str) -> dict[str, Any]:
-    """A W&B parameter spec as one of our distribution mappings."""
-
-    def bad(problem: str) -> ConfigError:
-        return ConfigError(f"{source}: key {label!r} = {_show(spec)}: {problem}")
-
-    if not isinstance(spec, Mapping):
-        raise bad("expected a mapping such as {values: [...]} or {value: ...}")
-    if "parameters" in spec:
-        raise bad("nested parameters are not supported; give each as its own dotted name")
-    dist = spec.get("distribution")
-    if dist is not None and dist not in _WANDB_DISTRIBUTIONS:
-        supported = ", ".join(_WANDB_DISTRIBUTIONS)
-        raise bad(f"distribution {dist!r} is not supported; supported: {supported}")
-    if "probabilities" in spec:
-        raise bad("'probabilities' is not supported (Ray Tune's choice is uniform)")
-    for key in spec:
-        if key not in _WANDB_PARAM_KEYS:
-            raise bad(f"unknown key {key!r}; allowed: {', '.join(_WANDB_PARAM_KEYS)}")
-    lo, hi = _number(spec.get("min")), _number(spec.get("max"))
-    if dist is None:
-        if "values" in spec:
-            dist = "categorical"
-        elif "value" in spec:
-            dist = "constant"
-        elif lo is not None and hi is not None:
-            dist = "int_uniform" if _is_integer(lo) and _is_integer(hi) else "uniform"
-        else:
-            raise bad("give values, value, or min and max")
-    needs = {"constant": ("value",), "categorical": ("values",)}.get(dist, ("min", "max"))
-    allowed = {*needs, "distribution", *(("q",) if dist.startswith("q_") else ())}
-    for key in spec:
-        if key not in allowed:
-            raise bad(f"key {key!r} does not apply to distribution {dist}")
-    for key in needs:
-        if key not in spec:
-            raise bad(f"distribution {dist} needs {key!r}")
-    if dist == "constant":
-        return {"type": "fixed", "value": spec["value"]}
-    if dist == "categorical":
-        return {"type": "choice", "values": spec["values"]}
-    q = _number(spec.get("q", 1))
-    if dist in ("log_uniform", "q_log_uniform"):  # bounds are natural logarithms
-        if not (_is_number(lo) and _is_number(hi)):
-            raise bad("min and max must be numbers (natural logarithms of the bounds)")
-        lo, hi = math.exp(lo), math.exp(hi)
-    simple = {"int_uniform": "int", "uniform": "uniform", "log_uniform": "loguniform"}
-    simple["log_uniform_values"] = "loguniform"
-    if dist in simple:
-        return {"type": simple[dist], "min": lo, "max": hi}
-    kind = "quniform" if dist == "q_uniform" else "qloguniform"
-    return {"type": kind, "min": lo, "max": hi, "q": q}
-
-
-def _wandb_early_terminate(
-    raw: Mapping[str, Any],
-    doc: dict[str, Any],
-    source: str,
-    notices: list[str],
-    labels: dict[str, str],
-) -> None:
-    et = raw.get("early_terminate")
-    if et is None:
-        if doc.get("scheduler") is None:
-            doc["scheduler"] = {"type": "fifo"}  # W&B stops no run early without early_terminate
-        return
-    if doc.get("scheduler") is not None:
-        raise ConfigError(f"{source}: key 'early_terminate' and key 'scheduler': give one of them")
-    if not isinstance(et, Mapping) or et.get("type") != "hyperband":
-        shown = et.get("type") if isinstance(et, Mapping) else et
-        raise ConfigError(
-            f"{source}: key 'early_terminate.type' = {_show(shown)}: only hyperband is supported"
-        )
-    allowed = ("type", "min_iter", "max_iter", "s", "eta", "strict")
-    for key in et:
-        if key not in allowed:
-            raise _unknown_key(
-                source, f"early_terminate.{key}", [f"early_terminate.{k}" for k in allowed]
-            )
-    eta = _number(et.get("eta", 3))
-    if not _is_number(eta) or eta <= 1:
-        raise ConfigError(f"{source}: key 'early_terminate.eta' = {_show(eta)}: must be > 1")
-    if et.get("min_iter") is not None:
-        min_iter, origin = et["min_iter"], "early_terminate.min_iter"
-    elif et.get("max_iter") is not None and et.get("s") is not None:
-        min_iter, origin = (
-            max(1, round(et["max_iter"] / eta ** et["s"])),
-            "early_terminate.max_iter",
-        )
-    else:
-        raise ConfigError(f"{source}: key 'early_terminate': give min_iter, or max_iter and s")
-    if not _is_integer(min_iter) or min_iter < 1:
-        raise ConfigError(f"{source}: key {origin!r} = {_show(min_iter)}: must be an integer >= 1")
-    every = doc["training"].get("eval_every_steps")
-    if not _is_integer(every) or every < 1:
-        every = int(TrainingConfig.model_fields["eval_every_steps"].default)
-    grace = min_iter * every
-    doc["scheduler"] = {"type": "asha", "grace_period_steps": grace, "reduction_factor": eta}
-    labels["scheduler.grace_period_steps"] = origin
-    notices.append(
-        f"early_terminate hyperband: {min_iter} evaluation(s) x eval every {every} steps -> "
-        f"ASHA grace_period_steps {grace}, reduction_factor {eta}"
-    )
 
 
 # --------------------------------------------------------------------------- smoke

@@ -1,0 +1,523 @@
+"""The distributions of a search space (one `space` value each) and the small helpers and names
+that `seg_tune.search_space` and `seg_tune.wandb_sweep` share.
+
+The file syntax of distributions is documented in `seg_tune.search_space`'s docstring;
+`parse_distribution` reads one, and each distribution says which values a trial can get (for the
+corner checks, the grid searcher, smoke runs and Ray Tune).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from seg_tune.config import RunConfig, Strict
+from seg_tune.errors import ConfigError
+from seg_tune.metrics import REPORTED_METRICS
+
+# The sections of seg_tune's own syntax (a W&B sweep file may hold them beside its own keys).
+OUR_SECTIONS = (
+    "experiment",
+    "data",
+    "model",
+    "training",
+    "space",
+    "scheduler",
+    "searcher",
+    "resources",
+    "failure",
+    "checkpoints",
+    "wandb",
+    "hub",
+)
+_EXP_NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string; users mean a number."""
+    if isinstance(value, str) and _EXP_NUMBER_RE.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from Ray's samplers) as Python values, so configs stay JSON-able."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
+
+
+def show(value: Any) -> str:
+    """A value as the user wrote it, on one line: mappings in YAML flow style."""
+    if isinstance(value, (dict, list, tuple)):
+        text = yaml.safe_dump(
+            value if not isinstance(value, tuple) else list(value),
+            default_flow_style=True,
+            sort_keys=False,
+            width=1_000_000,
+        )
+        return " ".join(text.split())
+    return repr(value)
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def unknown_key(source: str, key: str, allowed: Iterable[str], hint: str = "") -> ConfigError:
+    allowed = list(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    maybe = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{source}: unknown key {key!r}{maybe}; allowed: {', '.join(allowed)}{hint}")
+
+
+# --------------------------------------------------------------------------- keys and metrics
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    candidates = [annotation, *typing.get_args(annotation)]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _leaf_keys(cls: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted field of RunConfig that a space may set (scalars, not whole sections)."""
+    keys: list[str] = []
+    for name, info in cls.model_fields.items():
+        sub = _model_class(info.annotation)
+        dotted = f"{prefix}{name}"
+        keys.extend(_leaf_keys(sub, dotted + ".") if sub else [dotted])
+    return keys
+
+
+SPACE_KEYS = frozenset(_leaf_keys())
+
+
+def check_metric(metric: Any, key: str, source: str) -> str:
+    if metric in REPORTED_METRICS:
+        return metric
+    names = list(REPORTED_METRICS)
+    close = difflib.get_close_matches(str(metric), names, n=1)
+    maybe = f" (did you mean {close[0]!r}?)" if close else ""
+    preferred = ["valid_loss", "valid_bpp", "train_loss", "seg_boundary_noedge_fscore"]
+    shown = ", ".join(preferred + [n for n in names if n.startswith("seg_token")])
+    raise ConfigError(
+        f"{source}: key {key!r} = {show(metric)}: no trial reports this metric{maybe}; "
+        f"allowed: {shown}, ... ({len(names)} in all, see seg_tune.metrics.REPORTED_METRICS)"
+    )
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+class _Distribution(Strict):
+    """One searched (or fixed) value. Subclasses say which values a trial can get."""
+
+    def corners(self) -> list[Any]:
+        """Values checked against RunConfig before Ray starts: ends, neighbours of ends, and an
+        interior point that is not round (so an int field given a float range fails here)."""
+        raise NotImplementedError
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value, for the grid searcher; None for continuous distributions."""
+        return None
+
+    def coerce(self, value: Any) -> Any:
+        """A sampled value as the trial uses it (quantized, int where the space is integral)."""
+        return _plain(value)
+
+    def searchable(self) -> bool:
+        return True
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        raise NotImplementedError
+
+    def clamp(self, cap: float) -> _Distribution:
+        """The distribution limited to values <= cap (smoke runs); when no value is left, the
+        cap itself."""
+        return self
+
+
+class Choice(_Distribution):
+    type: Literal["choice"] = "choice"
+    values: tuple[Any, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> Choice:
+        if not self.values:
+            raise ValueError("values must not be empty for choice")
+        values = tuple(number(v) for v in self.values)
+        for value in values:
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(
+                    f"choice values must be numbers, strings, booleans or null, not {show(value)}"
+                )
+        object.__setattr__(self, "values", values)
+        return self
+
+    def corners(self) -> list[Any]:
+        return list(self.values)
+
+    def grid_values(self) -> list[Any]:
+        return list(self.values)
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        return tune.grid_search(list(self.values)) if grid else tune.choice(list(self.values))
+
+    def clamp(self, cap: float) -> Choice:
+        numeric = [v for v in self.values if is_number(v)]
+        if not numeric:
+            return self
+        kept = [v for v in self.values if not is_number(v) or v <= cap]
+        if not any(is_number(v) for v in kept):
+            kept.append(type(min(numeric))(cap))
+        return Choice(values=tuple(kept))
+
+
+class Fixed(_Distribution):
+    type: Literal["fixed"] = "fixed"
+    value: Any
+
+    @model_validator(mode="after")
+    def _check(self) -> Fixed:
+        object.__setattr__(self, "value", number(self.value))
+        return self
+
+    def corners(self) -> list[Any]:
+        return [self.value]
+
+    def grid_values(self) -> list[Any]:
+        return [self.value]
+
+    def coerce(self, value: Any) -> Any:
+        return self.value
+
+    def searchable(self) -> bool:
+        return False
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        return self.value
+
+    def clamp(self, cap: float) -> Fixed:
+        if is_number(self.value) and self.value > cap:
+            return Fixed(value=type(self.value)(cap))
+        return self
+
+
+def _finite(*values: float) -> None:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("min, max and q must be finite numbers")
+
+
+def _interior(lo: float, hi: float, log: bool = False) -> float:
+    """A point inside (lo, hi) that is not round (0.3719 of the way)."""
+    if log:
+        return math.exp(math.log(lo) + 0.3719 * (math.log(hi) - math.log(lo)))
+    return lo + 0.3719 * (hi - lo)
+
+
+class Uniform(_Distribution):
+    type: Literal["uniform"] = "uniform"
+    min: int | float
+    max: int | float
+
+    @model_validator(mode="after")
+    def _check(self) -> Uniform:
+        _finite(self.min, self.max)
+        if not self.min < self.max:
+            raise ValueError("min must be < max for uniform")
+        return self
+
+    def corners(self) -> list[Any]:
+        return [float(self.min), float(self.max), _interior(self.min, self.max)]
+
+    def coerce(self, value: Any) -> float:
+        return float(_plain(value))
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        return tune.uniform(self.min, self.max)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.max <= cap:
+            return self
+        return Uniform(min=self.min, max=cap) if self.min < cap else Fixed(value=float(cap))
+
+
+class LogUniform(_Distribution):
+    type: Literal["loguniform"] = "loguniform"
+    min: int | float
+    max: int | float
+
+    @model_validator(mode="after")
+    def _check(self) -> LogUniform:
+        _finite(self.min, self.max)
+        if not self.min > 0:
+            raise ValueError("min must be > 0 for loguniform")
+        if not self.min < self.max:
+            raise ValueError("min must be < max for loguniform")
+        return self
+
+    def corners(self) -> list[Any]:
+        return [float(self.min), float(self.max), _interior(self.min, self.max, log=True)]
+
+    def coerce(self, value: Any) -> float:
+        return float(_plain(value))
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        return tune.loguniform(self.min, self.max)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.max <= cap:
+            return self
+        if self.min < cap:
+            return LogUniform(min=self.min, max=cap)
+        return Fixed(value=float(cap))
+
+
+class IntRange(_Distribution):
+    type: Literal["int"] = "int"
+    min: int
+    max: int
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntRange:
+        if self.min > self.max:
+            raise ValueError("min must be <= max for int")
+        if self.min % self.step:
+            raise ValueError(
+                f"min must be a multiple of step {self.step} for int (Ray draws multiples of step)"
+            )
+        return self
+
+    @property
+    def top(self) -> int:
+        """The largest value drawn: max rounded down to the step grid."""
+        return self.min + (self.max - self.min) // self.step * self.step
+
+    def values(self) -> list[int]:
+        return list(range(self.min, self.top + 1, self.step))
+
+    def corners(self) -> list[Any]:
+        count = (self.top - self.min) // self.step + 1
+        if count <= 12:
+            return self.values()
+        mid = self.min + (count // 2) * self.step
+        return [self.min, self.min + self.step, mid, self.top - self.step, self.top]
+
+    def grid_values(self) -> list[Any]:
+        return self.values()
+
+    def coerce(self, value: Any) -> int:
+        return round(float(_plain(value)))
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        if grid:
+            return tune.grid_search(self.values())
+        if self.step == 1:  # randint's upper bound is exclusive
+            return tune.randint(self.min, self.max + 1)
+        return tune.qrandint(self.min, self.top, self.step)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.top <= cap:
+            return self
+        if self.min <= cap:
+            return IntRange(min=self.min, max=int(cap), step=self.step)
+        return Fixed(value=int(cap))
+
+
+def _grid_index(x: float, round_fn: Any) -> int:
+    nearest = round(x)
+    return int(nearest if math.isclose(x, nearest, rel_tol=1e-9, abs_tol=1e-9) else round_fn(x))
+
+
+class _Quantized(_Distribution):
+    """Shared by quniform and qloguniform: values are multiples of q within [min, max]."""
+
+    min: int | float
+    max: int | float
+    q: int | float = 1
+
+    def _check_grid(self, name: str) -> None:
+        _finite(self.min, self.max, self.q)
+        if not self.q > 0:
+            raise ValueError(f"q must be > 0 for {name}")
+        if self.min > self.max:
+            raise ValueError(f"min must be <= max for {name}")
+        if self._lo_index() > self._hi_index():
+            raise ValueError(f"no multiple of q {self.q} lies between min and max for {name}")
+
+    @property
+    def integral(self) -> bool:
+        return all(is_integer(v) for v in (self.min, self.max, self.q))
+
+    def _lo_index(self) -> int:
+        return _grid_index(self.min / self.q, math.ceil)
+
+    def _hi_index(self) -> int:
+        return _grid_index(self.max / self.q, math.floor)
+
+    def _at(self, index: int) -> int | float:
+        value = index * self.q
+        return int(value) if self.integral else round(value, 12)
+
+    @property
+    def lo(self) -> int | float:
+        return self._at(self._lo_index())
+
+    @property
+    def hi(self) -> int | float:
+        return self._at(self._hi_index())
+
+    def coerce(self, value: Any) -> int | float:
+        index = round(float(_plain(value)) / self.q)
+        return self._at(min(max(index, self._lo_index()), self._hi_index()))
+
+    def corners(self) -> list[Any]:
+        lo, hi = self._lo_index(), self._hi_index()
+        if hi - lo < 12:
+            return [self._at(i) for i in range(lo, hi + 1)]
+        inner = self.coerce(_interior(self.lo, self.hi, log=isinstance(self, QLogUniform)))
+        return [self._at(lo), self._at(lo + 1), inner, self._at(hi - 1), self._at(hi)]
+
+
+class QUniform(_Quantized):
+    type: Literal["quniform"] = "quniform"
+
+    @model_validator(mode="after")
+    def _check(self) -> QUniform:
+        self._check_grid("quniform")
+        return self
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        if self.lo == self.hi:
+            return self.lo
+        return tune.quniform(self.lo, self.hi, self.q)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.hi <= cap:
+            return self
+        if self.lo < cap and self._hi_index() > self._lo_index():
+            top = self._at(_grid_index(cap / self.q, math.floor))
+            return QUniform(min=self.lo, max=top, q=self.q)
+        return Fixed(value=type(self.lo)(cap))
+
+
+class QLogUniform(_Quantized):
+    type: Literal["qloguniform"] = "qloguniform"
+
+    @model_validator(mode="after")
+    def _check(self) -> QLogUniform:
+        _finite(self.min, self.max, self.q)
+        if not self.min > 0:
+            raise ValueError("min must be > 0 for qloguniform")
+        self._check_grid("qloguniform")
+        return self
+
+    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
+        from ray import tune
+
+        if self.lo == self.hi:
+            return self.lo
+        if optuna:  # Optuna drops quantization of log domains (with a warning); coerce() rounds
+            return tune.loguniform(self.lo, self.hi)
+        return tune.qloguniform(self.lo, self.hi, self.q)
+
+    def clamp(self, cap: float) -> _Distribution:
+        if self.hi <= cap:
+            return self
+        top = self._at(_grid_index(cap / self.q, math.floor))
+        if self.lo < cap and top > self.lo:
+            return QLogUniform(min=self.lo, max=top, q=self.q)
+        return Fixed(value=type(self.lo)(cap))
+
+
+Distribution = Annotated[
+    Choice | Fixed | Uniform | LogUniform | IntRange | QUniform | QLogUniform,
+    Field(discriminator="type"),
+]
+_DISTRIBUTIONS: dict[str, type[_Distribution]] = {
+    "choice": Choice,
+    "fixed": Fixed,
+    "uniform": Uniform,
+    "loguniform": LogUniform,
+    "int": IntRange,
+    "quniform": QUniform,
+    "qloguniform": QLogUniform,
+}
+_TYPE_ALIASES: dict[str, str] = {
+    "categorical": "choice",
+    "constant": "fixed",
+    "randint": "int",
+    "int_uniform": "int",
+    "q_uniform": "quniform",
+}
+
+
+class DistError(Exception):
+    """A problem with one distribution; the caller adds the file, key and value."""
+
+
+def parse_distribution(raw: Any) -> _Distribution:
+    """One `space` value in seg_tune's syntax; raises DistError with the problem."""
+    if isinstance(raw, list):
+        raise DistError(
+            "a bare list is ambiguous: write {type: choice, values: [...]} to search it "
+            "or {type: fixed, value: [...]} to fix it"
+        )
+    if not isinstance(raw, Mapping):
+        return Fixed(value=raw)
+    data = dict(raw)
+    kind = data.pop("type", None)
+    if kind is None:
+        if "values" in data:
+            kind = "choice"
+        elif "value" in data:
+            kind = "fixed"
+        else:
+            raise DistError(f"missing 'type'; allowed: {', '.join(_DISTRIBUTIONS)}")
+    if kind == "log_uniform":
+        raise DistError(
+            "type 'log_uniform' is W&B syntax with bounds in log space; "
+            "in 'space' write type: loguniform with min/max as values"
+        )
+    canonical = _TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    cls = _DISTRIBUTIONS.get(canonical)  # type: ignore[arg-type]
+    if cls is None:
+        names = ", ".join([*_DISTRIBUTIONS, *_TYPE_ALIASES])
+        raise DistError(f"type {kind!r} is not one of: {names}")
+    try:
+        return cls.model_validate({**data, "type": canonical})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(f for f in cls.model_fields if f != "type")
+        if err["type"] == "extra_forbidden":
+            raise DistError(f"unknown key {loc!r} for {canonical}; allowed: {allowed}") from None
+        if err["type"] == "missing":
+            raise DistError(f"missing {loc!r} for {canonical}; give {allowed}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise DistError(f"{loc}: {msg}" if loc else msg) from None
