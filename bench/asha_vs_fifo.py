@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -30,10 +31,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def space(data: Path, samples: int, max_steps: int, asha: bool, seed: int) -> dict:
+def space(
+    data: Path, samples: int, max_steps: int, asha: bool, seed: int, rf: int = 3, grace: int = 0
+) -> dict:
+    grace = grace or math.ceil(max_steps / rf**2)  # three rungs: grace, grace*rf, max_steps
     return {
         "experiment": {
-            "name": f"{'asha' if asha else 'fifo'}_seed{seed}",
+            "name": f"asha_rf{rf}_seed{seed}" if asha else f"fifo_seed{seed}",
             "metric": "valid_loss",
             "mode": "min",
             "num_samples": samples,
@@ -49,7 +53,7 @@ def space(data: Path, samples: int, max_steps: int, asha: bool, seed: int) -> di
             "batch_size": 32,
             "block_size": 64,
             "warmup_steps": max_steps // 27,
-            "eval_every_steps": max_steps // 9,
+            "eval_every_steps": grace if asha else max_steps // 9,
             "checkpoint_every_steps": max_steps // 3,
             "segment_utterances": 300,
             "threads": 1,
@@ -60,7 +64,7 @@ def space(data: Path, samples: int, max_steps: int, asha: bool, seed: int) -> di
             "model.n_embd": {"type": "choice", "values": [64, 128]},
         },
         "scheduler": (
-            {"type": "asha", "grace_period_steps": max_steps // 9, "reduction_factor": 3}
+            {"type": "asha", "grace_period_steps": grace, "reduction_factor": rf}
             if asha
             else {"type": "fifo"}
         ),
@@ -86,13 +90,14 @@ def run(doc: dict, storage: Path) -> tuple[dict, float]:
     return summary, time.monotonic() - t0
 
 
-def measure(summary: dict, wall: float, asha: bool, seed: int) -> dict:
+def measure(summary: dict, wall: float, search: str, seed: int) -> dict:
     trials = summary["trials"]
     return {
-        "search": "ASHA + Optuna TPE" if asha else "FIFO + random",
+        "search": search,
         "seed": seed,
         "trials": len(trials),
         "trial_steps": sum(t["steps_trained"] for t in trials),
+        "full_length": sum(not t["stopped_early"] for t in trials),
         "best_valid_loss": min(
             t["metrics"]["valid_loss"] for t in trials if "valid_loss" in t["metrics"]
         ),
@@ -102,62 +107,80 @@ def measure(summary: dict, wall: float, asha: bool, seed: int) -> dict:
     }
 
 
+def markdown(rows: list[dict]) -> str:
+    """The BENCHMARKS.md section: every run, then medians over seeds per search."""
+    out = [
+        "| search | seed | trial-steps | trials run to the end | best valid_loss "
+        "| best boundary_noedge F | wall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        full = r.get("full_length", r["trials"] - r["stopped_early"])
+        out.append(
+            f"| {r['search']} | {r['seed']} | {r['trial_steps']:,} | {full} "
+            f"| {r['best_valid_loss']:.4f} | {r['best_bf']:.3f} | {r['wall_s'] / 60:.1f} min |"
+        )
+    searches = list(dict.fromkeys(r["search"] for r in rows))
+    fifo = [r for r in rows if r["search"].startswith("FIFO")]
+    out += ["", "| search | seeds | median trial-steps | FIFO's / this | median best valid_loss |"]
+    out.append("|---|---|---|---|---|")
+    fifo_steps = statistics.median(r["trial_steps"] for r in fifo) if fifo else None
+    for name in searches:
+        rs = [r for r in rows if r["search"] == name]
+        steps = statistics.median(r["trial_steps"] for r in rs)
+        ratio = f"{fifo_steps / steps:.2f}x" if fifo_steps else "-"
+        best = statistics.median(r["best_valid_loss"] for r in rs)
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        out.append(f"| {name} | {seeds} | {steps:,.0f} | {ratio} | {best:.4f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=27)
     parser.add_argument("--max-steps", type=int, default=540)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's")
+    parser.add_argument("--grace", type=int, default=0, help="ASHA's; default max/rf^2")
+    parser.add_argument("--only", choices=["asha", "fifo"], help="run one of the two searches")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/childes-en")
     parser.add_argument("--log", type=Path, help="append each finished run here (JSON lines)")
+    parser.add_argument(
+        "--report", type=Path, help="run nothing: print the section from a --log file"
+    )
     args = parser.parse_args()
+    if args.report:
+        rows = [json.loads(line) for line in args.report.read_text().splitlines() if line]
+        print(markdown(rows))
+        return
     rows = []
+    searches = [s for s in ("asha", "fifo") if args.only in (None, s)]
+    rf = args.reduction_factor
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            for asha in (True, False):
-                doc = space(args.data.resolve(), args.samples, args.max_steps, asha, seed)
+            for search in searches:
+                asha = search == "asha"
+                doc = space(
+                    args.data.resolve(), args.samples, args.max_steps, asha, seed, rf, args.grace
+                )
                 summary, wall = run(doc, Path(tmp))
-                rows.append(measure(summary, wall, asha, seed))
+                name = (
+                    f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}) + Optuna TPE"
+                    if asha
+                    else "FIFO + random"
+                )
+                rows.append(measure(summary, wall, name, seed))
                 if args.log:
+                    entry = {**rows[-1], "samples": args.samples, "max_steps": args.max_steps}
                     with args.log.open("a") as f:
-                        f.write(
-                            json.dumps(
-                                {**rows[-1], "samples": args.samples, "max_steps": args.max_steps}
-                            )
-                            + "\n"
-                        )
-    print("## ASHA + Optuna against FIFO random search (bench/asha_vs_fifo.py)\n")
+                        f.write(json.dumps(entry) + "\n")
     print(
         f"Command: `.venv/bin/python bench/asha_vs_fifo.py --samples {args.samples} "
-        f"--max-steps {args.max_steps} --seeds {' '.join(map(str, args.seeds))}`; childes-en "
-        "train.txt, 2,000 dev utterances for validation; 2 trials at a time on 2 CPU cores; "
-        "objective valid_loss (min).\n"
+        f"--max-steps {args.max_steps} --seeds {' '.join(map(str, args.seeds))}"
+        f" --reduction-factor {rf}`; childes-en train.txt, 2,000 dev utterances for validation; "
+        "2 trials at a time on 2 CPU cores; objective valid_loss (min).\n"
     )
-    print(
-        "| search | seed | trial-steps | best valid_loss | best boundary_noedge F "
-        "| stopped early | wall |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['search']} | {r['seed']} | {r['trial_steps']:,} | {r['best_valid_loss']:.4f} "
-            f"| {r['best_bf']:.3f} | {r['stopped_early']} | {r['wall_s'] / 60:.1f} min |"
-        )
-    by = {
-        name: [r for r in rows if r["search"] == name]
-        for name in dict.fromkeys(r["search"] for r in rows)
-    }
-    med = {
-        name: {k: statistics.median(r[k] for r in rs) for k in ("trial_steps", "best_valid_loss")}
-        for name, rs in by.items()
-    }
-    asha_m, fifo_m = med["ASHA + Optuna TPE"], med["FIFO + random"]
-    fifo_best = [r["best_valid_loss"] for r in by["FIFO + random"]]
-    print(
-        f"\nMedians over {len(args.seeds)} seed(s): FIFO used "
-        f"{fifo_m['trial_steps'] / asha_m['trial_steps']:.1f}x the trial-steps of ASHA; best "
-        f"valid_loss {asha_m['best_valid_loss']:.4f} (ASHA) vs {fifo_m['best_valid_loss']:.4f} "
-        f"(FIFO); FIFO's best ranged {min(fifo_best):.4f}..{max(fifo_best):.4f} over seeds."
-    )
+    print(markdown(rows))
 
 
 if __name__ == "__main__":
