@@ -32,7 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def space(
-    data: Path, samples: int, max_steps: int, asha: bool, seed: int, rf: int = 3, grace: int = 0
+    data: Path,
+    samples: int,
+    max_steps: int,
+    asha: bool,
+    seed: int,
+    rf: int = 3,
+    grace: int = 0,
+    startup: int | None = None,
 ) -> dict:
     grace = grace or math.ceil(max_steps / rf**2)  # three rungs: grace, grace*rf, max_steps
     return {
@@ -68,7 +75,11 @@ def space(
             if asha
             else {"type": "fifo"}
         ),
-        "searcher": {"type": "optuna" if asha else "random", "seed": seed},
+        "searcher": (
+            {"type": "optuna", "seed": seed, "startup_trials": startup}
+            if asha
+            else {"type": "random", "seed": seed}
+        ),
         "resources": {"workers": 1, "cpus_per_worker": 1},
         "wandb": {"mode": "disabled"},
     }
@@ -142,6 +153,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's")
     parser.add_argument("--grace", type=int, default=0, help="ASHA's; default max/rf^2")
+    parser.add_argument(
+        "--startup-trials", type=int, help="TPE's random start (default: Optuna's, 10)"
+    )
     parser.add_argument("--only", choices=["asha", "fifo"], help="run one of the two searches")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/childes-en")
     parser.add_argument("--log", type=Path, help="append each finished run here (JSON lines)")
@@ -161,11 +175,19 @@ def main() -> None:
             for search in searches:
                 asha = search == "asha"
                 doc = space(
-                    args.data.resolve(), args.samples, args.max_steps, asha, seed, rf, args.grace
+                    args.data.resolve(),
+                    args.samples,
+                    args.max_steps,
+                    asha,
+                    seed,
+                    rf,
+                    args.grace,
+                    args.startup_trials,
                 )
                 summary, wall = run(doc, Path(tmp))
                 name = (
-                    f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}) + Optuna TPE"
+                    f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}) + Optuna TPE "
+                    f"(startup {args.startup_trials or 10})"
                     if asha
                     else "FIFO + random"
                 )
@@ -177,7 +199,8 @@ def main() -> None:
     print(
         f"Command: `.venv/bin/python bench/asha_vs_fifo.py --samples {args.samples} "
         f"--max-steps {args.max_steps} --seeds {' '.join(map(str, args.seeds))}"
-        f" --reduction-factor {rf}`; childes-en train.txt, 2,000 dev utterances for validation; "
+        f" --reduction-factor {rf} --grace {args.grace} --startup-trials {args.startup_trials}`;"
+        " childes-en train.txt, 2,000 dev utterances for validation; "
         "2 trials at a time on 2 CPU cores; objective valid_loss (min).\n"
     )
     print(markdown(rows))

@@ -21,7 +21,7 @@ it for smoke runs and makes the Ray Tune objects.
     space:       {DOTTED.KEY: DISTRIBUTION, ...}   keys: fields of model., training. or data.
     scheduler:   {type: asha, grace_period_steps: max_steps // 10, reduction_factor: 3, brackets: 1}
                  or {type: fifo}; ASHA's time attribute is the reported `step`, max_t = max_steps
-    searcher:    {type: optuna | random | grid, seed: 0}    optuna = seeded TPE
+    searcher:    {type: optuna | random | grid, seed: 0, startup_trials: 10}   optuna = seeded TPE
     resources:   {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}   (GPUs may be fractional)
     failure:     {max_retries: 2}
     checkpoints: {keep: <training.keep_checkpoints>}        checkpoints kept per trial
@@ -225,6 +225,15 @@ class FifoScheduler(Strict):
 class Searcher(Strict):
     type: Literal["optuna", "random", "grid"] = "optuna"
     seed: int | None = 0  # None: unseeded
+    # optuna: trials sampled at random before TPE models the results (None: Optuna's default,
+    # 10); fewer suit small budgets, where ASHA then has more comparable trials to stop
+    startup_trials: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_startup(self) -> Searcher:
+        if self.startup_trials is not None and self.type != "optuna":
+            raise ValueError(f"startup_trials applies to the optuna searcher, not {self.type!r}")
+        return self
 
 
 class Resources(Strict):
@@ -790,7 +799,10 @@ def search_algorithm(spec: ExperimentSpec) -> Any:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed)
+        startup = {"n_startup_trials": spec.searcher.startup_trials}
+        sampler = optuna.samplers.TPESampler(
+            seed=spec.searcher.seed, **(startup if spec.searcher.startup_trials else {})
+        )
         return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=limit)
     return BasicVariantGenerator(max_concurrent=limit, random_state=spec.searcher.seed)
 

@@ -140,6 +140,10 @@ REFUSALS = {
         {"scheduler": {"reduction_factor": 1}},
         ["'scheduler.reduction_factor'", "= 1"],
     ),
+    "startup trials for the random searcher": (
+        {"searcher": {"type": "random", "startup_trials": 5}},
+        ["'searcher'", "startup_trials", "'random'"],
+    ),
     "fractional GPUs above one": (
         {"resources": {"gpus_per_worker": 1.5}},
         ["'resources'", "whole number"],
@@ -610,6 +614,14 @@ def test_optuna_is_seeded_and_takes_metric_from_tune_config(tmp_path: Path) -> N
         cfg = spec.trial_config(params)
         assert 3e-4 <= cfg.training.lr <= 3e-3
         assert cfg.model.n_layer in (2, 4) and cfg.model.n_embd in (64, 128)
+
+
+def test_optuna_startup_trials_reach_the_sampler(tmp_path: Path) -> None:
+    doc = yaml.safe_load((SPACES / "base.yaml").read_text())
+    default = search_algorithm(load_space(SPACES / "base.yaml")).searcher._sampler
+    doc["searcher"] = {"type": "optuna", "seed": 0, "startup_trials": 4}
+    fewer = search_algorithm(load_space(write(tmp_path, doc))).searcher._sampler
+    assert (default._n_startup_trials, fewer._n_startup_trials) == (10, 4)
 
 
 def test_scheduler_and_tune_config(tmp_path: Path) -> None:
