@@ -1,16 +1,20 @@
 """ASHA + Optuna against FIFO random search at equal num_samples, on childes-en.
 
     .venv/bin/python bench/asha_vs_fifo.py [--samples 27] [--max-steps 540] [--seeds 0 1]
-        [--data ../shared/data/childes-en] [--log results.jsonl]
+        [--reduction-factor 3] [--grace STEPS] [--startup-trials N] [--only asha|fifo]
+        [--data ../shared/data/childes-en] [--log runs.jsonl] [--keep DIR]
+    .venv/bin/python bench/asha_vs_fifo.py --report runs.jsonl
 
-For each seed, runs `python -m seg_tune.run` twice on the same space (train.txt for training, the
-first 2,000 utterances of dev.txt for validation and segmentation): once with ASHA (grace max/9,
-reduction 3) and the Optuna TPE searcher, once with FIFO and the random searcher, both seeded
-with that seed. Reports, per run and as medians over seeds, the trial-steps used, the best
-objective (validation loss) reached, the best boundary F, and wall time; the spread of FIFO's
-best over seeds is the run-to-run noise. Each finished run is appended to --log as a JSON line
-(a long benchmark that is cut short keeps what it measured). Prints a Markdown section for
-BENCHMARKS.md.
+For each seed, runs `python -m seg_tune.run` on the same space (train.txt for training, the first
+2,000 utterances of dev.txt for validation and segmentation): with ASHA (reduction factor rf,
+grace max/rf^2 unless given, so rungs at grace, grace*rf and the budget) and the Optuna TPE
+searcher, and with FIFO and the random searcher, both seeded with that seed. FIFO's runs do not
+depend on the ASHA options, so ASHA variants can be run alone (`--only asha`) against the same
+FIFO runs. Reports, per run and as medians over seeds, the trial-steps used, the trials run to the
+end of the budget, the best objective (validation loss) reached, the best boundary F, and wall
+time; the spread of FIFO's best over seeds is the run-to-run noise. Each finished run is appended
+to --log as a JSON line (a long benchmark cut short keeps what it measured); `--report` prints the
+tables from such a file.
 """
 
 from __future__ import annotations
@@ -159,6 +163,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["asha", "fifo"], help="run one of the two searches")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/childes-en")
     parser.add_argument("--log", type=Path, help="append each finished run here (JSON lines)")
+    parser.add_argument("--keep", type=Path, help="keep the experiments here (default: a temp dir)")
     parser.add_argument(
         "--report", type=Path, help="run nothing: print the section from a --log file"
     )
@@ -171,6 +176,9 @@ def main() -> None:
     searches = [s for s in ("asha", "fifo") if args.only in (None, s)]
     rf = args.reduction_factor
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        storage = args.keep.resolve() if args.keep else Path(tmp)
         for seed in args.seeds:
             for search in searches:
                 asha = search == "asha"
@@ -184,7 +192,7 @@ def main() -> None:
                     args.grace,
                     args.startup_trials,
                 )
-                summary, wall = run(doc, Path(tmp))
+                summary, wall = run(doc, storage)
                 name = (
                     f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}) + Optuna TPE "
                     f"(startup {args.startup_trials or 10})"
