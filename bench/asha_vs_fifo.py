@@ -130,9 +130,8 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        full = r.get("full_length", r["trials"] - r["stopped_early"])
         out.append(
-            f"| {r['search']} | {r['seed']} | {r['trial_steps']:,} | {full} "
+            f"| {r['search']} | {r['seed']} | {r['trial_steps']:,} | {r['full_length']} "
             f"| {r['best_valid_loss']:.4f} | {r['best_bf']:.3f} | {r['wall_s'] / 60:.1f} min |"
         )
     searches = list(dict.fromkeys(r["search"] for r in rows))
@@ -205,9 +204,7 @@ def main() -> None:
                     with args.log.open("a") as f:
                         f.write(json.dumps(entry) + "\n")
     print(
-        f"Command: `.venv/bin/python bench/asha_vs_fifo.py --samples {args.samples} "
-        f"--max-steps {args.max_steps} --seeds {' '.join(map(str, args.seeds))}"
-        f" --reduction-factor {rf} --grace {args.grace} --startup-trials {args.startup_trials}`;"
+        f"Command: `.venv/bin/python bench/asha_vs_fifo.py {' '.join(sys.argv[1:])}`;"
         " childes-en train.txt, 2,000 dev utterances for validation; "
         "2 trials at a time on 2 CPU cores; objective valid_loss (min).\n"
     )

@@ -55,18 +55,18 @@ class TrialSettings:
 
 
 def _device(gpus: float) -> torch.device:
-    if gpus > 0 and not torch.cuda.is_available():
-        _warn_no_cuda(gpus)
-    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
-
-
-def _warn_no_cuda(gpus: float) -> None:
+    """cuda when the trial holds a GPU torch can use; otherwise the CPU (saying why, if a GPU)."""
+    if gpus <= 0:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
     print(
         f"seg_tune: this trial holds {gpus:g} GPU but torch {torch.__version__} cannot use CUDA "
         "(a CPU build, or no driver on this node); training on the CPU",
         file=sys.stderr,
         flush=True,
     )
+    return torch.device("cpu")
 
 
 def _report_with_checkpoint(
@@ -109,14 +109,11 @@ class TrainSession:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
-        if gpus > 0 and torch.cuda.is_available():
+        self.device = _device(gpus)
+        if self.device.type == "cuda":  # the GPU Ray Train assigned to this worker
             import ray.train.torch
 
             self.device = ray.train.torch.get_device()
-        else:
-            if gpus > 0:
-                _warn_no_cuda(gpus)
-            self.device = torch.device("cpu")
 
     def restore(self) -> AbstractContextManager[Path | None]:
         import ray.train

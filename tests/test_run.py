@@ -341,8 +341,8 @@ def _intervals(exp: Path, trial_id: str) -> tuple[float, float]:
 
 def test_fractional_gpus_share_a_gpu(tmp_path: Path) -> None:
     """gpus_per_worker 0.5 on a cluster with one GPU and CPUs for three: two trials share the GPU
-    at a time, never three. (This machine has no GPU: Ray is told it has one, the trials' torch
-    falls back to the CPU; a real GPU run is recorded in BENCHMARKS.md when one was lent.)"""
+    at a time, never three. (No GPU here: Ray is told the node has one and the trials' torch
+    falls back to the CPU; only Ray's GPU accounting is under test.)"""
     space = _space(
         tmp_path,
         experiment={"num_samples": 3, "max_concurrent": 3},
