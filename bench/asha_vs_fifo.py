@@ -3,6 +3,7 @@
     .venv/bin/python bench/asha_vs_fifo.py [--samples 27] [--max-steps 540] [--seeds 0 1]
         [--reduction-factor 3] [--grace STEPS] [--startup-trials N] [--only asha|fifo]
         [--data ../shared/data/childes-en] [--log runs.jsonl] [--keep DIR]
+        [--concurrent 2] [--gpus 0]
     .venv/bin/python bench/asha_vs_fifo.py --report runs.jsonl
 
 For each seed, runs `python -m seg_tune.run` on the same space (train.txt for training, the first
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -44,6 +46,9 @@ def space(
     rf: int = 3,
     grace: int = 0,
     startup: int | None = None,
+    concurrent: int = 2,
+    gpus: float = 0,
+    asha_searcher: str = "optuna",
 ) -> dict:
     grace = grace or math.ceil(max_steps / rf**2)  # three rungs: grace, grace*rf, max_steps
     return {
@@ -52,7 +57,7 @@ def space(
             "metric": "valid_loss",
             "mode": "min",
             "num_samples": samples,
-            "max_concurrent": 2,
+            "max_concurrent": concurrent,
             "max_steps": max_steps,
         },
         "data": {
@@ -81,10 +86,10 @@ def space(
         ),
         "searcher": (
             {"type": "optuna", "seed": seed, "startup_trials": startup}
-            if asha
+            if asha and asha_searcher == "optuna"
             else {"type": "random", "seed": seed}
         ),
-        "resources": {"workers": 1, "cpus_per_worker": 1},
+        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": gpus},
         "wandb": {"mode": "disabled"},
     }
 
@@ -118,34 +123,57 @@ def measure(summary: dict, wall: float, search: str, seed: int) -> dict:
         ),
         "best_bf": max(t["metrics"].get("seg_boundary_noedge_fscore", 0) for t in trials),
         "stopped_early": sum(t["stopped_early"] for t in trials),
+        # how far the trials got: {steps trained: trials}
+        "steps_histogram": dict(sorted(Counter(t["steps_trained"] for t in trials).items())),
         "wall_s": wall,
     }
 
 
+def setting(r: dict) -> str:
+    """Runs are compared within one setting: samples, budget, trials at a time, GPU share."""
+    return (
+        f"{r.get('samples', 27)} samples, {r.get('max_steps', 540)} steps, "
+        f"{r.get('concurrent', 2)} trials at a time, {r.get('gpus_per_trial', 0):g} GPU per trial"
+    )
+
+
 def markdown(rows: list[dict]) -> str:
-    """The BENCHMARKS.md section: every run, then medians over seeds per search."""
+    """The BENCHMARKS.md section: every run, then medians over seeds per search and setting."""
     out = [
-        "| search | seed | trial-steps | trials run to the end | best valid_loss "
+        "| setting | search | seed | trial-steps | trials run to the end | best valid_loss "
         "| best boundary_noedge F | wall |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['search']} | {r['seed']} | {r['trial_steps']:,} | {r['full_length']} "
+            f"| {setting(r)} | {r['search']} | {r['seed']} | {r['trial_steps']:,} "
+            f"| {r.get('full_length', r['trials'] - r['stopped_early'])} "
             f"| {r['best_valid_loss']:.4f} | {r['best_bf']:.3f} | {r['wall_s'] / 60:.1f} min |"
         )
-    searches = list(dict.fromkeys(r["search"] for r in rows))
-    fifo = [r for r in rows if r["search"].startswith("FIFO")]
-    out += ["", "| search | seeds | median trial-steps | FIFO's / this | median best valid_loss |"]
-    out.append("|---|---|---|---|---|")
-    fifo_steps = statistics.median(r["trial_steps"] for r in fifo) if fifo else None
-    for name in searches:
-        rs = [r for r in rows if r["search"] == name]
-        steps = statistics.median(r["trial_steps"] for r in rs)
-        ratio = f"{fifo_steps / steps:.2f}x" if fifo_steps else "-"
-        best = statistics.median(r["best_valid_loss"] for r in rs)
-        seeds = ", ".join(str(r["seed"]) for r in rs)
-        out.append(f"| {name} | {seeds} | {steps:,.0f} | {ratio} | {best:.4f} |")
+    out += [
+        "",
+        "| setting | search | seeds | median trial-steps | FIFO's / this "
+        "| median best valid_loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for where in dict.fromkeys(setting(r) for r in rows):
+        group = [r for r in rows if setting(r) == where]
+        fifo = [r["trial_steps"] for r in group if r["search"].startswith("FIFO")]
+        # FIFO never stops a trial: without a FIFO run, its trial-steps are samples x budget.
+        fifo_steps = (
+            statistics.median(fifo)
+            if fifo
+            else group[0].get("samples", 27) * group[0].get("max_steps", 540)
+        )
+        for name in dict.fromkeys(r["search"] for r in group):
+            rs = [r for r in group if r["search"] == name]
+            steps = statistics.median(r["trial_steps"] for r in rs)
+            best = statistics.median(r["best_valid_loss"] for r in rs)
+            seeds = ", ".join(str(r["seed"]) for r in rs)
+            out.append(
+                f"| {where} | {name} | {seeds} | {steps:,.0f} | {fifo_steps / steps:.2f}x "
+                f"| {best:.4f} |"
+            )
     return "\n".join(out)
 
 
@@ -160,6 +188,14 @@ def main() -> None:
         "--startup-trials", type=int, help="TPE's random start (default: Optuna's, 10)"
     )
     parser.add_argument("--only", choices=["asha", "fifo"], help="run one of the two searches")
+    parser.add_argument("--concurrent", type=int, default=2, help="trials at a time")
+    parser.add_argument("--gpus", type=float, default=0, help="GPU per trial (e.g. 0.125)")
+    parser.add_argument(
+        "--asha-searcher",
+        choices=["optuna", "random"],
+        default="optuna",
+        help="ASHA's searcher (random: ASHA alone, without TPE's improving samples)",
+    )
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/childes-en")
     parser.add_argument("--log", type=Path, help="append each finished run here (JSON lines)")
     parser.add_argument("--keep", type=Path, help="keep the experiments here (default: a temp dir)")
@@ -190,23 +226,37 @@ def main() -> None:
                     rf,
                     args.grace,
                     args.startup_trials,
+                    args.concurrent,
+                    args.gpus,
+                    args.asha_searcher,
                 )
                 summary, wall = run(doc, storage)
+                searcher = (
+                    f"Optuna TPE (startup {args.startup_trials or 10})"
+                    if args.asha_searcher == "optuna"
+                    else "random"
+                )
                 name = (
-                    f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}) + Optuna TPE "
-                    f"(startup {args.startup_trials or 10})"
+                    f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}) + {searcher}"
                     if asha
                     else "FIFO + random"
                 )
                 rows.append(measure(summary, wall, name, seed))
                 if args.log:
-                    entry = {**rows[-1], "samples": args.samples, "max_steps": args.max_steps}
+                    entry = {
+                        **rows[-1],
+                        "samples": args.samples,
+                        "max_steps": args.max_steps,
+                        "concurrent": args.concurrent,
+                        "gpus_per_trial": args.gpus,
+                    }
                     with args.log.open("a") as f:
                         f.write(json.dumps(entry) + "\n")
     print(
         f"Command: `.venv/bin/python bench/asha_vs_fifo.py {' '.join(sys.argv[1:])}`;"
         " childes-en train.txt, 2,000 dev utterances for validation; "
-        "2 trials at a time on 2 CPU cores; objective valid_loss (min).\n"
+        f"{args.concurrent} trials at a time, {args.gpus:g} GPU each, on {os.cpu_count()} CPU "
+        "cores; objective valid_loss (min).\n"
     )
     print(markdown(rows))
 

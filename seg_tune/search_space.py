@@ -248,6 +248,14 @@ class Resources(Strict):
     def _check_gpus(self) -> Resources:
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             raise ValueError("gpus_per_worker above 1 must be a whole number")
+        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
+            # Ray packs the workers' fractions onto one GPU, and NCCL refuses two ranks on one
+            # device ("Duplicate GPU detected"): the trial would fail after Ray had started.
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker:g} with workers {self.workers}: the DDP "
+                "workers of one trial cannot share a GPU (NCCL refuses two ranks on one device); "
+                "use whole GPUs per worker, or workers: 1 to let small trials share a GPU"
+            )
         return self
 
 

@@ -59,7 +59,7 @@ def _device(gpus: float) -> torch.device:
     if gpus <= 0:
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", torch.cuda.current_device())
     print(
         f"seg_tune: this trial holds {gpus:g} GPU but torch {torch.__version__} cannot use CUDA "
         "(a CPU build, or no driver on this node); training on the CPU",
@@ -67,6 +67,16 @@ def _device(gpus: float) -> torch.device:
         flush=True,
     )
     return torch.device("cpu")
+
+
+def _announce(device: torch.device, gpus: float) -> None:
+    """One line in the trial's log (Ray's worker logs) naming the GPU it trains on."""
+    if device.type == "cuda":
+        print(
+            f"seg_tune: trial trains on {device} ({torch.cuda.get_device_name(device)}), "
+            f"holding {gpus:g} GPU",
+            flush=True,
+        )
 
 
 def _report_with_checkpoint(
@@ -84,6 +94,7 @@ class TuneSession:
 
     def __init__(self, gpus: float) -> None:
         self.device = _device(gpus)
+        _announce(self.device, gpus)
 
     def restore(self) -> AbstractContextManager[Path | None]:
         from ray import tune
@@ -114,6 +125,7 @@ class TrainSession:
             import ray.train.torch
 
             self.device = ray.train.torch.get_device()
+            _announce(self.device, gpus)
 
     def restore(self) -> AbstractContextManager[Path | None]:
         import ray.train
@@ -151,7 +163,7 @@ def run_trial(params: dict[str, Any], settings: TrialSettings) -> None:
         return
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     resources = {"CPU": settings.cpus_per_worker}
@@ -165,6 +177,9 @@ def run_trial(params: dict[str, Any], settings: TrialSettings) -> None:
             use_gpu=settings.gpus_per_worker > 0,
             resources_per_worker=resources,
         ),
+        # Ray picks NCCL for GPU workers, which needs CUDA: where this node's torch has none,
+        # they train on the CPU (`_device` says so in their log) and talk over gloo instead.
+        torch_config=TorchConfig(backend=None if torch.cuda.is_available() else "gloo"),
         run_config=ray.train.RunConfig(
             name=tune.get_context().get_trial_id(),  # stable: a restarted trial resumes
             storage_path=settings.train_storage,

@@ -369,6 +369,38 @@ def test_fractional_gpus_share_a_gpu(tmp_path: Path) -> None:
     assert most == 2, spans
 
 
+def test_ray_train_gpu_trial_without_cuda_trains_on_the_cpu(tmp_path: Path) -> None:
+    """A Ray Train trial holding a GPU on a node whose torch has no CUDA: Ray would pick NCCL and
+    fail at init_process_group; the trial instead talks over gloo, says why in its worker log and
+    trains on the CPU to the end. (Ray is told the node has a GPU; there is none here.)"""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 1, "max_concurrent": 1},
+        resources={
+            "workers": 1,
+            "cpus_per_worker": 1,
+            "gpus_per_worker": 1,
+            "use_ray_train": "always",
+        },
+        failure={"max_retries": 0},
+        wandb={"mode": "disabled"},
+        replace={"scheduler": {"type": "fifo"}},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    started = time.time()
+    proc = _start(space, storage, log, "--no-report", env=_env(RAY_OVERRIDE_RESOURCES='{"GPU": 1}'))
+    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+    summary = json.loads((storage / "smoke" / "summary.json").read_text())
+    [trial] = summary["trials"]
+    assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 60, trial
+    worker_logs = [
+        p.read_text(errors="replace")
+        for p in Path("/tmp/ray/session_latest/logs").glob("worker-*")
+        if p.stat().st_mtime >= started
+    ]
+    assert any("holds 1 GPU but torch" in text for text in worker_logs)
+
+
 def test_trial_that_fits_nowhere_exits_2(tmp_path: Path) -> None:
     """A trial asking for more GPUs than any node has: one line naming the key, exit 2, instead
     of Tune waiting forever for resources."""

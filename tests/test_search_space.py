@@ -148,6 +148,10 @@ REFUSALS = {
         {"resources": {"gpus_per_worker": 1.5}},
         ["'resources'", "whole number"],
     ),
+    "DDP workers sharing a GPU": (
+        {"resources": {"workers": 2, "gpus_per_worker": 0.5}},
+        ["'resources'", "gpus_per_worker 0.5", "workers 2", "cannot share a GPU"],
+    ),
     "corner: n_embd not divisible by n_head": (
         {"model": {"n_head": 8}, "space": {"model.n_embd": {"values": [64, 100]}}},
         ["'space.model.n_embd' = 100", "divisible"],
