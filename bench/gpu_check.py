@@ -36,27 +36,33 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-BASE: dict[str, Any] = {
-    "experiment": {"metric": "valid_loss", "mode": "min", "max_steps": 600},
-    "data": {"train": {"kind": "synthetic", "n_utterances": 3000, "seed": 0}},
-    "model": {"preset": "800k", "n_positions": 128},
-    "training": {
-        "batch_size": 64,
-        "block_size": 128,
-        "warmup_steps": 20,
-        "eval_every_steps": 200,
-        "checkpoint_every_steps": 200,
-        "segment_utterances": 200,
-        "log_every_steps": 50,
-        "threads": 1,
-    },
-    "space": {"training.lr": {"type": "loguniform", "min": 1.0e-3, "max": 5.0e-3}},
-    "scheduler": {"type": "fifo"},
-    "searcher": {"type": "optuna", "seed": 0},
-    "failure": {"max_retries": 0},
-    "checkpoints": {"keep": 1},
-    "wandb": {"project": "seg_tune", "mode": "offline"},
-}
+
+def base(steps: int) -> dict[str, Any]:
+    """What both experiments and the plain loop share; evaluations at a third of the budget."""
+    every = max(steps // 3, 1)
+    return {
+        "experiment": {"metric": "valid_loss", "mode": "min", "max_steps": steps},
+        "data": {"train": {"kind": "synthetic", "n_utterances": 3000, "seed": 0}},
+        "model": {"preset": "800k", "n_positions": 128},
+        "training": {
+            "batch_size": 64,
+            "block_size": 128,
+            "warmup_steps": 20,
+            "eval_every_steps": every,
+            "checkpoint_every_steps": every,
+            "segment_utterances": 200,
+            "log_every_steps": 50,
+            "threads": 1,
+        },
+        "space": {"training.lr": {"type": "loguniform", "min": 1.0e-3, "max": 5.0e-3}},
+        "scheduler": {"type": "fifo"},
+        "searcher": {"type": "optuna", "seed": 0},
+        "failure": {"max_retries": 0},
+        "checkpoints": {"keep": 1},
+        "wandb": {"project": "seg_tune", "mode": "offline"},
+    }
+
+
 RUNS: dict[str, dict[str, Any]] = {
     "whole": {
         "experiment": {"num_samples": 2, "max_concurrent": 2},
@@ -75,8 +81,8 @@ RUNS: dict[str, dict[str, Any]] = {
 EXPECTED_MOST = {"whole": 1, "shared": 2}
 
 
-def space_file(folder: Path, name: str) -> Path:
-    doc = json.loads(json.dumps(BASE))
+def space_file(folder: Path, name: str, steps: int) -> Path:
+    doc = base(steps)
     for section, values in RUNS[name].items():
         doc.setdefault(section, {}).update(values)
     doc["experiment"]["name"] = name
@@ -173,8 +179,10 @@ def device_lines(since: float) -> list[str]:
     return lines
 
 
-def run_one(name: str, work: Path, sampler: GpuSampler, env: dict[str, str]) -> dict[str, Any]:
-    space = space_file(work, name)
+def run_one(
+    name: str, work: Path, steps: int, sampler: GpuSampler, env: dict[str, str]
+) -> dict[str, Any]:
+    space = space_file(work, name, steps)
     storage = work / "results"
     log = work / f"{name}.log"
     start = time.time()
@@ -213,6 +221,7 @@ def run_one(name: str, work: Path, sampler: GpuSampler, env: dict[str, str]) -> 
             }
         )
     most = most_at_once([t.pop("_span") for t in trials])
+    lines = device_lines(start)
     return {
         "name": name,
         "exit_status": rc,
@@ -221,21 +230,22 @@ def run_one(name: str, work: Path, sampler: GpuSampler, env: dict[str, str]) -> 
         "trials": trials,
         "most_training_at_once": most,
         "expected_most": EXPECTED_MOST[name],
-        "device_lines": device_lines(start),
+        "device_lines": lines,
+        "trials_on_cuda": sum("trains on cuda" in line for line in lines),
         "gpu": sampler.window(start, end),
         "last_lines": log.read_text(errors="replace").splitlines()[-3:],
     }
 
 
-def plain_loop(work: Path, env: dict[str, str], device: str) -> dict[str, Any]:
+def plain_loop(work: Path, steps: int, env: dict[str, str], device: str) -> dict[str, Any]:
     """The plain training loop (no Ray) with the same model and steps: tokens/s reference."""
-    doc = json.loads(json.dumps(BASE))
+    doc = base(steps)
     cfg = {
         "data": doc["data"],
         "model": doc["model"],
         "training": {
             **doc["training"],
-            "steps": doc["experiment"]["max_steps"],
+            "steps": steps,
             "lr": 2e-3,
         },
     }
@@ -296,7 +306,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['name']} | {res['gpus_per_worker']} GPU, {res['cpus_per_worker']} CPU, {path} "
             f"| {r['exit_status']} | {len(r['trials'])} ({statuses}) "
             f"| {r['most_training_at_once']} ({r['expected_most']}) "
-            f"| {sum('trains on cuda' in line for line in r['device_lines'])} "
+            f"| {r['trials_on_cuda']} "
             f"| {gpu.get('peak_memory_mib', '-')} MiB "
             f"| {gpu.get('median_util_pct', '-')} / {gpu.get('peak_util_pct', '-')} % "
             f"| {r['wall_s']} s |"
@@ -327,9 +337,6 @@ def main() -> int:
     parser.add_argument("--no-plain", action="store_true")
     parser.add_argument("--steps", type=int, default=600, help="steps per trial")
     args = parser.parse_args()
-    BASE["experiment"]["max_steps"] = args.steps
-    every = max(args.steps // 3, 1)
-    BASE["training"].update(eval_every_steps=every, checkpoint_every_steps=every)
 
     import ray
     import torch
@@ -354,11 +361,11 @@ def main() -> int:
     }
     with GpuSampler() as sampler:
         for name in args.only or list(RUNS):
-            result = run_one(name, work, sampler, env)
+            result = run_one(name, work, args.steps, sampler, env)
             report["runs"].append(result)
             print(json.dumps(result, indent=1), flush=True)
         if not args.no_plain:
-            report["plain"] = plain_loop(work, env, "cpu" if args.fake else "cuda")
+            report["plain"] = plain_loop(work, args.steps, env, "cpu" if args.fake else "cuda")
             print(json.dumps(report["plain"], indent=1), flush=True)
     checks = {}
     for r in report["runs"]:
@@ -368,8 +375,7 @@ def main() -> int:
             "all_terminated": len(r["trials"]) == n_trials
             and all(t["status"] == "TERMINATED" for t in r["trials"]),
             "concurrency_as_expected": r["most_training_at_once"] == r["expected_most"],
-            "every_trial_on_cuda": args.fake
-            or sum("trains on cuda" in line for line in r["device_lines"]) >= n_trials,
+            "every_trial_on_cuda": args.fake or r["trials_on_cuda"] >= n_trials,
         }
     report["checks"] = checks
     report["ok"] = all(all(c.values()) for c in checks.values())

@@ -54,29 +54,31 @@ class TrialSettings:
         return cfg.with_overrides({"training.threads": max(1, int(self.cpus_per_worker))})
 
 
-def _device(gpus: float) -> torch.device:
-    """cuda when the trial holds a GPU torch can use; otherwise the CPU (saying why, if a GPU)."""
+def _device(gpus: float, ray_train: bool = False) -> torch.device:
+    """cuda when the trial holds a GPU torch can use (on a Ray Train worker: the one Train
+    assigned it), named in the trial's log; otherwise the CPU, saying why if it holds a GPU."""
     if gpus <= 0:
         return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    print(
-        f"seg_tune: this trial holds {gpus:g} GPU but torch {torch.__version__} cannot use CUDA "
-        "(a CPU build, or no driver on this node); training on the CPU",
-        file=sys.stderr,
-        flush=True,
-    )
-    return torch.device("cpu")
-
-
-def _announce(device: torch.device, gpus: float) -> None:
-    """One line in the trial's log (Ray's worker logs) naming the GPU it trains on."""
-    if device.type == "cuda":
+    if not torch.cuda.is_available():
         print(
-            f"seg_tune: trial trains on {device} ({torch.cuda.get_device_name(device)}), "
-            f"holding {gpus:g} GPU",
+            f"seg_tune: this trial holds {gpus:g} GPU but torch {torch.__version__} cannot use "
+            "CUDA (a CPU build, or no driver on this node); training on the CPU",
+            file=sys.stderr,
             flush=True,
         )
+        return torch.device("cpu")
+    if ray_train:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cuda", torch.cuda.current_device())
+    print(
+        f"seg_tune: trial trains on {device} ({torch.cuda.get_device_name(device)}), "
+        f"holding {gpus:g} GPU",
+        flush=True,
+    )
+    return device
 
 
 def _report_with_checkpoint(
@@ -94,7 +96,6 @@ class TuneSession:
 
     def __init__(self, gpus: float) -> None:
         self.device = _device(gpus)
-        _announce(self.device, gpus)
 
     def restore(self) -> AbstractContextManager[Path | None]:
         from ray import tune
@@ -120,12 +121,7 @@ class TrainSession:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
-        self.device = _device(gpus)
-        if self.device.type == "cuda":  # the GPU Ray Train assigned to this worker
-            import ray.train.torch
-
-            self.device = ray.train.torch.get_device()
-            _announce(self.device, gpus)
+        self.device = _device(gpus, ray_train=True)
 
     def restore(self) -> AbstractContextManager[Path | None]:
         import ray.train
