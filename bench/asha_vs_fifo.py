@@ -3,7 +3,7 @@
     .venv/bin/python bench/asha_vs_fifo.py [--samples 27] [--max-steps 540] [--seeds 0 1]
         [--reduction-factor 3] [--grace STEPS] [--startup-trials N] [--only asha|fifo]
         [--data ../shared/data/childes-en] [--log runs.jsonl] [--keep DIR]
-        [--concurrent 2] [--gpus 0]
+        [--concurrent 2] [--gpus 0] [--asha-searcher optuna|random] [--promotion pause|continue]
     .venv/bin/python bench/asha_vs_fifo.py --report runs.jsonl
 
 For each seed, runs `python -m seg_tune.run` on the same space (train.txt for training, the first
@@ -49,6 +49,7 @@ def space(
     concurrent: int = 2,
     gpus: float = 0,
     asha_searcher: str = "optuna",
+    promotion: str = "pause",
 ) -> dict:
     grace = grace or math.ceil(max_steps / rf**2)  # three rungs: grace, grace*rf, max_steps
     return {
@@ -80,7 +81,12 @@ def space(
             "model.n_embd": {"type": "choice", "values": [64, 128]},
         },
         "scheduler": (
-            {"type": "asha", "grace_period_steps": grace, "reduction_factor": rf}
+            {
+                "type": "asha",
+                "grace_period_steps": grace,
+                "reduction_factor": rf,
+                "promotion": promotion,
+            }
             if asha
             else {"type": "fifo"}
         ),
@@ -196,6 +202,12 @@ def main() -> None:
         default="optuna",
         help="ASHA's searcher (random: ASHA alone, without TPE's improving samples)",
     )
+    parser.add_argument(
+        "--promotion",
+        choices=["pause", "continue"],
+        default="pause",
+        help="ASHA's promotion (pause: seg_tune's default; continue: Ray's stop-or-continue)",
+    )
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/childes-en")
     parser.add_argument("--log", type=Path, help="append each finished run here (JSON lines)")
     parser.add_argument("--keep", type=Path, help="keep the experiments here (default: a temp dir)")
@@ -229,6 +241,7 @@ def main() -> None:
                     args.concurrent,
                     args.gpus,
                     args.asha_searcher,
+                    args.promotion,
                 )
                 summary, wall = run(doc, storage)
                 searcher = (
@@ -237,7 +250,8 @@ def main() -> None:
                     else "random"
                 )
                 name = (
-                    f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}) + {searcher}"
+                    f"ASHA (rf {rf}, grace {doc['scheduler']['grace_period_steps']}"
+                    f", {args.promotion}) + {searcher}"
                     if asha
                     else "FIFO + random"
                 )
@@ -249,6 +263,7 @@ def main() -> None:
                         "max_steps": args.max_steps,
                         "concurrent": args.concurrent,
                         "gpus_per_trial": args.gpus,
+                        **({"promotion": args.promotion} if asha else {}),
                     }
                     with args.log.open("a") as f:
                         f.write(json.dumps(entry) + "\n")

@@ -1,12 +1,16 @@
-"""ASHA whose decisions survive an experiment restore.
+"""ASHA schedulers whose decisions survive an experiment restore.
 
 Ray Tune does not save scheduler state with the experiment (ray issue 30838): after a restore the
 rungs are empty, so a resumed sweep would let bad trials run to the end and judge new trials
-against nothing. `PersistentASHA` writes its rungs, the trial-to-bracket map and its stop decisions
-to a JSON file (atomically) after every change, and reads them back the first time it is used
-after a restore.
+against nothing. Both schedulers here write their state to a JSON file (atomically) after every
+change, and read it back the first time they are used after a restore:
+- `PromotingASHA` (`scheduler.promotion: pause`, the default for one-worker trials): a trial
+  pauses at each rung until it ranks among the rung's best within successive halving's budget;
+  with `PauseAwareLimiter` / `PauseAwareVariantGenerator`, the searchers' concurrency limits that
+  do not count paused trials.
+- `PersistentASHA` (`promotion: continue`): Ray's ASHAScheduler (stop or continue on arrival).
 
-File format (`scheduler_state.json`, format 1):
+`PersistentASHA`'s file (`scheduler_state.json`, format 1; `PromotingASHA` documents format 2):
     {"format": 1, "time_attr": "step", "metric": ..., "mode": ...,
      "brackets": [{"rungs": [[milestone, {trial_id: signed reward}], ...]}, ...],
      "trial_bracket": {trial_id: bracket index}, "num_stopped": int,
@@ -20,13 +24,40 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from seg_tune.checkpoint import atomic_write_text
 
 FORMAT_VERSION = 1
 
 
-class PersistentASHA(ASHAScheduler):
+class _SavedState:
+    """A scheduler's state in a JSON file: written atomically after every change, read once."""
+
+    _state_path: str
+    _loaded: bool
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _save(self) -> None:
+        atomic_write_text(Path(self._state_path), json.dumps(self.state(), indent=1))
+
+    def _saved_once(self) -> dict[str, Any] | None:
+        """The saved state the first time this is called, if there is a file; else None."""
+        if self._loaded:
+            return None
+        self._loaded = True
+        path = Path(self._state_path)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def _mismatch(self) -> ValueError:
+        return ValueError(
+            f"{self._state_path}: scheduler state does not match this scheduler; use --fresh"
+        )
+
+
+class PersistentASHA(_SavedState, ASHAScheduler):
     def __init__(self, *, state_path: str | Path, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._state_path = str(state_path)
@@ -51,19 +82,12 @@ class PersistentASHA(ASHAScheduler):
             "stopped": dict(self.stopped),
         }
 
-    def _save(self) -> None:
-        atomic_write_text(Path(self._state_path), json.dumps(self.state(), indent=1))
-
     def _load_once(self) -> None:
-        if self._loaded:
+        saved = self._saved_once()
+        if saved is None:
             return
-        self._loaded = True
-        path = Path(self._state_path)
-        if not path.is_file():
-            return
-        saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("format") != FORMAT_VERSION or len(saved["brackets"]) != len(self._brackets):
-            raise ValueError(f"{path}: scheduler state does not match this scheduler; use --fresh")
+            raise self._mismatch()
         for bracket, saved_bracket in zip(self._brackets, saved["brackets"], strict=True):
             by_milestone = {float(m): rec for m, rec in saved_bracket["rungs"]}
             for milestone, recorded in bracket._rungs:
@@ -112,3 +136,349 @@ def load_stopped(state_path: Path) -> dict[str, int]:
     if not state_path.is_file():
         return {}
     return dict(json.loads(state_path.read_text(encoding="utf-8")).get("stopped", {}))
+
+
+# ====================================================================== promotion ASHA
+
+PROMOTION_FORMAT = 2
+
+
+def rung_steps(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
+    """ASHA's rungs: grace x rf^k below the budget (the budget itself is the end, not a rung)."""
+    steps, k = [], 0
+    while (step := round(grace_period * reduction_factor**k)) < max_t:
+        if not steps or step > steps[-1]:
+            steps.append(step)
+        k += 1
+    return steps
+
+
+class PromotingASHA(_SavedState, TrialScheduler):
+    """ASHA that promotes by pausing, with successive halving's budget per rung.
+
+    Ray's `ASHAScheduler` decides stop-or-continue the moment a trial reaches a rung, against the
+    rung's results so far: the first trials always go on, and a searcher whose samples improve
+    (TPE) sees nearly every new trial pass the cut-off (measured in BENCHMARKS.md: up to half the
+    trials ran to the end). The promotion rule of Li et al. 2020 (arXiv:1810.05934, algorithm 2:
+    promote any trial of the rung's top floor(n/rf) not yet promoted) does not help there: with
+    improving samples every newcomer is in the top (`bench/promotion_rules.py`: of 27 improving
+    arrivals, 22 promoted; Ray's rule 25). Here a trial reaching rung k *pauses* (checkpointed at that step)
+    unless it is among the best not-yet-promoted trials of the rung's top k = floor(n_k / rf) AND
+    fewer than k trials have left rung k; a paused trial is resumed as soon as it qualifies (the
+    quota grows with every rf trials the rung records). So at most floor(n_k / rf) trials ever
+    leave rung k, the budget of synchronous successive halving, without ever waiting for a rung to
+    fill.
+
+    Paused trials hold no slot: the searcher may start a new trial when fewer than
+    `max_concurrent` trials run (`PauseAwareLimiter`, `PauseAwareVariantGenerator`), but a
+    promotable paused trial goes first. When the searcher has no more samples and nothing runs,
+    each rung's best trial, if it waits, is promoted, and so is the best waiting trial of a rung
+    nobody left (with few samples floor(n/rf) can be 0): the best trial of every rung goes on,
+    whatever the order of arrival. Then every trial still paused is stopped where it paused.
+
+    Its state (rungs, promotions, paused trials, stop decisions) is written atomically to
+    `state_path` after every change and read back after a restore, where Tune re-queues paused
+    trials as PENDING: `on_trial_add` marks them PAUSED again so they wait for a promotion.
+
+    File format (`scheduler_state.json`, format 2):
+        {"format": 2, "kind": "promotion", "time_attr", "metric", "mode", "max_t",
+         "reduction_factor", "rungs": [[step, {trial_id: signed score}], ...],
+         "promoted": {step: [trial_id, ...]}, "paused": {trial_id: step},
+         "first_pause": {trial_id: reported step}, "stopped": {trial_id: its rung when stopped}}
+    """
+
+    def __init__(
+        self,
+        *,
+        state_path: str | Path,
+        max_t: int,
+        grace_period: int,
+        reduction_factor: float,
+        max_concurrent: int,
+        time_attr: str = "step",
+    ) -> None:
+        super().__init__()
+        self._state_path = str(state_path)
+        self.time_attr = time_attr
+        self._max_t = max_t
+        self._rf = reduction_factor
+        self._max_concurrent = max_concurrent
+        self._metric: str | None = None
+        self._mode: str | None = None
+        self._sign = 0.0
+        self.rungs: dict[int, dict[str, float]] = {
+            s: {} for s in rung_steps(grace_period, reduction_factor, max_t)
+        }
+        self.promoted: dict[int, set[str]] = {s: set() for s in self.rungs}
+        self.paused: dict[str, int] = {}
+        self.first_pause: dict[str, int] = {}  # the step each trial reported when it first paused
+        self.stopped: dict[str, int] = {}
+        self._loaded = False
+        _ACTIVE[self._state_path] = self  # again in _load_once: Tune may use an unpickled copy
+
+    # ------------------------------------------------------------------ Tune plumbing
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        self._metric = metric or self._metric
+        self._mode = mode or self._mode
+        self._sign = {"max": 1.0, "min": -1.0}.get(self._mode or "", 0.0)
+        return True
+
+    def debug_string(self) -> str:
+        counts = ", ".join(
+            f"{step}: {len(rec)} in, {len(self.promoted[step])} promoted"
+            for step, rec in self.rungs.items()
+        )
+        return f"ASHA (promotion): {len(self.paused)} paused; rungs {counts}"
+
+    # ------------------------------------------------------------------ persistence
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": PROMOTION_FORMAT,
+            "kind": "promotion",
+            "time_attr": self.time_attr,
+            "metric": self._metric,
+            "mode": self._mode,
+            "max_t": self._max_t,
+            "reduction_factor": self._rf,
+            "rungs": [[step, dict(rec)] for step, rec in self.rungs.items()],
+            "promoted": {str(step): sorted(ids) for step, ids in self.promoted.items()},
+            "paused": dict(self.paused),
+            "first_pause": dict(self.first_pause),
+            "stopped": dict(self.stopped),
+        }
+
+    def _load_once(self) -> None:
+        if self._loaded:
+            return
+        _ACTIVE[self._state_path] = self
+        saved = self._saved_once()
+        if saved is None:
+            self._save()  # the file exists from the first trial on
+            return
+        steps = [int(step) for step, _ in saved.get("rungs", [])]
+        if saved.get("format") != PROMOTION_FORMAT or steps != list(self.rungs):
+            raise self._mismatch()
+        for step, rec in saved["rungs"]:
+            self.rungs[int(step)].update(rec)
+        for step, ids in saved["promoted"].items():
+            self.promoted[int(step)].update(ids)
+        self.paused.update(saved["paused"])
+        self.first_pause.update(saved["first_pause"])
+        self.stopped.update(saved["stopped"])
+
+    # ------------------------------------------------------------------ promotion rule
+
+    def _promotable(self, step: int) -> list[str]:
+        """Trials of rung `step` that may go on now, best first: those in its top k =
+        floor(n / rf) not yet promoted, as many as k minus the promotions already made."""
+        recorded = self.rungs[step]
+        k = int(len(recorded) / self._rf + 1e-9)
+        top = sorted(recorded, key=lambda tid: recorded[tid], reverse=True)[:k]
+        waiting = [tid for tid in top if tid not in self.promoted[step]]
+        return waiting[: max(0, k - len(self.promoted[step]))]
+
+    def has_promotable(self) -> bool:
+        """Whether a paused trial is waiting to be resumed (new trials wait for it)."""
+        return any(
+            self.paused[tid] in self.rungs and tid in self._promotable(self.paused[tid])
+            for tid in self.paused
+        )
+
+    def num_paused(self, live: set[str]) -> int:
+        return len(live.intersection(self.paused))
+
+    def _next_promotion(self, paused: list[Any]) -> Any | None:
+        for step in reversed(self.rungs):  # the highest rung first, as in the paper
+            candidates = set(self._promotable(step))
+            for trial in paused:
+                if self.paused[trial.trial_id] == step and trial.trial_id in candidates:
+                    return trial
+        return None
+
+    def _promote(self, trial_id: str, step: int) -> None:
+        self.promoted[step].add(trial_id)
+        self.paused.pop(trial_id, None)
+        self._save()
+
+    # ------------------------------------------------------------------ scheduler hooks
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        from ray.tune.experiment import Trial
+
+        self._load_once()
+        if trial.trial_id in self.paused and trial.status == Trial.PENDING:
+            trial.set_status(Trial.PAUSED)  # restored: it waits for a promotion again
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        self._load_once()
+        tid = trial.trial_id
+        if tid in self.stopped:  # a decision taken before a restore stands
+            return TrialScheduler.STOP
+        step, value = result.get(self.time_attr), result.get(self._metric)
+        if step is None or value is None:
+            return TrialScheduler.CONTINUE
+        if step >= self._max_t:
+            return TrialScheduler.STOP
+        score = self._sign * float(value)
+        score = score if score == score else float("-inf")  # NaN ranks last
+        reached = [s for s in self.rungs if s <= step and tid not in self.rungs[s]]
+        if not reached:
+            return TrialScheduler.CONTINUE
+        for s in reached:
+            self.rungs[s][tid] = score
+        rung = reached[-1]
+        for s in reached[:-1]:  # passed a rung between two reports: counts as promoted
+            self.promoted[s].add(tid)
+        if tid in self._promotable(rung):
+            self.promoted[rung].add(tid)
+            action = TrialScheduler.CONTINUE
+        else:
+            self.paused[tid] = rung
+            self.first_pause.setdefault(tid, step)  # the reported step: the searcher's cue
+            action = TrialScheduler.PAUSE
+        self._save()
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._load_once()
+        if self.paused.pop(trial.trial_id, None) is not None:
+            self._save()
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._load_once()
+        step = self.paused.pop(trial.trial_id, None)
+        if step is not None:
+            self.stopped[trial.trial_id] = step
+            self._save()
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.on_trial_complete(tune_controller, trial, {})
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any | None:
+        from ray.tune.experiment import Trial
+
+        self._load_once()
+        trials = tune_controller.get_trials()
+        active = [t for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)]
+        paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id in self.paused]
+        if len(active) < self._max_concurrent and (pick := self._next_promotion(paused)):
+            self._promote(pick.trial_id, self.paused[pick.trial_id])
+            return pick
+        for trial in active:
+            if trial.status == Trial.PENDING:
+                return trial
+        if not active and paused and tune_controller.search_alg.is_finished():
+            return self._end_game(tune_controller, paused)
+        return None
+
+    def _end_game(self, tune_controller: Any, paused: list[Any]) -> Any | None:
+        """No samples left and nothing running: promote, one at a time, the best trial of a
+        rung if it waits there (the quota may have gone to earlier arrivals: with n not a
+        multiple of rf, the last slot opened before it came), or the best waiting trial of a
+        rung nobody left (floor(n/rf) = 0 with few samples), highest rung first; once there is
+        none, stop the rest where they paused."""
+        for step in reversed(self.rungs):
+            waiting = [t for t in paused if self.paused[t.trial_id] == step]
+            if not waiting:
+                continue
+            recorded = self.rungs[step]
+            best = max(waiting, key=lambda t: recorded[t.trial_id])
+            if recorded[best.trial_id] >= max(recorded.values()) or not self.promoted[step]:
+                self._promote(best.trial_id, step)
+                return best
+        # Tune re-saves only the trials it marks, and stopping one without an actor marks none
+        # (Ray 2.60): without this the saved state keeps them PAUSED, to be re-run on a restore.
+        controller = getattr(tune_controller, "_tune_controller", tune_controller)
+        mark = getattr(controller, "_mark_trial_to_checkpoint", lambda trial: None)
+        for trial in paused:
+            tune_controller.stop_trial(trial)  # on_trial_remove records where it stopped
+            mark(trial)
+        return None
+
+
+# The promotion schedulers of this process by state path: the searcher wrappers below look
+# theirs up here (Tune copies searcher state with deepcopy, which must not copy a scheduler).
+_ACTIVE: dict[str, PromotingASHA] = {}
+
+
+def _paused_slots(state_path: str, live: set[str]) -> int | None:
+    """None when a promotion is due (no new trial now), else the paused trials among `live`."""
+    scheduler = _ACTIVE.get(state_path)
+    if scheduler is None:
+        return 0
+    if scheduler.has_promotable():
+        return None
+    return scheduler.num_paused(live)
+
+
+class PauseAwareLimiter(ConcurrencyLimiter):
+    """Tune's ConcurrencyLimiter, but a trial paused by `PromotingASHA` holds no slot, and no new
+    trial starts while a paused trial waits to be promoted.
+
+    It also tells the searcher about a trial when the trial first pauses, as stopped there
+    (Optuna: PRUNED, ranked by the step it reached and its value there), and nothing about it
+    afterwards. Otherwise Optuna would see paused trials as running, which TPE ignores: with
+    nearly every trial pausing at a rung, it learnt from almost nothing and kept sampling at
+    random (measured in BENCHMARKS.md). A trial promoted later keeps its place in the study."""
+
+    def __init__(self, searcher: Any, max_concurrent: int, state_path: str | Path) -> None:
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.state_path = str(state_path)
+
+    def _first_pause(self, trial_id: str) -> tuple[int, str] | None:
+        """(step, time attribute) of the trial's first pause, or None if it never paused."""
+        scheduler = _ACTIVE.get(self.state_path)
+        if scheduler is None or trial_id not in scheduler.first_pause:
+            return None
+        return scheduler.first_pause[trial_id], scheduler.time_attr
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        first = self._first_pause(trial_id)
+        if first is None:
+            super().on_trial_result(trial_id, result)
+        elif result.get(first[1]) == first[0]:  # the result it paused on: record, then stop it
+            super().on_trial_result(trial_id, result)
+            self.searcher.on_trial_complete(trial_id, result=None)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if self._first_pause(trial_id) is None:
+            super().on_trial_complete(trial_id, result=result, error=error)
+        elif trial_id in self.live_trials:  # the searcher knows already: free its slot only
+            self.live_trials.remove(trial_id)
+            self.num_unfinished_live_trials -= 1
+
+    def suggest(self, trial_id: str) -> dict | None:
+        extra = _paused_slots(self.state_path, self.live_trials)
+        if extra is None:
+            return None
+        self.max_concurrent += extra
+        try:
+            return super().suggest(trial_id)
+        finally:
+            self.max_concurrent -= extra
+
+
+class PauseAwareVariantGenerator(BasicVariantGenerator):
+    """Random or grid search with the same rule as `PauseAwareLimiter`."""
+
+    def __init__(self, *, state_path: str | Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state_path = str(state_path)
+
+    def next_trial(self) -> Any:
+        if self.max_concurrent <= 0:
+            return super().next_trial()
+        extra = _paused_slots(self.state_path, self._live_trials)
+        if extra is None:
+            return None
+        self.max_concurrent += extra
+        try:
+            return super().next_trial()
+        finally:
+            self.max_concurrent -= extra

@@ -156,6 +156,9 @@ class TrainingConfig(Strict):
     segment_every_steps: int = Field(0, ge=0)  # 0 = at every evaluation
     segment_utterances: int = Field(500, ge=0)  # validation subset scored; 0 = no segmentation
     checkpoint_every_steps: int = Field(500, ge=1)
+    # also evaluate and checkpoint at these steps (the tuner sets ASHA's rungs here, so that a
+    # trial paused at a rung resumes from that very step)
+    checkpoint_at_steps: tuple[int, ...] = ()
     keep_checkpoints: int = Field(2, ge=1)
     log_every_steps: int = Field(10, ge=1)
     seed: int = 0

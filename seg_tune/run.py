@@ -143,6 +143,7 @@ class Experiment:
 
         self.spec, self.exp_dir = spec, exp_dir
         self.tune_dir = tune_dir(exp_dir)
+        self.state_path = exp_dir / "scheduler_state.json"
         r = spec.resources
         self.settings = TrialSettings(
             spec_json=spec.model_dump_json(),
@@ -181,21 +182,6 @@ class Experiment:
             )
         ]
 
-    def scheduler(self) -> Any:
-        from seg_tune import search_space
-        from seg_tune.asha import PersistentASHA
-
-        s, e = self.spec.scheduler, self.spec.experiment
-        if s.type != "asha":
-            return search_space.scheduler(self.spec)
-        return PersistentASHA(
-            state_path=self.exp_dir / "scheduler_state.json",
-            time_attr="step",
-            max_t=e.max_steps,
-            grace_period=s.grace_period_steps,
-            reduction_factor=s.reduction_factor,
-        )
-
     def tuner(self, restore: bool) -> Any:
         from ray import tune
 
@@ -215,8 +201,8 @@ class Experiment:
             tune_config=tune.TuneConfig(
                 metric=e.metric,
                 mode=e.mode,
-                search_alg=search_space.search_algorithm(self.spec),
-                scheduler=self.scheduler(),
+                search_alg=search_space.search_algorithm(self.spec, self.state_path),
+                scheduler=search_space.scheduler(self.spec, self.state_path),
                 num_samples=e.num_samples,
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),

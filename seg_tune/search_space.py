@@ -19,8 +19,13 @@ it for smoke runs and makes the Ray Tune objects.
     model:       `ModelConfig` defaults shared by every trial
     training:    `TrainingConfig` defaults; `training.steps` is replaced by experiment.max_steps
     space:       {DOTTED.KEY: DISTRIBUTION, ...}   keys: fields of model., training. or data.
-    scheduler:   {type: asha, grace_period_steps: max_steps // 10, reduction_factor: 3, brackets: 1}
-                 or {type: fifo}; ASHA's time attribute is the reported `step`, max_t = max_steps
+    scheduler:   {type: asha, grace_period_steps: max_steps // 10, reduction_factor: 3, brackets: 1,
+                  promotion: auto} or {type: fifo}; ASHA's time attribute is the reported `step`,
+                 max_t = max_steps, rungs at grace x rf^k. promotion: pause = a trial waits at
+                 each rung, checkpointed there, until it ranks among the rung's best while fewer
+                 than 1 in rf of the rung's trials have gone on (`seg_tune.asha.PromotingASHA`),
+                 continue = Ray's stop-or-continue on arrival; auto = pause, or continue for Ray
+                 Train trials (workers > 1 or use_ray_train: always) and for brackets > 1
     searcher:    {type: optuna | random | grid, seed: 0, startup_trials: 10}   optuna = seeded TPE
     resources:   {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}   (GPUs may be fractional)
     failure:     {max_retries: 2}
@@ -82,7 +87,7 @@ values (SMOKE_CAPS) and training.epochs is not searched.
 
 ## Ray (imported only by the conversion functions)
 
-`tune_config_kwargs(spec)` gives `TuneConfig`'s metric, mode, num_samples, search_alg and
+`tune_config_kwargs(spec, state_path)` gives `TuneConfig`'s metric, mode, num_samples, search_alg and
 scheduler. Metric and mode go to TuneConfig ONLY: the searcher and scheduler built here carry
 none (Ray refuses a metric given both to a scheduler and to TuneConfig, and ResultGrid's
 best-result defaults come from TuneConfig). Do not pass `max_concurrent_trials`: the search
@@ -216,6 +221,11 @@ class AshaScheduler(Strict):
     grace_period_steps: int | None = Field(None, ge=1)  # default: max_steps // 10
     reduction_factor: float = Field(3, gt=1)
     brackets: int = Field(1, ge=1)
+    # pause: a trial waits at a rung until it ranks among the rung's best within a budget of 1
+    # in rf (seg_tune.asha.PromotingASHA); continue: Ray's stop-or-continue on arrival; auto:
+    # pause, but continue for Ray Train trials (pausing one can leak its worker group, ray
+    # issue 54305) and for several brackets
+    promotion: Literal["auto", "pause", "continue"] = "auto"
 
 
 class FifoScheduler(Strict):
@@ -316,7 +326,18 @@ class ExperimentSpec(Strict):
         if unknown:
             raise ValueError(f"parameters not in the search space: {unknown}")
         overrides = {key: self.space[key].coerce(value) for key, value in params.items()}
+        if rungs := self.pause_rungs():  # a trial paused at a rung resumes from that very step
+            overrides["training.checkpoint_at_steps"] = rungs
         return validate(RunConfig, _with(self.base_data, overrides), source=self.source_path)
+
+    def pause_rungs(self) -> list[int]:
+        """The steps at which ASHA with promotion by pausing judges trials ([] otherwise)."""
+        s = self.scheduler
+        if not isinstance(s, AshaScheduler) or s.promotion != "pause":
+            return []
+        from seg_tune.asha import rung_steps
+
+        return rung_steps(s.grace_period_steps, s.reduction_factor, self.experiment.max_steps)
 
     def smoke(self) -> ExperimentSpec:
         """The same experiment shrunk to about a minute on a laptop (validated again)."""
@@ -442,7 +463,7 @@ def _build(
         base=base,
         base_data=run_doc,
         space=space,
-        scheduler=_resolve_scheduler(sched, max_steps, source, labels),
+        scheduler=_resolve_scheduler(sched, max_steps, resources, source, labels),
         searcher=searcher,
         resources=resources,
         failure=failure,
@@ -669,7 +690,11 @@ def _check_corners(
 
 
 def _resolve_scheduler(
-    sched: AshaScheduler | FifoScheduler, max_steps: int, source: str, labels: dict[str, str]
+    sched: AshaScheduler | FifoScheduler,
+    max_steps: int,
+    resources: Resources,
+    source: str,
+    labels: dict[str, str],
 ) -> AshaScheduler | FifoScheduler:
     if isinstance(sched, FifoScheduler):
         return sched
@@ -679,7 +704,22 @@ def _resolve_scheduler(
         raise ConfigError(
             f"{source}: key {label!r} = {grace}: must be <= experiment.max_steps {max_steps}"
         )
-    return sched.model_copy(update={"grace_period_steps": grace})
+    ray_train = resources.workers > 1 or resources.use_ray_train == "always"
+    promotion = sched.promotion
+    if promotion == "auto":
+        promotion = "continue" if ray_train or sched.brackets > 1 else "pause"
+    elif promotion == "pause" and ray_train:
+        raise ConfigError(
+            f"{source}: key 'scheduler.promotion' = 'pause': needs one-worker trials "
+            f"(resources.workers {resources.workers}, use_ray_train {resources.use_ray_train!r}); "
+            "pausing a Ray Train trial can leak its worker group (ray issue 54305): use 'continue'"
+        )
+    elif promotion == "pause" and sched.brackets > 1:
+        raise ConfigError(
+            f"{source}: key 'scheduler.promotion' = 'pause': works with brackets 1, not "
+            f"{sched.brackets}; use 'continue' for several brackets"
+        )
+    return sched.model_copy(update={"grace_period_steps": grace, "promotion": promotion})
 
 
 # --------------------------------------------------------------------------- smoke
@@ -795,13 +835,17 @@ def param_space(spec: ExperimentSpec) -> dict[str, Any]:
     return {key: d.to_tune(grid=grid, optuna=optuna) for key, d in spec.space.items()}
 
 
-def search_algorithm(spec: ExperimentSpec) -> Any:
-    """OptunaSearch (seeded TPE) behind a ConcurrencyLimiter, or a seeded BasicVariantGenerator
+def search_algorithm(spec: ExperimentSpec, state_path: str | Path) -> Any:
+    """OptunaSearch (seeded TPE) behind a concurrency limit, or a seeded BasicVariantGenerator
     for random/grid (and for a space with nothing to search, which Optuna refuses). No metric or
-    mode: TuneConfig gives them."""
+    mode: TuneConfig gives them. With ASHA promotion by pausing, the limit does not count paused
+    trials (`seg_tune.asha`, which reads the scheduler's state at `state_path`)."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
+    from seg_tune.asha import PauseAwareLimiter, PauseAwareVariantGenerator
+
     limit = spec.experiment.max_concurrent
+    pausing = bool(spec.pause_rungs())
     searchable = any(d.searchable() for d in spec.space.values())
     if spec.searcher.type == "optuna" and searchable:
         import optuna
@@ -811,33 +855,53 @@ def search_algorithm(spec: ExperimentSpec) -> Any:
         sampler = optuna.samplers.TPESampler(
             seed=spec.searcher.seed, **(startup if spec.searcher.startup_trials else {})
         )
+        if pausing:
+            return PauseAwareLimiter(OptunaSearch(sampler=sampler), limit, state_path)
         return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=limit)
+    if pausing:
+        return PauseAwareVariantGenerator(
+            state_path=state_path, max_concurrent=limit, random_state=spec.searcher.seed
+        )
     return BasicVariantGenerator(max_concurrent=limit, random_state=spec.searcher.seed)
 
 
-def scheduler(spec: ExperimentSpec) -> Any:
-    """ASHA on the reported `step` (max_t = max_steps), or FIFO. No metric or mode: TuneConfig
-    gives them (Ray refuses them in both places)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def scheduler(spec: ExperimentSpec, state_path: str | Path) -> Any:
+    """ASHA on the reported `step` (max_t = max_steps) whose state survives restores in the JSON
+    file `state_path` (`seg_tune.asha`: promotion by pausing, or Ray's stop-or-continue), or
+    FIFO. No metric or mode: TuneConfig gives them (Ray refuses them in both places)."""
+    from ray.tune.schedulers import FIFOScheduler
 
-    sched = spec.scheduler
+    from seg_tune.asha import PersistentASHA, PromotingASHA
+
+    sched, e = spec.scheduler, spec.experiment
     if isinstance(sched, FifoScheduler):
         return FIFOScheduler()
-    return ASHAScheduler(
+    if sched.promotion == "pause":
+        return PromotingASHA(
+            state_path=state_path,
+            time_attr=STEP,
+            max_t=e.max_steps,
+            grace_period=sched.grace_period_steps,
+            reduction_factor=sched.reduction_factor,
+            max_concurrent=e.max_concurrent,
+        )
+    return PersistentASHA(
+        state_path=state_path,
         time_attr=STEP,
-        max_t=spec.experiment.max_steps,
+        max_t=e.max_steps,
         grace_period=sched.grace_period_steps,
         reduction_factor=sched.reduction_factor,
         brackets=sched.brackets,
     )
 
 
-def tune_config_kwargs(spec: ExperimentSpec) -> dict[str, Any]:
-    """Keyword arguments for `ray.tune.TuneConfig` (do not add max_concurrent_trials)."""
+def tune_config_kwargs(spec: ExperimentSpec, state_path: str | Path) -> dict[str, Any]:
+    """Keyword arguments for `ray.tune.TuneConfig` (do not add max_concurrent_trials);
+    `state_path`: the scheduler's state file."""
     return {
         "metric": spec.experiment.metric,
         "mode": spec.experiment.mode,
         "num_samples": spec.experiment.num_samples,
-        "search_alg": search_algorithm(spec),
-        "scheduler": scheduler(spec),
+        "search_alg": search_algorithm(spec, state_path),
+        "scheduler": scheduler(spec, state_path),
     }

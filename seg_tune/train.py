@@ -314,7 +314,11 @@ class _Trainer:
                     loss=f"{window_loss / window_steps:.3f}",
                     tok_s=f"{tokens_per_step * window_steps / elapsed:,.0f}",
                 )
-            checkpoint_due = self.step % t.checkpoint_every_steps == 0 or self.step == self.steps
+            checkpoint_due = (
+                self.step % t.checkpoint_every_steps == 0
+                or self.step == self.steps
+                or self.step in t.checkpoint_at_steps
+            )
             if self.step % t.eval_every_steps and not checkpoint_due:
                 continue
             elapsed = time.perf_counter() - window_start

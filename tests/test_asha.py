@@ -1,14 +1,25 @@
-"""PersistentASHA: the rungs and stop decisions survive a restore (a new scheduler object)."""
+"""The ASHA schedulers of seg_tune.asha: decisions, and their state surviving a restore (a new
+scheduler object reading the state file). The Tune controller is a stand-in here; the Ray tests
+of test_run.py run them in real sweeps."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from seg_tune.asha import PersistentASHA, load_stopped
+from seg_tune.asha import (
+    PauseAwareLimiter,
+    PauseAwareVariantGenerator,
+    PersistentASHA,
+    PromotingASHA,
+    load_stopped,
+    rung_steps,
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +39,7 @@ def _scheduler(path: Path) -> PersistentASHA:
     )
 
 
-def _feed(s: ASHAScheduler, trial: _Trial, step: int, bf: float) -> str:
+def _feed(s: Any, trial: Any, step: int, bf: float) -> str:
     return s.on_trial_result(None, trial, {"step": step, "bf": bf})
 
 
@@ -68,3 +79,256 @@ def test_reaching_the_budget_is_not_an_early_stop(tmp_path: Path) -> None:
     s.on_trial_add(None, t)
     assert _feed(s, t, 90, 0.5) == TrialScheduler.STOP  # max_t reached
     assert load_stopped(state) == {}
+
+
+# ---------------------------------------------------------------------- promotion by pausing
+
+
+class _Live:
+    """A trial as the scheduler sees it: id and a status it may change."""
+
+    def __init__(self, trial_id: str, status: str = "RUNNING") -> None:
+        self.trial_id, self.status = trial_id, status
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+
+
+class _Controller:
+    """What Tune's controller shows a scheduler: its trials, the searcher, stop_trial."""
+
+    def __init__(self, trials: list[_Live], finished: bool = False) -> None:
+        self.trials, self.finished, self.stopped = trials, finished, []
+        self.search_alg = self
+
+    def is_finished(self) -> bool:
+        return self.finished
+
+    def get_trials(self) -> list[_Live]:
+        return self.trials
+
+    def stop_trial(self, trial: _Live, scheduler: PromotingASHA | None = None) -> None:
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+        self.scheduler.on_trial_remove(self, trial)
+
+
+def _promoting(path: Path, max_concurrent: int = 2) -> PromotingASHA:
+    s = PromotingASHA(
+        state_path=path,
+        max_t=90,
+        grace_period=10,
+        reduction_factor=3,
+        max_concurrent=max_concurrent,
+    )
+    assert s.set_search_properties("bf", "max")
+    return s
+
+
+def test_rung_steps_stop_below_the_budget() -> None:
+    assert rung_steps(10, 3, 90) == [10, 30]
+    assert rung_steps(20, 3, 540) == [20, 60, 180]
+    assert rung_steps(20, 4, 540) == [20, 80, 320]
+    assert rung_steps(100, 3, 600) == [100, 300]
+    assert rung_steps(10, 1.5, 30) == [10, 15, 22]
+
+
+def test_a_trial_pauses_at_a_rung_until_it_ranks_in_the_top_third(tmp_path: Path) -> None:
+    s = _promoting(tmp_path / "state.json")
+    a, b, c = _Live("a"), _Live("b"), _Live("c")
+    ctl = _Controller([a, b, c])
+    ctl.scheduler = s
+    # floor(1/3) = floor(2/3) = 0: the first two wait at the rung, whatever their score
+    assert _feed(s, a, 10, 0.9) == TrialScheduler.PAUSE
+    a.status = "PAUSED"
+    assert _feed(s, b, 10, 0.1) == TrialScheduler.PAUSE
+    b.status = "PAUSED"
+    assert not s.has_promotable()
+    # the third makes floor(3/3) = 1: `a` is now the rung's top and is resumed before anything
+    assert _feed(s, c, 10, 0.5) == TrialScheduler.PAUSE
+    c.status = "PAUSED"
+    assert s.has_promotable()
+    assert s.choose_trial_to_run(ctl) is a
+    a.status = "PENDING"
+    assert s.choose_trial_to_run(ctl) is a  # idempotent: the pending trial, no second promotion
+    assert s.promoted[10] == {"a"} and set(s.paused) == {"b", "c"}
+    assert not s.has_promotable()
+    # the rung's best, but floor(4/3) = 1 trial has left it already: d waits for the quota
+    d = _Live("d")
+    assert _feed(s, d, 10, 0.95) == TrialScheduler.PAUSE
+    assert not s.has_promotable()
+    e, f = _Live("e"), _Live("f")
+    assert _feed(s, e, 10, 0.0) == TrialScheduler.PAUSE
+    assert _feed(s, f, 10, 0.0) == TrialScheduler.PAUSE  # n = 6: a second may go, the best: d
+    assert s.has_promotable() and s._promotable(10) == ["d"]
+    # a trial that jumps a rung between two reports is recorded there and counts as promoted
+    g = _Live("g")
+    assert _feed(s, g, 35, 0.2) == TrialScheduler.PAUSE
+    assert s.rungs[10]["g"] == s.rungs[30]["g"] == 0.2 and "g" in s.promoted[10]
+    assert _feed(s, a, 30, 0.9) == TrialScheduler.PAUSE  # 2 at rung 30: floor(2/3) = 0
+    assert _feed(s, a, 90, 0.9) == TrialScheduler.STOP  # the budget
+
+
+def test_at_most_one_in_rf_trials_leaves_a_rung(tmp_path: Path) -> None:
+    import random
+
+    s = _promoting(tmp_path / "state.json", max_concurrent=3)
+    rng = random.Random(0)
+    trials = [_Live(f"t{i}", "PENDING") for i in range(27)]
+    ctl = _Controller([], finished=False)
+    ctl.scheduler = s
+    for trial in trials:  # improving samples, as TPE gives: async ASHA lets most of them pass
+        ctl.trials.append(trial)
+        trial.status = "RUNNING"
+        score = len(ctl.trials) / 27 + rng.random() * 0.1
+        if _feed(s, trial, 10, score) == TrialScheduler.PAUSE:
+            trial.status = "PAUSED"
+        while (resumed := s.choose_trial_to_run(ctl)) is not None and resumed.status == "PAUSED":
+            resumed.status = "RUNNING"
+        for t in ctl.trials:
+            if t.status == "RUNNING":
+                t.status = "TERMINATED"
+    # every slot the rung allows is used, and no more (the paper's rule promotes ~22 here)
+    assert len(s.promoted[10]) == 27 // 3
+    best = sorted(s.rungs[10], key=s.rungs[10].get, reverse=True)
+    assert best[0] in s.promoted[10]
+
+
+def test_paused_trials_and_promotions_survive_a_restore(tmp_path: Path) -> None:
+    state = tmp_path / "scheduler_state.json"
+    first = _promoting(state)
+    a, b = _Live("a"), _Live("b")
+    assert _feed(first, a, 10, 0.9) == TrialScheduler.PAUSE
+    assert _feed(first, b, 10, 0.2) == TrialScheduler.PAUSE
+    first.on_trial_remove(None, b)  # stopped while paused: an early stop at its rung
+    assert load_stopped(state) == {"b": 10}
+
+    # Tune re-queues every unfinished trial as PENDING after a restore
+    second = _promoting(state)
+    again = _Live("a", "PENDING")
+    second.on_trial_add(None, again)
+    assert again.status == "PAUSED"  # it waits for a promotion, not for a free CPU
+    fresh = _Live("c", "PENDING")
+    second.on_trial_add(None, fresh)
+    assert fresh.status == "PENDING"
+    assert _feed(second, _Live("b"), 20, 0.99) == TrialScheduler.STOP  # the old decision stands
+    assert second.rungs[10] == {"a": 0.9, "b": 0.2}
+
+    saved = json.loads(state.read_text())
+    saved["rungs"] = [[20, {}], [60, {}]]
+    state.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="use --fresh"):
+        _promoting(state).on_trial_add(None, _Live("x", "PENDING"))
+
+
+def test_the_end_game_takes_the_best_to_the_budget_then_stops_the_rest(tmp_path: Path) -> None:
+    s = _promoting(tmp_path / "state.json")
+    a, b = _Live("a"), _Live("b")
+    ctl = _Controller([a, b], finished=False)
+    ctl.scheduler = s
+    for trial, score in ((a, 0.4), (b, 0.6)):
+        assert _feed(s, trial, 10, score) == TrialScheduler.PAUSE
+        trial.status = "PAUSED"
+    assert s.choose_trial_to_run(ctl) is None  # the searcher may still send better trials
+    ctl.finished = True
+    assert s.choose_trial_to_run(ctl) is b  # floor(2/3) = 0, but the best must go on
+    b.status = "RUNNING"
+    assert s.choose_trial_to_run(ctl) is None and not ctl.stopped  # b runs: a may yet rise
+    assert _feed(s, b, 30, 0.7) == TrialScheduler.PAUSE
+    b.status = "PAUSED"
+    assert s.choose_trial_to_run(ctl) is b  # alone at rung 30: promoted again
+    b.status = "RUNNING"
+    assert _feed(s, b, 90, 0.8) == TrialScheduler.STOP
+    b.status = "TERMINATED"
+    assert s.choose_trial_to_run(ctl) is None
+    assert ctl.stopped == ["a"] and load_stopped(tmp_path / "state.json") == {"a": 10}
+
+
+def test_the_end_game_lets_a_late_best_go_on(tmp_path: Path) -> None:
+    """4 trials, rf 3: the one slot opened with the third; the fourth, the rung's best, came too
+    late for it, and goes on once nothing else can happen. The second best does not."""
+    s = _promoting(tmp_path / "state.json")
+    a, b, c, d = trials = [_Live(tid) for tid in "abcd"]
+    ctl = _Controller(trials[:3], finished=False)
+    ctl.scheduler = s
+    for trial, score in ((a, 0.2), (b, 0.5), (c, 0.1)):
+        assert _feed(s, trial, 10, score) == TrialScheduler.PAUSE
+        trial.status = "PAUSED"
+    assert s.choose_trial_to_run(ctl) is b  # the slot opened by the third arrival
+    b.status = "RUNNING"
+    ctl.trials.append(d)
+    assert _feed(s, d, 10, 0.9) == TrialScheduler.PAUSE  # the best, but floor(4/3) = 1 is used
+    d.status = "PAUSED"
+    b.status = "TERMINATED"  # (it stopped later, say)
+    assert s.choose_trial_to_run(ctl) is None  # the searcher may still send trials
+    ctl.finished = True
+    assert s.choose_trial_to_run(ctl) is d  # the rung's best goes on after all
+    d.status = "TERMINATED"
+    assert s.choose_trial_to_run(ctl) is None
+    assert sorted(ctl.stopped) == ["a", "c"]
+
+
+def test_paused_trials_hold_no_slot_and_promotions_go_first(tmp_path: Path) -> None:
+    from ray.tune.search import Searcher
+
+    class One(Searcher):
+        def suggest(self, trial_id: str) -> dict:
+            return {"x": 1}
+
+        def on_trial_complete(self, trial_id: str, result: Any = None, error: bool = False) -> None:
+            pass
+
+    state = tmp_path / "state.json"
+    s = _promoting(state)
+    limiter = PauseAwareLimiter(One(metric="bf", mode="max"), 2, state)
+    assert limiter.suggest("a") and limiter.suggest("b")
+    assert limiter.suggest("c") is None  # two running
+    s.on_trial_add(None, _Live("a"))
+    assert _feed(s, _Live("a"), 10, 0.5) == TrialScheduler.PAUSE
+    assert limiter.suggest("c") is not None  # `a` waits at a rung: its slot is free
+    assert limiter.max_concurrent == 2
+    assert limiter.suggest("d") is None
+    _feed(s, _Live("b"), 10, 0.1)
+    _feed(s, _Live("c"), 10, 0.2)  # floor(3/3) = 1: `a` is promotable
+    limiter.on_trial_complete("c")
+    assert s.has_promotable() and limiter.suggest("d") is None  # `a` goes first
+
+    generator = PauseAwareVariantGenerator(state_path=state, max_concurrent=1)
+    assert generator.max_concurrent == 1
+
+
+def test_optuna_learns_from_a_trial_when_it_first_pauses(tmp_path: Path) -> None:
+    """TPE ignores running trials: a paused trial is told to Optuna as pruned at its first pause
+    (with its value there), and nothing more is sent about it, even after a promotion."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    state = tmp_path / "state.json"
+    s = _promoting(state)
+    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0))
+    limiter = PauseAwareLimiter(searcher, 3, state)
+    assert limiter.set_search_properties("bf", "max", {"x": tune.uniform(0, 1)})
+    trials = {tid: _Live(tid) for tid in ("a", "b", "c")}
+    for tid in trials:
+        assert limiter.suggest(tid) is not None
+
+    def result(tid: str, step: int, bf: float) -> None:
+        res = {"step": step, "bf": bf, "training_iteration": step // 10}
+        decision = s.on_trial_result(None, trials[tid], res)
+        if decision != TrialScheduler.STOP:  # Tune's order: scheduler, then searcher
+            limiter.on_trial_result(tid, res)
+
+    study = searcher._ot_study
+    states = lambda: {t.number: t.state.name for t in study.trials}  # noqa: E731
+    result("a", 10, 0.9)  # pauses: floor(1/3) = 0
+    assert states()[0] == "PRUNED" and study.trials[0].intermediate_values == {1: 0.9}
+    result("b", 10, 0.1)
+    result("c", 10, 0.5)  # `a` is now promotable
+    assert states() == {0: "PRUNED", 1: "PRUNED", 2: "PRUNED"}
+    s.choose_trial_to_run(_Controller([trials["a"]]))
+    result("a", 20, 0.95)  # after the promotion: no second word to Optuna (it would warn)
+    assert study.trials[0].intermediate_values == {1: 0.9}
+    limiter.on_trial_complete("a", {"step": 90, "bf": 0.97})
+    assert "a" not in limiter.live_trials and states()[0] == "PRUNED"

@@ -147,6 +147,19 @@ def test_smoke_end_to_end_with_planted_secrets(tmp_path: Path) -> None:
         steps = [h["step"] for h in trial["history"]]
         assert steps == sorted(set(steps)) and steps[-1] == trial["steps_trained"]
         assert trial["stopped_early"] == (trial["steps_trained"] < 40)
+    # ASHA (promotion by pausing; --smoke: rungs at 10 and 30 of 40 steps, rf 3): of 3 trials
+    # floor(3/3) = 1 leaves rung 10; alone at rung 30 it pauses, and is resumed from its step-30
+    # checkpoint once nothing else can happen; the other two stop where they paused.
+    state = json.loads((exp / "scheduler_state.json").read_text())
+    assert [step for step, _ in state["rungs"]] == [10, 30]
+    assert state["paused"] == {} and len(state["promoted"]["10"]) == 1
+    (winner,) = state["promoted"]["10"]
+    assert state["stopped"] == {
+        t["trial_id"]: 10 for t in summary["trials"] if t["trial_id"] != winner
+    }
+    assert sorted(t["steps_trained"] for t in summary["trials"]) == [10, 10, 40]
+    assert 30 in {r["resumed_from_step"] for r in _results(exp, winner)}
+    assert state["rungs"][0][1][winner] == max(state["rungs"][0][1].values())
     assert f"best trial {best['trial_id']}" in out and "report.md" in out
     assert "Ray dashboard: http://127.0.0.1:" in out
 
@@ -191,6 +204,7 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
     interrupted_at: dict[str, int] = {}  # trial -> checkpoint step when a stop interrupted it
     done_before: dict[str, int] = {}  # trial -> size of its result.json when already finished
     rungs_before: list[dict] = []
+    paused_at: dict[str, int] = {}  # trial -> the rung it first waited at when a stop came
     for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM):
         baseline = _checkpoint_steps(exp)
         proc = _start(space, storage, log)
@@ -207,11 +221,12 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
                 done_before.setdefault(
                     tid, (exp / "tune" / f"trial_{tid}" / "result.json").stat().st_size
                 )
-            elif tid in ckpts:
+            elif tid in ckpts and trial["status"] != "PAUSED":  # paused: waits, not cut off
                 interrupted_at[tid] = ckpts[tid]
-        rungs_before = json.loads((exp / "scheduler_state.json").read_text())["brackets"][0][
-            "rungs"
-        ]
+        state = json.loads((exp / "scheduler_state.json").read_text())
+        rungs_before = state["rungs"]
+        for tid, step in state["paused"].items():  # waiting at a rung when the stop came
+            paused_at.setdefault(tid, step)
 
     proc = _start(space, storage, log)
     assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
@@ -234,9 +249,15 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
             f"trial {tid} checkpointed step {step} before a stop but resumed from {resumed}"
         )
 
+    for (
+        tid,
+        step,
+    ) in paused_at.items():  # a paused trial goes on from its rung checkpoint, if at all
+        later = [r for r in _results(exp, tid) if r["step"] > step]
+        assert all(r["resumed_from_step"] >= step for r in later), (tid, step, later[:1])
+
     rungs_after = {
-        m: rec
-        for m, rec in json.loads((exp / "scheduler_state.json").read_text())["brackets"][0]["rungs"]
+        m: rec for m, rec in json.loads((exp / "scheduler_state.json").read_text())["rungs"]
     }
     for milestone, recorded in rungs_before:
         assert recorded.items() <= rungs_after[milestone].items()

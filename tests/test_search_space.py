@@ -152,6 +152,21 @@ REFUSALS = {
         {"resources": {"workers": 2, "gpus_per_worker": 0.5}},
         ["'resources'", "gpus_per_worker 0.5", "workers 2", "cannot share a GPU"],
     ),
+    "pausing Ray Train trials": (
+        {
+            "resources": {"workers": 2},
+            "scheduler": {"type": "asha", "promotion": "pause"},
+        },
+        ["'scheduler.promotion' = 'pause'", "workers 2", "use 'continue'"],
+    ),
+    "pausing with several brackets": (
+        {"scheduler": {"type": "asha", "promotion": "pause", "brackets": 2}},
+        ["'scheduler.promotion' = 'pause'", "brackets 1, not 2"],
+    ),
+    "unknown promotion": (
+        {"scheduler": {"type": "asha", "promotion": "sometimes"}},
+        ["scheduler.promotion", "'sometimes'"],
+    ),
     "corner: n_embd not divisible by n_head": (
         {"model": {"n_head": 8}, "space": {"model.n_embd": {"values": [64, 100]}}},
         ["'space.model.n_embd' = 100", "divisible"],
@@ -591,7 +606,7 @@ def test_param_space_domains(tmp_path: Path) -> None:
 
 
 def suggestions(spec: ExperimentSpec, n: int) -> list[dict]:
-    searcher = search_algorithm(spec)
+    searcher = search_algorithm(spec, "unused.json")
     assert searcher.set_search_properties(
         spec.experiment.metric, spec.experiment.mode, param_space(spec)
     )
@@ -622,26 +637,48 @@ def test_optuna_is_seeded_and_takes_metric_from_tune_config(tmp_path: Path) -> N
 
 def test_optuna_startup_trials_reach_the_sampler(tmp_path: Path) -> None:
     doc = yaml.safe_load((SPACES / "base.yaml").read_text())
-    default = search_algorithm(load_space(SPACES / "base.yaml")).searcher._sampler
+    default = search_algorithm(load_space(SPACES / "base.yaml"), "s.json").searcher._sampler
     doc["searcher"] = {"type": "optuna", "seed": 0, "startup_trials": 4}
-    fewer = search_algorithm(load_space(write(tmp_path, doc))).searcher._sampler
+    fewer = search_algorithm(load_space(write(tmp_path, doc)), "s.json").searcher._sampler
     assert (default._n_startup_trials, fewer._n_startup_trials) == (10, 4)
 
 
 def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     from ray.tune import TuneConfig
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
 
+    from seg_tune.asha import (
+        PauseAwareLimiter,
+        PauseAwareVariantGenerator,
+        PersistentASHA,
+        PromotingASHA,
+    )
+
+    state = tmp_path / "scheduler_state.json"
     spec = load_space(SPACES / "base.yaml")
-    asha = scheduler(spec)
-    assert isinstance(asha, ASHAScheduler)
-    assert asha._time_attr == "step" and asha._max_t == 600
+    assert spec.scheduler.promotion == "pause"  # auto, for one-worker trials
+    asha = scheduler(spec, state)
+    assert isinstance(asha, PromotingASHA)
+    assert asha.time_attr == "step" and asha._max_t == 600 and list(asha.rungs) == [100, 300]
     # no metric/mode at construction: Ray lets TuneConfig pass them
     assert asha.set_search_properties("seg_boundary_noedge_fscore", "max")
-    kwargs = tune_config_kwargs(spec)
-    assert isinstance(kwargs["search_alg"], ConcurrencyLimiter)
+    kwargs = tune_config_kwargs(spec, state)
+    assert isinstance(kwargs["search_alg"], PauseAwareLimiter)
     assert kwargs["search_alg"].max_concurrent == 2
+    # a trial is checkpointed where it may pause
+    assert spec.trial_config({}).training.checkpoint_at_steps == (100, 300)
+    doc = yaml.safe_load((SPACES / "base.yaml").read_text())
+    doc["resources"]["workers"] = 2  # Ray Train trials: Ray's stop-or-continue ASHA
+    ddp = load_space(write(tmp_path, doc))
+    assert ddp.scheduler.promotion == "continue" and ddp.pause_rungs() == []
+    assert isinstance(scheduler(ddp, state), PersistentASHA)
+    assert ddp.trial_config({}).training.checkpoint_at_steps == ()
+    doc["resources"]["workers"] = 1
+    doc["searcher"] = {"type": "random", "seed": 0}
+    assert isinstance(
+        search_algorithm(load_space(write(tmp_path, doc)), state), PauseAwareVariantGenerator
+    )
     config = TuneConfig(**kwargs)
     assert (config.metric, config.mode, config.num_samples) == (
         "seg_boundary_noedge_fscore",
@@ -649,7 +686,7 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
         8,
     )
     sweep = load_space(SPACES / "wandb_sweep.yaml")
-    assert isinstance(scheduler(sweep), FIFOScheduler)
+    assert isinstance(scheduler(sweep, state), FIFOScheduler)
     rand = load_space(
         write(
             tmp_path,
@@ -659,7 +696,7 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
             },
         )
     )
-    assert isinstance(search_algorithm(rand), BasicVariantGenerator)
+    assert isinstance(search_algorithm(rand, state), BasicVariantGenerator)
 
 
 @pytest.mark.ray
@@ -681,7 +718,7 @@ def test_a_real_tuner_accepts_the_objects(tmp_path: Path) -> None:
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),
             param_space=param_space(spec),
-            tune_config=tune.TuneConfig(**tune_config_kwargs(spec)),
+            tune_config=tune.TuneConfig(**tune_config_kwargs(spec, tmp_path / "state.json")),
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="t", verbose=0),
         )
         results = tuner.fit()
