@@ -318,6 +318,8 @@ class PromotingASHA(_SavedState, TrialScheduler):
         tid = trial.trial_id
         if tid in self.stopped:  # a decision taken before a restore stands
             return TrialScheduler.STOP
+        if tid in self.paused:  # restarted without a promotion (a retry after a failed pause)
+            return TrialScheduler.PAUSE
         step, value = result.get(self.time_attr), result.get(self._metric)
         if step is None or value is None:
             return TrialScheduler.CONTINUE

@@ -144,6 +144,8 @@ def test_a_trial_pauses_at_a_rung_until_it_ranks_in_the_top_third(tmp_path: Path
     assert _feed(s, b, 10, 0.1) == TrialScheduler.PAUSE
     b.status = "PAUSED"
     assert not s.has_promotable()
+    assert _feed(s, b, 20, 0.99) == TrialScheduler.PAUSE  # restarted unpromoted (a retry): waits
+    assert s.rungs[10]["b"] == 0.1 and s.paused["b"] == 10
     # the third makes floor(3/3) = 1: `a` is now the rung's top and is resumed before anything
     assert _feed(s, c, 10, 0.5) == TrialScheduler.PAUSE
     c.status = "PAUSED"
@@ -166,7 +168,7 @@ def test_a_trial_pauses_at_a_rung_until_it_ranks_in_the_top_third(tmp_path: Path
     assert _feed(s, g, 35, 0.2) == TrialScheduler.PAUSE
     assert s.rungs[10]["g"] == s.rungs[30]["g"] == 0.2 and "g" in s.promoted[10]
     assert _feed(s, a, 30, 0.9) == TrialScheduler.PAUSE  # 2 at rung 30: floor(2/3) = 0
-    assert _feed(s, a, 90, 0.9) == TrialScheduler.STOP  # the budget
+    assert _feed(s, _Live("z"), 90, 0.9) == TrialScheduler.STOP  # the budget
 
 
 def test_at_most_one_in_rf_trials_leaves_a_rung(tmp_path: Path) -> None:
