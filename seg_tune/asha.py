@@ -20,6 +20,8 @@ change, and read it back the first time they are used after a restore:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from seg_tune.checkpoint import atomic_write_text
+from seg_tune.search_space import rung_steps
 
 FORMAT_VERSION = 1
 
@@ -143,16 +146,6 @@ def load_stopped(state_path: Path) -> dict[str, int]:
 PROMOTION_FORMAT = 2
 
 
-def rung_steps(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
-    """ASHA's rungs: grace x rf^k below the budget (the budget itself is the end, not a rung)."""
-    steps, k = [], 0
-    while (step := round(grace_period * reduction_factor**k)) < max_t:
-        if not steps or step > steps[-1]:
-            steps.append(step)
-        k += 1
-    return steps
-
-
 class PromotingASHA(_SavedState, TrialScheduler):
     """ASHA that promotes by pausing, with successive halving's budget per rung.
 
@@ -162,12 +155,12 @@ class PromotingASHA(_SavedState, TrialScheduler):
     trials ran to the end). The promotion rule of Li et al. 2020 (arXiv:1810.05934, algorithm 2:
     promote any trial of the rung's top floor(n/rf) not yet promoted) does not help there: with
     improving samples every newcomer is in the top (`bench/promotion_rules.py`: of 27 improving
-    arrivals, 22 promoted; Ray's rule 25). Here a trial reaching rung k *pauses* (checkpointed at that step)
-    unless it is among the best not-yet-promoted trials of the rung's top k = floor(n_k / rf) AND
-    fewer than k trials have left rung k; a paused trial is resumed as soon as it qualifies (the
-    quota grows with every rf trials the rung records). So at most floor(n_k / rf) trials ever
-    leave rung k, the budget of synchronous successive halving, without ever waiting for a rung to
-    fill.
+    arrivals, 22 promoted; Ray's rule 25). Here a trial reaching rung k *pauses* (checkpointed at
+    that step) unless it is among the best not-yet-promoted trials of the rung's top
+    k = floor(n_k / rf) AND fewer than k trials have left rung k; a paused trial is resumed as
+    soon as it qualifies (the quota grows with every rf trials the rung records). So at most
+    floor(n_k / rf) trials ever leave rung k, the budget of synchronous successive halving,
+    without ever waiting for a rung to fill.
 
     Paused trials hold no slot: the searcher may start a new trial when fewer than
     `max_concurrent` trials run (`PauseAwareLimiter`, `PauseAwareVariantGenerator`), but a
@@ -281,23 +274,23 @@ class PromotingASHA(_SavedState, TrialScheduler):
         waiting = [tid for tid in top if tid not in self.promoted[step]]
         return waiting[: max(0, k - len(self.promoted[step]))]
 
+    def _due(self) -> list[str]:
+        """Paused trials that may go on now, the highest rung first (as in the paper)."""
+        if not self.paused:
+            return []
+        return [
+            tid
+            for step in reversed(self.rungs)
+            for tid in self._promotable(step)
+            if self.paused.get(tid) == step
+        ]
+
     def has_promotable(self) -> bool:
         """Whether a paused trial is waiting to be resumed (new trials wait for it)."""
-        return any(
-            self.paused[tid] in self.rungs and tid in self._promotable(self.paused[tid])
-            for tid in self.paused
-        )
+        return bool(self._due())
 
     def num_paused(self, live: set[str]) -> int:
         return len(live.intersection(self.paused))
-
-    def _next_promotion(self, paused: list[Any]) -> Any | None:
-        for step in reversed(self.rungs):  # the highest rung first, as in the paper
-            candidates = set(self._promotable(step))
-            for trial in paused:
-                if self.paused[trial.trial_id] == step and trial.trial_id in candidates:
-                    return trial
-        return None
 
     def _promote(self, trial_id: str, step: int) -> None:
         self.promoted[step].add(trial_id)
@@ -367,9 +360,11 @@ class PromotingASHA(_SavedState, TrialScheduler):
         trials = tune_controller.get_trials()
         active = [t for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)]
         paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id in self.paused]
-        if len(active) < self._max_concurrent and (pick := self._next_promotion(paused)):
-            self._promote(pick.trial_id, self.paused[pick.trial_id])
-            return pick
+        if len(active) < self._max_concurrent and paused:
+            by_id = {t.trial_id: t for t in paused}
+            if pick := next((by_id[tid] for tid in self._due() if tid in by_id), None):
+                self._promote(pick.trial_id, self.paused[pick.trial_id])
+                return pick
         for trial in active:
             if trial.status == Trial.PENDING:
                 return trial
@@ -407,14 +402,20 @@ class PromotingASHA(_SavedState, TrialScheduler):
 _ACTIVE: dict[str, PromotingASHA] = {}
 
 
-def _paused_slots(state_path: str, live: set[str]) -> int | None:
-    """None when a promotion is due (no new trial now), else the paused trials among `live`."""
+@contextmanager
+def _paused_slots_freed(limited: Any, state_path: str, live: set[str]) -> Iterator[bool]:
+    """While suggesting: raise `limited.max_concurrent` by the paused trials among `live`.
+    Yields False when a promotion is due: then no new trial starts."""
     scheduler = _ACTIVE.get(state_path)
-    if scheduler is None:
-        return 0
-    if scheduler.has_promotable():
-        return None
-    return scheduler.num_paused(live)
+    if scheduler is not None and scheduler.has_promotable():
+        yield False
+        return
+    extra = scheduler.num_paused(live) if scheduler is not None else 0
+    limited.max_concurrent += extra
+    try:
+        yield True
+    finally:
+        limited.max_concurrent -= extra
 
 
 class PauseAwareLimiter(ConcurrencyLimiter):
@@ -456,14 +457,8 @@ class PauseAwareLimiter(ConcurrencyLimiter):
             self.num_unfinished_live_trials -= 1
 
     def suggest(self, trial_id: str) -> dict | None:
-        extra = _paused_slots(self.state_path, self.live_trials)
-        if extra is None:
-            return None
-        self.max_concurrent += extra
-        try:
-            return super().suggest(trial_id)
-        finally:
-            self.max_concurrent -= extra
+        with _paused_slots_freed(self, self.state_path, self.live_trials) as allowed:
+            return super().suggest(trial_id) if allowed else None
 
 
 class PauseAwareVariantGenerator(BasicVariantGenerator):
@@ -474,13 +469,7 @@ class PauseAwareVariantGenerator(BasicVariantGenerator):
         self.state_path = str(state_path)
 
     def next_trial(self) -> Any:
-        if self.max_concurrent <= 0:
+        if self.max_concurrent <= 0:  # unlimited
             return super().next_trial()
-        extra = _paused_slots(self.state_path, self._live_trials)
-        if extra is None:
-            return None
-        self.max_concurrent += extra
-        try:
-            return super().next_trial()
-        finally:
-            self.max_concurrent -= extra
+        with _paused_slots_freed(self, self.state_path, self._live_trials) as allowed:
+            return super().next_trial() if allowed else None

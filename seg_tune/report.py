@@ -572,11 +572,9 @@ def _rungs(scheduler: Any) -> list[float]:
     top = _number(scheduler.get("max_steps"))
     if grace is None or rf is None or top is None or grace <= 0 or rf <= 1:
         return []
-    out, step = [], grace
-    while step < top and len(out) < 20:
-        out.append(step)
-        step *= rf
-    return out
+    from seg_tune.search_space import rung_steps  # the steps the trials were judged at
+
+    return [float(step) for step in rung_steps(max(1, round(grace)), rf, round(top))]
 
 
 def _draw_curves(ax: Axes, exp: Experiment, metric: str, rungs: Sequence[float]) -> bool:

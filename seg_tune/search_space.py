@@ -87,9 +87,9 @@ values (SMOKE_CAPS) and training.epochs is not searched.
 
 ## Ray (imported only by the conversion functions)
 
-`tune_config_kwargs(spec, state_path)` gives `TuneConfig`'s metric, mode, num_samples, search_alg and
-scheduler. Metric and mode go to TuneConfig ONLY: the searcher and scheduler built here carry
-none (Ray refuses a metric given both to a scheduler and to TuneConfig, and ResultGrid's
+`tune_config_kwargs(spec, state_path)` gives `TuneConfig`'s metric, mode, num_samples,
+search_alg and scheduler (whose state file is `state_path`). Metric and mode go to TuneConfig
+ONLY: the searcher and scheduler built here carry none (Ray refuses a metric given both to a scheduler and to TuneConfig, and ResultGrid's
 best-result defaults come from TuneConfig). Do not pass `max_concurrent_trials`: the search
 algorithm already limits concurrency to experiment.max_concurrent.
 """
@@ -335,8 +335,6 @@ class ExperimentSpec(Strict):
         s = self.scheduler
         if not isinstance(s, AshaScheduler) or s.promotion != "pause":
             return []
-        from seg_tune.asha import rung_steps
-
         return rung_steps(s.grace_period_steps, s.reduction_factor, self.experiment.max_steps)
 
     def smoke(self) -> ExperimentSpec:
@@ -689,6 +687,16 @@ def _check_corners(
         check(dict(zip(keys, values, strict=True)))
 
 
+def rung_steps(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
+    """ASHA's rungs: grace x rf^k below the budget (the budget itself is the end, not a rung)."""
+    steps, k = [], 0
+    while (step := round(grace_period * reduction_factor**k)) < max_t:
+        if not steps or step > steps[-1]:
+            steps.append(step)
+        k += 1
+    return steps
+
+
 def _resolve_scheduler(
     sched: AshaScheduler | FifoScheduler,
     max_steps: int,
@@ -876,23 +884,16 @@ def scheduler(spec: ExperimentSpec, state_path: str | Path) -> Any:
     sched, e = spec.scheduler, spec.experiment
     if isinstance(sched, FifoScheduler):
         return FIFOScheduler()
+    common = {
+        "state_path": state_path,
+        "time_attr": STEP,
+        "max_t": e.max_steps,
+        "grace_period": sched.grace_period_steps,
+        "reduction_factor": sched.reduction_factor,
+    }
     if sched.promotion == "pause":
-        return PromotingASHA(
-            state_path=state_path,
-            time_attr=STEP,
-            max_t=e.max_steps,
-            grace_period=sched.grace_period_steps,
-            reduction_factor=sched.reduction_factor,
-            max_concurrent=e.max_concurrent,
-        )
-    return PersistentASHA(
-        state_path=state_path,
-        time_attr=STEP,
-        max_t=e.max_steps,
-        grace_period=sched.grace_period_steps,
-        reduction_factor=sched.reduction_factor,
-        brackets=sched.brackets,
-    )
+        return PromotingASHA(max_concurrent=e.max_concurrent, **common)
+    return PersistentASHA(brackets=sched.brackets, **common)
 
 
 def tune_config_kwargs(spec: ExperimentSpec, state_path: str | Path) -> dict[str, Any]:

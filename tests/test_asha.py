@@ -107,7 +107,7 @@ class _Controller:
     def get_trials(self) -> list[_Live]:
         return self.trials
 
-    def stop_trial(self, trial: _Live, scheduler: PromotingASHA | None = None) -> None:
+    def stop_trial(self, trial: _Live) -> None:
         self.stopped.append(trial.trial_id)
         trial.status = "TERMINATED"
         self.scheduler.on_trial_remove(self, trial)
