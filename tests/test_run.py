@@ -215,15 +215,17 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
         summary = json.loads((exp / "summary.json").read_text())
         assert summary["finished"] is False
         ckpts = _checkpoint_steps(exp)
+        state = json.loads((exp / "scheduler_state.json").read_text())
         for trial in summary["trials"]:
             tid = trial["trial_id"]
             if trial["status"] == "TERMINATED":
                 done_before.setdefault(
                     tid, (exp / "tune" / f"trial_{tid}" / "result.json").stat().st_size
                 )
-            elif tid in ckpts and trial["status"] != "PAUSED":  # paused: waits, not cut off
+            # held at a rung by ASHA (Tune may still show it RUNNING while it saves): it waits,
+            # it was not cut off; checked below
+            elif tid in ckpts and tid not in state["paused"]:
                 interrupted_at[tid] = ckpts[tid]
-        state = json.loads((exp / "scheduler_state.json").read_text())
         rungs_before = state["rungs"]
         for tid, step in state["paused"].items():  # waiting at a rung when the stop came
             paused_at.setdefault(tid, step)
