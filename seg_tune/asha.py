@@ -29,7 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from seg_tune.checkpoint import atomic_write_text
-from seg_tune.search_space import rung_steps
+from seg_tune.search_space import keeps_rung, rung_steps
 
 FORMAT_VERSION = 1
 
@@ -63,6 +63,8 @@ class _SavedState:
 class PersistentASHA(_SavedState, ASHAScheduler):
     def __init__(self, *, state_path: str | Path, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        for bracket in self._brackets:  # Ray's rungs, less those in the budget's last 10%
+            bracket._rungs = [(m, rec) for m, rec in bracket._rungs if keeps_rung(m, self._max_t)]
         self._state_path = str(state_path)
         self._loaded = False
         self.stopped: dict[str, int] = {}
@@ -177,7 +179,14 @@ class PromotingASHA(_SavedState, TrialScheduler):
         {"format": 2, "kind": "promotion", "time_attr", "metric", "mode", "max_t",
          "reduction_factor", "rungs": [[step, {trial_id: signed score}], ...],
          "promoted": {step: [trial_id, ...]}, "paused": {trial_id: step},
-         "first_pause": {trial_id: reported step}, "stopped": {trial_id: its rung when stopped}}
+         "first_pause": {trial_id: reported step}, "stopped": {trial_id: its rung when stopped},
+         "decisions": [[trial_id, rung, what], ...]}
+    `decisions` lists every decision in order; `what` is "continue" (went on from the rung on
+    arrival, or passed it between two reports), "pause", "promote" (resumed when it qualified),
+    "end_game" (resumed by the end game) or "stop" (stopped where it paused).
+
+    A paused trial that goes on again restarts from its rung checkpoint; `seg_tune.tracking.
+    KeepTrialLogs` keeps Tune from losing its rung result then.
     """
 
     def __init__(
@@ -206,6 +215,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         self.paused: dict[str, int] = {}
         self.first_pause: dict[str, int] = {}  # the step each trial reported when it first paused
         self.stopped: dict[str, int] = {}
+        self.decisions: list[list[Any]] = []  # [trial_id, rung, what], in order
         self._loaded = False
         _ACTIVE[self._state_path] = self  # again in _load_once: Tune may use an unpickled copy
 
@@ -242,6 +252,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
             "paused": dict(self.paused),
             "first_pause": dict(self.first_pause),
             "stopped": dict(self.stopped),
+            "decisions": [list(d) for d in self.decisions],
         }
 
     def _load_once(self) -> None:
@@ -262,6 +273,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         self.paused.update(saved["paused"])
         self.first_pause.update(saved["first_pause"])
         self.stopped.update(saved["stopped"])
+        self.decisions.extend(saved.get("decisions", []))  # older files have none
 
     # ------------------------------------------------------------------ promotion rule
 
@@ -292,9 +304,10 @@ class PromotingASHA(_SavedState, TrialScheduler):
     def num_paused(self, live: set[str]) -> int:
         return len(live.intersection(self.paused))
 
-    def _promote(self, trial_id: str, step: int) -> None:
+    def _promote(self, trial_id: str, step: int, what: str = "promote") -> None:
         self.promoted[step].add(trial_id)
         self.paused.pop(trial_id, None)
+        self.decisions.append([trial_id, step, what])
         self._save()
 
     # ------------------------------------------------------------------ scheduler hooks
@@ -328,6 +341,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         rung = reached[-1]
         for s in reached[:-1]:  # passed a rung between two reports: counts as promoted
             self.promoted[s].add(tid)
+            self.decisions.append([tid, s, "continue"])
         if tid in self._promotable(rung):
             self.promoted[rung].add(tid)
             action = TrialScheduler.CONTINUE
@@ -335,6 +349,8 @@ class PromotingASHA(_SavedState, TrialScheduler):
             self.paused[tid] = rung
             self.first_pause.setdefault(tid, step)  # the reported step: the searcher's cue
             action = TrialScheduler.PAUSE
+        went_on = action == TrialScheduler.CONTINUE
+        self.decisions.append([tid, rung, "continue" if went_on else "pause"])
         self._save()
         return action
 
@@ -348,6 +364,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         step = self.paused.pop(trial.trial_id, None)
         if step is not None:
             self.stopped[trial.trial_id] = step
+            self.decisions.append([trial.trial_id, step, "stop"])
             self._save()
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
@@ -385,7 +402,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
             recorded = self.rungs[step]
             best = max(waiting, key=lambda t: recorded[t.trial_id])
             if recorded[best.trial_id] >= max(recorded.values()) or not self.promoted[step]:
-                self._promote(best.trial_id, step)
+                self._promote(best.trial_id, step, "end_game")
                 return best
         # Tune re-saves only the trials it marks, and stopping one without an actor marks none
         # (Ray 2.60): without this the saved state keeps them PAUSED, to be re-run on a restore.

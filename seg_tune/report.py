@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-SUMMARY_FORMAT = 1
+READ_FORMATS = (1, 2)  # summary.json formats this report reads (seg_tune.results writes the last)
 SUMMARY_FILE = "summary.json"
 SEGMENTATION_FILE = Path("best_model") / "segmentation.json"
 REPORT_FILE = "report.md"
@@ -91,6 +91,7 @@ class Trial:
     history: list[dict[str, Any]]
     steps_trained: int | None
     stop_step: int | None  # where ASHA stopped it; None when it was not stopped early
+    error: dict[str, Any] | None = None  # a trial in ERROR: {"reason", "file"}
 
     def value(self, metric: str) -> float | None:
         """The last reported value of `metric` (the history's when `metrics` lacks it), or None;
@@ -195,6 +196,7 @@ def _trial(raw: Any, where: str) -> Trial:
         history=history,
         steps_trained=None if steps is None else int(steps),
         stop_step=None if stop is None else int(stop),
+        error=_mapping(raw["error"], f"{where} error") if raw.get("error") else None,
     )
 
 
@@ -207,9 +209,10 @@ def load_summary(exp_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{exp_dir}: no {SUMMARY_FILE} in it; {_EXP_HINT}")
     data = _read_json(path)
     fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt != SUMMARY_FORMAT:
+    if fmt not in READ_FORMATS:
         raise DataError(
-            f"{path}: format {fmt!r} is unknown, this seg_tune reads format {SUMMARY_FORMAT}; "
+            f"{path}: format {fmt!r} is unknown, this seg_tune reads formats "
+            f"{', '.join(map(str, READ_FORMATS))}; "
             "write the report with the seg_tune version that ran the experiment"
         )
     for key in ("metric", "mode", "trials"):
@@ -319,7 +322,9 @@ def _header(exp: Experiment) -> str:
     counts = Counter(t.status for t in exp.trials)
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"
     n_stopped = sum(t.stop_step is not None for t in exp.trials)
-    state = {True: "finished", False: "interrupted"}.get(s.get("finished"), "state not recorded")
+    state = _STATES.get(s.get("outcome")) or {True: "finished", False: "interrupted"}.get(
+        s.get("finished"), "state not recorded"
+    )
     name = s.get("name") or exp.path.name
     lines = [
         f"# Tuning report: {_escape(str(name))}",
@@ -333,6 +338,32 @@ def _header(exp: Experiment) -> str:
         f"- **State:** {state}; trials: {statuses}; {n_stopped} stopped early by ASHA",
     ]
     return "\n".join(lines)
+
+
+_STATES = {
+    "finished": "finished",
+    "failed": "ended with failed trials",
+    "stopped": "interrupted (resumable)",
+}
+
+
+def _failed_section(exp: Experiment) -> str:
+    """Trials that ended in ERROR, with the one-line reason and Tune's error file."""
+    failed = [t for t in exp.trials if t.status == "ERROR"]
+    if not failed:
+        return ""
+    rows = [
+        [
+            _code(t.trial_id),
+            _escape(str((t.error or {}).get("reason") or "not recorded")),
+            _code(str((t.error or {}).get("file"))) if (t.error or {}).get("file") else _DASH,
+        ]
+        for t in failed
+    ]
+    return (
+        f"## Failed trials\n\n{len(failed)} of {len(exp.trials)} trials ended in ERROR after "
+        "their retries.\n\n" + _table(["trial", "reason", "error file"], rows, [False] * 3)
+    )
 
 
 def _best_section(exp: Experiment) -> str:
@@ -529,10 +560,11 @@ def render_markdown(exp: Experiment, plots: Mapping[str, str]) -> str:
         _header(exp),
         _best_section(exp),
         _trials_section(exp),
+        _failed_section(exp),
         _plots_section(exp, plots),
         _segmentation_section(exp),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 # --------------------------------------------------------------------------- figures
@@ -564,7 +596,8 @@ def stop_points(trials: Sequence[Trial], metric: str) -> list[tuple[float, float
 
 
 def _rungs(scheduler: Any) -> list[float]:
-    """ASHA's rung steps (grace * rf^k below max_steps), when the summary gives them."""
+    """ASHA's rung steps (`rung_steps`: grace * rf^k up to 90% of max_steps), when the summary
+    gives them."""
     if not isinstance(scheduler, Mapping) or scheduler.get("type") != "asha":
         return []
     grace = _number(scheduler.get("grace_period_steps"))

@@ -1,10 +1,15 @@
 """What a sweep leaves behind: `summary.json` and `best_model/` in the experiment folder.
 
-`summary.json` (format 1): the objective (`metric`, `mode`), `num_samples`, `scheduler`,
-`searcher`, `data`, `finished`, `best` (trial_id, config, metrics, steps_trained) and `trials`:
-one entry per trial with trial_id, status, config (the sampled parameters), metrics (the last
-reported), steps_trained, stopped_early (ASHA stopped it) and stopped_at_step, and its history
-(one entry per evaluation: step and the main metrics; duplicates from a restore removed).
+`summary.json` (format 2): the objective (`metric`, `mode`), `num_samples`, `scheduler`,
+`searcher`, `data`, `outcome` ("finished": every trial finished, stopped early by ASHA included;
+"failed": every trial ended but some in ERROR; "stopped": the sweep was interrupted or trials
+are left), `finished` (outcome == "finished"), `n_failed`, `best` (trial_id, config, metrics,
+steps_trained) and `trials`: one entry per trial with trial_id, status, config (the sampled
+parameters), metrics (the last reported), steps_trained, stopped_early (ASHA stopped it) and
+stopped_at_step, error (for a trial in ERROR: {"reason": its exception's first line, "file": the
+path of Tune's error file}, else null), and its history (one entry per evaluation: step and the
+main metrics; duplicates from a restore removed). Format 1 had no outcome, n_failed or error,
+and its `finished` meant "every trial ended", failed ones included.
 
 `best_model/`: the best trial's model and tokenizer in Hugging Face format (from its latest
 checkpoint), its resolved config, and `segmentation.json`: the full cue x strategy table on the
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +30,7 @@ from seg_tune.checkpoint import atomic_dir, atomic_write_text, read_checkpoint
 from seg_tune.config import RunConfig
 from seg_tune.metrics import TUNE_BOOKKEEPING
 
-SUMMARY_FORMAT = 1
+SUMMARY_FORMAT = 2
 HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
 
 
@@ -39,6 +45,8 @@ class TrialRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint_dir: str | None = None
     stopped_at_step: int | None = None
+    error: str | None = None  # ERROR trials: the exception's first line
+    error_file: str | None = None  # ERROR trials: Tune's error.txt
 
     @property
     def steps_trained(self) -> int:
@@ -95,7 +103,7 @@ def summary(
     mode: str,
     num_samples: int,
     max_steps: int,
-    finished: bool,
+    outcome: str,
     data_description: str | None = None,
 ) -> dict[str, Any]:
     def entry(t: TrialRecord) -> dict[str, Any]:
@@ -108,6 +116,9 @@ def summary(
             "steps_trained": t.steps_trained,
             "stopped_early": t.stopped_at_step is not None and t.steps_trained < max_steps,
             "stopped_at_step": t.stopped_at_step,
+            "error": None
+            if t.status != "ERROR"
+            else {"reason": t.error or "unknown", "file": t.error_file},
             "history": t.history,
         }
 
@@ -121,7 +132,9 @@ def summary(
             "metric": metric,
             "mode": mode,
             "num_samples": num_samples,
-            "finished": finished,
+            "outcome": outcome,
+            "finished": outcome == "finished",
+            "n_failed": sum(t.status == "ERROR" for t in trials),
             "scheduler": {**space.get("scheduler", {}), "max_steps": experiment.get("max_steps")},
             "searcher": space.get("searcher", {}),
             "data": data_description,
@@ -221,26 +234,69 @@ def collect_trials(exp_dir: Path, metric: str) -> list[TrialRecord]:
                 history=read_history(trial_dir, metric) if trial_dir else [],
                 checkpoint_dir=str(checkpoint) if checkpoint else None,
                 stopped_at_step=stopped.get(trial.trial_id),
+                **_error_of(trial, trial_dir),
             )
         )
     return records
 
 
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)): (.+)$")
+
+
+def error_reason(text: str) -> str:
+    """The one-line reason in a Tune error file: its last `SomeError: message` line (the
+    innermost exception, where Ray wraps a trial's error), without the module path."""
+    found = [m for line in text.splitlines() if (m := _EXCEPTION_LINE.match(line.strip()))]
+    if not found:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "unknown error (empty error file)"
+    name, message = found[-1].groups()
+    return f"{name.rsplit('.', 1)[-1]}: {message}"[:300]
+
+
+def _error_of(trial: Any, trial_dir: Path | None) -> dict[str, str | None]:
+    if str(trial.status) != "ERROR":
+        return {}
+    name = getattr(trial.run_metadata, "error_filename", None) or "error.txt"
+    path = trial_dir / name if trial_dir is not None else None
+    if path is None or not path.is_file():
+        return {"error": "unknown error (Tune wrote no error file)", "error_file": None}
+    return {
+        "error": error_reason(path.read_text("utf-8", errors="replace")),
+        "error_file": str(path),
+    }
+
+
 DONE_STATUSES = ("TERMINATED", "ERROR")
 
 
-def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> tuple[bool, str]:
-    """Summary (always), best model and report (when the sweep finished).
+@dataclass(frozen=True)
+class Outcome:
+    """How a sweep ended, for the terminal and the exit status."""
 
-    Returns whether every trial of the experiment is done, and the final line for the terminal.
-    """
+    outcome: str  # finished | failed | stopped (summary.json's `outcome`)
+    failed: list[TrialRecord]  # trials in ERROR
+    best_line: str  # the final line's account of the best trial
+    step_failures: list[str]  # post-sweep steps that failed: "step: reason"
+
+
+def _outcome(trials: Sequence[TrialRecord], num_samples: int, interrupted: bool) -> str:
+    if (
+        interrupted
+        or len(trials) < num_samples
+        or any(t.status not in DONE_STATUSES for t in trials)
+    ):
+        return "stopped"
+    return "failed" if any(t.status == "ERROR" for t in trials) else "finished"
+
+
+def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> Outcome:
+    """What a sweep leaves behind, in an order where no step can cost the ones before it:
+    summary.json first, then (once every trial has ended) the best model, then the report, then
+    the hub push. A step that fails is recorded and the next ones still run."""
     e = spec.experiment
     trials = collect_trials(exp_dir, e.metric)
-    finished = (
-        not interrupted
-        and len(trials) >= e.num_samples
-        and all(t.status in DONE_STATUSES for t in trials)
-    )
+    outcome = _outcome(trials, e.num_samples, interrupted)
     content = summary(
         trials,
         name=exp_dir.name,
@@ -249,22 +305,44 @@ def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> tupl
         mode=e.mode,
         num_samples=e.num_samples,
         max_steps=e.max_steps,
-        finished=finished,
+        outcome=outcome,
         data_description=spec.base.data.train.describe(),
     )
     write_summary(exp_dir, content)
-    best = best_trial(trials, e.metric, e.mode)
-    if best is None:
-        return finished, f"no trial reported {e.metric}; see {exp_dir}"
-    if finished and best.checkpoint_dir:
-        export_best_model(Path(best.checkpoint_dir), exp_dir / "best_model")
-        if spec.hub.repo_id:
-            from seg_tune.hub import push_best_model
+    failed = [t for t in trials if t.status == "ERROR"]
+    step_failures: list[str] = []
 
-            push_best_model(exp_dir / "best_model", spec.hub.repo_id, private=spec.hub.private)
-    line = f"best trial {best.trial_id}: {e.metric}={best.metrics[e.metric]:.4g}"
+    def attempt(step: str, action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:  # each step on its own: the others still run
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            step_failures.append(f"{step}: {type(exc).__name__}: {first}")
+
+    best = best_trial(trials, e.metric, e.mode)
+    ended = outcome != "stopped"
+    if ended and best is not None and best.checkpoint_dir:
+        checkpoint = Path(best.checkpoint_dir)
+        attempt("best model export", lambda: export_best_model(checkpoint, exp_dir / "best_model"))
+    if best is None:
+        line = f"no trial reported {e.metric}; see {exp_dir}"
+    else:
+        line = f"best trial {best.trial_id}: {e.metric}={best.metrics[e.metric]:.4g}"
     if report:
         from seg_tune.report import write_report
 
-        line += f"; report: {write_report(exp_dir)}"
-    return finished, line
+        def write() -> None:
+            nonlocal line
+            line += f"; report: {write_report(exp_dir)}"
+
+        attempt("report", write)
+    if ended and spec.hub.repo_id and (exp_dir / "best_model").is_dir():
+        from seg_tune.hub import push_best_model
+
+        attempt(
+            "hub push",
+            lambda: push_best_model(
+                exp_dir / "best_model", spec.hub.repo_id, private=spec.hub.private
+            ),
+        )
+    return Outcome(outcome, failed, line, step_failures)

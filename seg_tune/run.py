@@ -1,13 +1,17 @@
-"""The tuning service: `python -m seg_tune.run SPACE.yaml [--name] [--storage] [--address] [--fresh] [--smoke]`.
+"""The tuning service: `python -m seg_tune.run SPACE.yaml [--name] [--storage] [--address] [--host] [--fresh] [--smoke]`.
 
-Validates the search-space file (exit 2 on a bad file, before Ray starts), starts a local Ray
-cluster (or joins `--address` / RAY_ADDRESS), and runs Ray Tune with the configured scheduler
-(ASHA whose rungs survive restores) and searcher over trials of the training loop. When
-`<storage>/<name>` already holds an experiment it is resumed; `--fresh` moves it aside first.
+Validates the search-space file and reads every corpus it names (exit 2 on a bad file, before
+Ray starts; the encoded corpus is then shared with every trial), refuses to resume a folder
+started with other settings, starts a local Ray cluster on loopback (or joins `--address` /
+RAY_ADDRESS), and runs Ray Tune with the configured scheduler (ASHA whose rungs survive
+restores) and searcher over trials of the training loop. When `<storage>/<name>` already holds
+an experiment it is resumed; `--fresh` moves it aside first.
 
 SIGINT, SIGTERM and SIGUSR1 stop the sweep gracefully: experiment state and trial checkpoints
 are saved, the local Ray cluster is shut down, and the process exits with status 3 (resumable:
-run the same command again). Exit status: 0 finished, 2 bad input, 3 stopped, 1 failed.
+run the same command again). Exit status: 0 every trial finished and every post-sweep step
+worked, 1 trials failed (beyond failure.allow_failed_trials) or a post-sweep step failed,
+2 bad input, 3 stopped.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg_tune.errors import ArgumentParser, ConfigError, SegTuneError
+from seg_tune import local_cluster
+from seg_tune.checkpoint import atomic_write_text
+from seg_tune.errors import ArgumentParser, ConfigError, DataError, SegTuneError
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+SPACE_FILE = "space.json"  # the resolved spec of the experiment in the folder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("RAY_ADDRESS") or None,
         help="join this Ray cluster (default: RAY_ADDRESS, else start one)",
     )
+    local_cluster.add_host_argument(parser)
     parser.add_argument(
         "--fresh",
         action="store_true",
@@ -93,41 +101,6 @@ def _move_aside(exp_dir: Path) -> Path | None:
     return target
 
 
-def _start_ray(address: str | None, max_concurrent: int) -> Any:
-    import ray
-
-    from seg_tune.tune import TRIAL_RESOURCE
-
-    common = {"log_to_driver": False, "logging_level": "WARNING"}
-    if address:
-        return ray.init(address=address, **common)
-    return ray.init(
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        resources={TRIAL_RESOURCE: max_concurrent},
-        **common,
-    )
-
-
-def _print_dashboard(context: Any, joined: bool) -> None:
-    url = getattr(context, "dashboard_url", None)
-    if not url:
-        print("seg_tune.run: no Ray dashboard on this cluster", flush=True)
-        return
-    token_hint = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
-    print(
-        f"seg_tune.run: Ray dashboard: http://{url}  (token authentication: paste the token "
-        f"from {token_hint} when asked; never share it)",
-        flush=True,
-    )
-    if not joined:
-        print(
-            "seg_tune.run: from another machine: ssh -L 8265:" + url + " <this host>, then "
-            "open http://localhost:8265",
-            flush=True,
-        )
-
-
 class Experiment:
     """One sweep: build or restore the Tuner, run it, write results.
 
@@ -138,10 +111,10 @@ class Experiment:
     summary.json, best_model/, report.md and plots/.
     """
 
-    def __init__(self, spec: Any, exp_dir: Path) -> None:
+    def __init__(self, spec: Any, exp_dir: Path, corpus: Any = None) -> None:
         from seg_tune.tune import TrialSettings
 
-        self.spec, self.exp_dir = spec, exp_dir
+        self.spec, self.exp_dir, self.corpus = spec, exp_dir, corpus
         self.tune_dir = tune_dir(exp_dir)
         self.state_path = exp_dir / "scheduler_state.json"
         r = spec.resources
@@ -163,23 +136,25 @@ class Experiment:
         from seg_tune.tune import run_trial, trial_resources
 
         needed = trial_resources(self.settings, ray.cluster_resources())
-        return tune.with_resources(tune.with_parameters(run_trial, settings=self.settings), needed)
+        trainable = tune.with_parameters(run_trial, settings=self.settings, corpus=self.corpus)
+        return tune.with_resources(trainable, needed)
 
     def callbacks(self) -> list[Any]:
-        from seg_tune.tracking import WandbTrialRuns, resolve_mode
+        from seg_tune.tracking import KeepTrialLogs, WandbTrialRuns, resolve_mode
 
         w = self.spec.wandb
         mode = resolve_mode(w.mode)
         if mode == "disabled":
-            return []
+            return [KeepTrialLogs()]
         return [
+            KeepTrialLogs(),
             WandbTrialRuns(
                 project=w.project,
                 group=w.group or self.spec.experiment.name,
                 entity=w.entity,
                 mode=mode,
                 experiment_dir=self.exp_dir,
-            )
+            ),
         ]
 
     def tuner(self, restore: bool) -> Any:
@@ -229,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
     exp_dir = (args.storage / name).resolve()
     if args.fresh and (moved := _move_aside(exp_dir)) is not None:
         print(f"seg_tune.run: --fresh: moved the old experiment to {moved}", flush=True)
+    _refuse_changed_space(spec, exp_dir, smoke=args.smoke)
+    corpus = read_data(spec)  # every source read and checked once (DataError: exit 2)
 
     # Before Ray is imported: its C++ config reads these once.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -245,12 +222,12 @@ def run(args: argparse.Namespace) -> int:
     from seg_tune.results import finish
     from seg_tune.tune import placement_problem
 
-    context = _start_ray(args.address, spec.experiment.max_concurrent)
-    _print_dashboard(context, joined=bool(args.address))
+    context = local_cluster.start_ray(args.address, spec.experiment.max_concurrent, args.host)
+    local_cluster.print_dashboard(context, joined=bool(args.address))
     stop = StopRequest()
     stop.install()
     try:
-        experiment = Experiment(spec, exp_dir)
+        experiment = Experiment(spec, exp_dir, corpus)
         if (problem := placement_problem(experiment.settings, ray.nodes())) is not None:
             raise ConfigError(f"{args.space}: {problem}")
         restore = tune.Tuner.can_restore(str(experiment.tune_dir))
@@ -259,25 +236,130 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         exp_dir.mkdir(parents=True, exist_ok=True)
-        (exp_dir / "space.json").write_text(json.dumps(spec.to_dict(), indent=1), "utf-8")
+        atomic_write_text(exp_dir / SPACE_FILE, json.dumps(spec.to_dict(), indent=1))
         experiment.tuner(restore).fit()
-        finished, best_line = finish(
-            spec, exp_dir, interrupted=bool(stop.signals), report=not args.no_report
-        )
+        outcome = finish(spec, exp_dir, interrupted=bool(stop.signals), report=not args.no_report)
     except KeyboardInterrupt:
         stop.signals.append("SIGINT")
-        finished, best_line = False, None
+        outcome = None
     finally:
         ray.shutdown()
-    if not finished:
+    return _final_line(outcome, spec, exp_dir, stop.signals)
+
+
+def _final_line(outcome: Any, spec: Any, exp_dir: Path, signals: list[str]) -> int:
+    """Print the sweep's last line and return its exit status (0 only when every trial
+    finished and every post-sweep step worked)."""
+    if outcome is None or outcome.outcome == "stopped":
         print(
-            f"seg_tune.run: stopped ({', '.join(stop.signals) or 'before every trial finished'}); state saved "
-            f"in {exp_dir}; run the same command again to resume",
+            f"seg_tune.run: stopped ({', '.join(signals) or 'before every trial finished'}); "
+            f"state saved in {exp_dir}; run the same command again to resume",
             flush=True,
         )
         return EXIT_STOPPED
-    print(f"seg_tune.run: done. {best_line}", flush=True)
-    return EXIT_FINISHED
+    status = EXIT_FINISHED
+    allowed = spec.failure.allow_failed_trials
+    if outcome.failed:
+        first = outcome.failed[0]
+        account = (
+            f"{len(outcome.failed)} of {spec.experiment.num_samples} trials failed "
+            f"(failure.allow_failed_trials: {allowed}); first: trial {first.trial_id}: "
+            f"{first.error}; error file: {first.error_file}"
+        )
+        if len(outcome.failed) > allowed:
+            print(f"seg_tune.run: FAILED: {account}", flush=True)
+            status = EXIT_FAILED
+        else:
+            print(f"seg_tune.run: warning: {account}", flush=True)
+    for failure in outcome.step_failures:
+        print(f"seg_tune.run: FAILED after the sweep: {failure}", flush=True)
+        status = EXIT_FAILED
+    word = "done" if status == EXIT_FINISHED else "ended"
+    print(f"seg_tune.run: {word}. {outcome.best_line}", flush=True)
+    return status
+
+
+# What must not change between a run and its resume (dotted prefixes of spec.to_dict()): the
+# rest (wandb, hub, resources, failure, checkpoints, max_concurrent, name, notices) may.
+_SAME_ON_RESUME = (
+    "experiment.metric",
+    "experiment.mode",
+    "experiment.num_samples",
+    "experiment.max_steps",
+    "base",
+    "space",
+    "scheduler",
+    "searcher",
+)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys of two `spec.to_dict()`s that differ where a resume would mix two experiments."""
+    before, after = _flatten(old), _flatten(new)
+    return sorted(
+        key
+        for key in set(before) | set(after)
+        if key.startswith(_SAME_ON_RESUME) and before.get(key) != after.get(key)
+    )
+
+
+def _refuse_changed_space(spec: Any, exp_dir: Path, *, smoke: bool) -> None:
+    """A resumed experiment must be the one that was started: refuse (exit 2) a space file
+    that changed in the space, budget, scheduler, searcher, data, model or training."""
+    saved = exp_dir / SPACE_FILE
+    if not saved.is_file():
+        return
+    try:
+        old = json.loads(saved.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return  # unreadable: Tune's own state decides
+    changed = changed_keys(old, spec.to_dict())
+    if not changed:
+        return
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    hint = "; a --smoke run shrinks the budget, so give it its own --name" if smoke else ""
+    raise ConfigError(
+        f"{exp_dir}: holds an experiment started with other settings ({shown}); resuming "
+        "would mix two experiments: use --fresh to start over (the old folder is kept) or "
+        f"--name for a new experiment{hint}"
+    )
+
+
+def read_data(spec: Any) -> Any:
+    """Read and check every data config a trial can get, before Ray starts (one line and exit
+    2 for a bad file or dataset); returns the base config's corpus, encoded, for the trials to
+    share (`seg_tune.train.PreparedCorpus`)."""
+    from seg_tune.train import prepare_corpus
+
+    first, *others = spec.data_configs()
+    corpus = prepare_corpus(first)
+    for data in others:
+        data.load()
+    block = spec.base.training.block_size
+    if "training.block_size" in spec.space:
+        block = max(int(v) for v in spec.space["training.block_size"].corners())
+    if corpus.train_stream.numel() < 2 * block:
+        raise DataError(
+            f"data.train ({first.train.describe()}): {corpus.train_stream.numel()} training "
+            f"tokens, fewer than two blocks of training.block_size {block}; use more data or a "
+            "smaller block_size"
+        )
+    print(
+        f"seg_tune.run: data: {first.train.describe()}: {corpus.train_stream.numel():,} training "
+        f"and {corpus.valid_stream.numel():,} validation tokens, {len(corpus.units)} units "
+        f"(checked{f', with {len(others)} other data configs of the space' if others else ''})",
+        flush=True,
+    )
+    return corpus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,14 +21,17 @@ it for smoke runs and makes the Ray Tune objects.
     space:       {DOTTED.KEY: DISTRIBUTION, ...}   keys: fields of model., training. or data.
     scheduler:   {type: asha, grace_period_steps: max_steps // 10, reduction_factor: 3, brackets: 1,
                   promotion: auto} or {type: fifo}; ASHA's time attribute is the reported `step`,
-                 max_t = max_steps, rungs at grace x rf^k. promotion: pause = a trial waits at
-                 each rung, checkpointed there, until it ranks among the rung's best while fewer
-                 than 1 in rf of the rung's trials have gone on (`seg_tune.asha.PromotingASHA`),
+                 max_t = max_steps, rungs at grace x rf^k up to 90% of max_steps (a later rung
+                 would hold trials for under a tenth of their budget; both ASHA kinds use these
+                 rungs). promotion: pause = a trial waits at each rung, checkpointed there, until
+                 it ranks among the rung's best while fewer than 1 in rf of the rung's trials
+                 have gone on (`seg_tune.asha.PromotingASHA`),
                  continue = Ray's stop-or-continue on arrival; auto = pause, or continue for Ray
                  Train trials (workers > 1 or use_ray_train: always) and for brackets > 1
     searcher:    {type: optuna | random | grid, seed: 0, startup_trials: 10}   optuna = seeded TPE
     resources:   {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}   (GPUs may be fractional)
-    failure:     {max_retries: 2}
+    failure:     {max_retries: 2, allow_failed_trials: 0}   retries per trial; trials that may
+                 end in ERROR with exit status 0 (more: the sweep exits 1, naming the first)
     checkpoints: {keep: <training.keep_checkpoints>}        checkpoints kept per trial
     wandb:       {project: seg_tune, entity: null, group: <experiment name>, mode: auto}
                  mode auto = online when WANDB_API_KEY is set, else offline; or online/offline/disabled
@@ -108,7 +111,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from seg_tune.config import RunConfig, Strict, TrainingConfig, read_yaml, validate
+from seg_tune.config import DataConfig, RunConfig, Strict, TrainingConfig, read_yaml, validate
 from seg_tune.distributions import (
     OUR_SECTIONS,
     SPACE_KEYS,
@@ -271,6 +274,8 @@ class Resources(Strict):
 
 class Failure(Strict):
     max_retries: int = Field(2, ge=0)  # restarts of a failed trial (from its last checkpoint)
+    # trials that may end in ERROR (after their retries) with the sweep still exiting 0
+    allow_failed_trials: int = Field(0, ge=0)
 
 
 class Checkpoints(Strict):
@@ -329,6 +334,18 @@ class ExperimentSpec(Strict):
         if rungs := self.pause_rungs():  # a trial paused at a rung resumes from that very step
             overrides["training.checkpoint_at_steps"] = rungs
         return validate(RunConfig, _with(self.base_data, overrides), source=self.source_path)
+
+    def data_configs(self) -> list[DataConfig]:
+        """Every distinct data config a trial can get: the base one, and when the space
+        searches `data.` keys, those of each combination of their corners (every choice value;
+        a range's ends and an interior point), which is what the driver reads before Ray."""
+        keys = [key for key in self.space if key.startswith("data.")]
+        found = {self.base.data.model_dump_json(): self.base.data}
+        for values in itertools.product(*(self.space[key].corners() for key in keys)):
+            point = {k: self.space[k].coerce(v) for k, v in zip(keys, values, strict=True)}
+            data = validate(RunConfig, _with(self.base_data, point), source=self.source_path).data
+            found.setdefault(data.model_dump_json(), data)
+        return list(found.values())
 
     def pause_rungs(self) -> list[int]:
         """The steps at which ASHA with promotion by pausing judges trials ([] otherwise)."""
@@ -687,10 +704,18 @@ def _check_corners(
         check(dict(zip(keys, values, strict=True)))
 
 
+def keeps_rung(step: float, max_t: float) -> bool:
+    """Whether ASHA judges trials at `step`: only in the first 90% of the budget. A rung later
+    than that can save at most a tenth of a trial's steps, and costs a checkpoint, a restart and
+    a wait in the queue (grace 333, rf 3, max_t 3000 would pause every trial at 2997)."""
+    return 10 * step <= 9 * max_t
+
+
 def rung_steps(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
-    """ASHA's rungs: grace x rf^k below the budget (the budget itself is the end, not a rung)."""
+    """ASHA's rungs: grace x rf^k (rounded to a step) at most 90% of the budget (`keeps_rung`;
+    the budget itself is the end, not a rung). Both ASHA kinds judge trials at these steps."""
     steps, k = [], 0
-    while (step := round(grace_period * reduction_factor**k)) < max_t:
+    while keeps_rung(step := round(grace_period * reduction_factor**k), max_t):
         if not steps or step > steps[-1]:
             steps.append(step)
         k += 1

@@ -22,8 +22,13 @@ SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, UTT_BOUNDARY)
 
 def build_tokenizer(utterances: Iterable[Utterance]) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over whitespace-separated units; ids sorted for reproducibility."""
-    units = sorted({p for u in utterances for p in u.phonemes} - set(SPECIAL_TOKENS))
-    vocab = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *units))}
+    return tokenizer_from_units({p for u in utterances for p in u.phonemes})
+
+
+def tokenizer_from_units(units: Iterable[str]) -> PreTrainedTokenizerFast:
+    """The tokenizer of `build_tokenizer` for a corpus whose units are `units` (any order)."""
+    ordered = sorted(set(units) - set(SPECIAL_TOKENS))
+    vocab = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *ordered))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(

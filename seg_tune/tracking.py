@@ -1,4 +1,5 @@
-"""Weights & Biases mirroring: one wandb run per trial, grouped by experiment.
+"""What the driver records of its trials: Tune's own logs kept whole (`KeepTrialLogs`), and
+Weights & Biases mirroring, one wandb run per trial, grouped by experiment (`WandbTrialRuns`).
 
 A Ray Tune callback in the driver process (several runs at once through
 `wandb.init(reinit="create_new")`), rather than Ray's `WandbLoggerCallback`, which logs from one
@@ -17,6 +18,7 @@ Offline runs (no API key) are written to `<experiment>/wandb/`; `wandb sync <dir
 from __future__ import annotations
 
 import json
+import logging
 import math
 import netrc
 import os
@@ -29,8 +31,60 @@ from ray.tune import Callback
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.metrics import TUNE_BOOKKEEPING
 
+logger = logging.getLogger(__name__)
+
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 _NOT_LOGGED = TUNE_BOOKKEEPING | {"step"}  # step is wandb's own step, not a metric
+
+
+# Tune's logger callbacks write each trial's result.json (JsonLoggerCallback) and progress.csv
+# (CSVLoggerCallback) in the driver's staging folder, which Tune copies to storage only with its
+# experiment snapshots (every 10 s or more, or after `CheckpointConfig.num_to_keep` checkpoints
+# of a trial). When a trial with a checkpoint starts again, they first replace their file with
+# the copy in storage (`LoggerCallback._restore_from_remote`, Ray 2.60): a trial resumed before
+# the next snapshot lost every result since the last one: ASHA's end game resumes a trial
+# seconds after it paused there, so its rung result was lost first of all; a promotion or a
+# retry soon after a result lost it the same way.
+_TRIAL_LOGS = ("result.json", "progress.csv")
+
+
+def _push_trial_logs(trial: Any) -> None:
+    """Copy the driver's logs of `trial` to its folder in storage, so that the copy Tune puts
+    back when the trial starts again holds every result. Only the driver appends to these files,
+    so its copy is the newest; one smaller than that in storage is left alone all the same."""
+    import pyarrow.fs
+
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return
+    try:
+        storage.syncer.wait()  # a snapshot upload in flight could land after ours
+    except Exception as exc:  # the snapshot's failure, which waiting hands to us, not Tune
+        logger.warning("uploading the experiment snapshot to storage failed: %r", exc)
+    fs = storage.storage_filesystem
+    for name in _TRIAL_LOGS:
+        local = Path(trial.local_path, name)
+        if not local.is_file():
+            continue
+        remote = Path(storage.trial_fs_path, name).as_posix()
+        info = fs.get_file_info(remote)
+        if info.type == pyarrow.fs.FileType.File and (info.size or 0) > local.stat().st_size:
+            continue
+        fs.create_dir(storage.trial_fs_path, recursive=True)
+        pyarrow.fs.copy_files(str(local), remote, destination_filesystem=fs)
+
+
+class KeepTrialLogs(Callback):
+    """Before Tune's logger callbacks see a trial start (user callbacks come first), copy its
+    driver-side logs to storage, so that what they restore holds every result reported so far.
+    Any restart: a promotion, the end game, a retry, a resumed experiment. A copy that fails
+    costs only a warning."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        try:
+            _push_trial_logs(trial)
+        except Exception as exc:  # the sweep goes on; only this trial's log may lose lines
+            logger.warning("trial %s: copying its logs to storage failed: %r", trial, exc)
 
 
 def resolve_mode(mode: WandbMode) -> Literal["online", "offline", "disabled"]:

@@ -33,12 +33,19 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast, get_scheduler
 from transformers.utils import logging as hf_logging
 
 from seg_tune import checkpoint as ckpt
-from seg_tune.config import RunConfig, load_run_config
+from seg_tune.config import DataConfig, RunConfig, load_run_config
 from seg_tune.corpus import Utterance
 from seg_tune.errors import ArgumentParser, run_cli
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
-from seg_tune.tokenizer import boundary_id, build_tokenizer, encode, load_tokenizer
+from seg_tune.tokenizer import (
+    SPECIAL_TOKENS,
+    boundary_id,
+    build_tokenizer,
+    encode,
+    load_tokenizer,
+    tokenizer_from_units,
+)
 
 Checkpointer = Callable[[Path], None]
 
@@ -67,18 +74,64 @@ class RunData:
     valid_utterances: list[Utterance]
 
 
-def prepare_data(cfg: RunConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> RunData:
-    train_utts, valid_utts = cfg.data.load()
+@dataclass(frozen=True)
+class PreparedCorpus:
+    """A data config's corpus read, checked and encoded once, for the trials of a sweep to share.
+
+    The sweep's driver builds it before Ray starts, so that a bad file fails there, once, with
+    one line (exit 2), and hands it to every trial through Ray's object store: no trial reads or
+    tokenises the corpus again. A trial uses it only for the data config it was built from, and
+    only with the tokenizer it implies (a resumed trial's checkpointed tokenizer must match)."""
+
+    data_json: str  # the DataConfig it holds (model_dump_json)
+    units: tuple[str, ...]  # the tokenizer's units after its special tokens, in id order
+    train_stream: torch.Tensor
+    valid_stream: torch.Tensor
+    valid_utterances: list[Utterance]
+
+    def serves(self, data: DataConfig, tokenizer: PreTrainedTokenizerFast | None) -> bool:
+        if data.model_dump_json() != self.data_json:
+            return False
+        if tokenizer is None:
+            return True
+        expected = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *self.units))}
+        return tokenizer.get_vocab() == expected
+
+
+def prepare_corpus(
+    data: DataConfig, tokenizer: PreTrainedTokenizerFast | None = None
+) -> PreparedCorpus:
+    """Read the train and validation utterances of `data` and encode them (DataError if bad)."""
+    train_utts, valid_utts = data.load()
     tokenizer = tokenizer or build_tokenizer(train_utts + valid_utts)
     bid = boundary_id(tokenizer)
-    train_stream = token_stream(encode(tokenizer, train_utts), bid)
-    valid_stream = token_stream(encode(tokenizer, valid_utts), bid)
-    block = cfg.training.block_size
+    n_special = len(SPECIAL_TOKENS)
+    units = tuple(tokenizer.convert_ids_to_tokens(list(range(n_special, len(tokenizer)))))
+    return PreparedCorpus(
+        data_json=data.model_dump_json(),
+        units=units,
+        train_stream=token_stream(encode(tokenizer, train_utts), bid),
+        valid_stream=token_stream(encode(tokenizer, valid_utts), bid),
+        valid_utterances=valid_utts,
+    )
+
+
+def prepare_data(
+    cfg: RunConfig,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    corpus: PreparedCorpus | None = None,
+) -> RunData:
+    """The loop's data: from `corpus` when it serves this config (a sweep's shared corpus), else
+    read from the config's sources."""
+    if corpus is None or not corpus.serves(cfg.data, tokenizer):
+        corpus = prepare_corpus(cfg.data, tokenizer)
+    tokenizer = tokenizer or tokenizer_from_units(corpus.units)
+    block, valid_stream = cfg.training.block_size, corpus.valid_stream
     valid_blocks = blocks(valid_stream, block)
     if valid_blocks.shape[0] == 0:  # a validation split shorter than one block: pad it
         pad = torch.full((block - valid_stream.numel(),), tokenizer.pad_token_id)
         valid_blocks = torch.cat([valid_stream, pad]).view(1, block)
-    return RunData(tokenizer, train_stream, valid_blocks, valid_utts)
+    return RunData(tokenizer, corpus.train_stream, valid_blocks, corpus.valid_utterances)
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -165,9 +218,15 @@ class _Trainer:
     """State of one run; `run()` is the loop. Kept as a class so each piece stays small."""
 
     def __init__(
-        self, cfg: RunConfig, session: Session, export_dir: Path | None, progress: bool
+        self,
+        cfg: RunConfig,
+        session: Session,
+        export_dir: Path | None,
+        progress: bool,
+        corpus: PreparedCorpus | None = None,
     ) -> None:
         self.cfg, self.session, self.export_dir = cfg, session, export_dir
+        self.corpus = corpus
         self.progress = progress and session.rank == 0
         t = cfg.training
         if t.threads:
@@ -183,7 +242,8 @@ class _Trainer:
         """Data, model, optimizer and scheduler; from the checkpoint folder `restored` if given."""
         t, world = self.cfg.training, self.session.world_size
         tokenizer = load_tokenizer(restored / "tokenizer") if restored is not None else None
-        self.data = prepare_data(self.cfg, tokenizer)
+        self.data = prepare_data(self.cfg, tokenizer, self.corpus)
+        self.corpus = None  # the loop keeps what it uses, not the whole shared object
         self.sampler = BlockSampler(
             self.data.train_stream, t.block_size, t.batch_size * world, seed=t.seed
         )
@@ -359,14 +419,19 @@ def _summary_line(metrics: dict[str, Any]) -> str:
 
 
 def train_loop(
-    cfg: RunConfig, session: Session, export_dir: Path | None = None, progress: bool = True
+    cfg: RunConfig,
+    session: Session,
+    export_dir: Path | None = None,
+    progress: bool = True,
+    corpus: PreparedCorpus | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one run; returns the last reported metrics.
 
     `progress`: a progress bar on a terminal, a line per evaluation otherwise (rank 0 only);
     False inside a sweep, where Ray Tune's status table is the progress display.
+    `corpus`: the sweep's shared corpus (`prepare_corpus`), used when it serves `cfg.data`.
     """
-    return _Trainer(cfg, session, export_dir, progress).run()
+    return _Trainer(cfg, session, export_dir, progress, corpus).run()
 
 
 # ---------------------------------------------------------------------- standalone

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from seg_tune.config import RunConfig
-from seg_tune.train import Checkpointer, train_loop
+from seg_tune.train import Checkpointer, PreparedCorpus, train_loop
 
 TRIAL_RESOURCE = "seg_tune_trial"
 
@@ -148,14 +148,18 @@ def _as_path(checkpoint: Any) -> Iterator[Path]:
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's per-worker function."""
     cfg = RunConfig.model_validate_json(loop_config["config"])
-    train_loop(cfg, TrainSession(loop_config["gpus"]), progress=False)
+    session = TrainSession(loop_config["gpus"])
+    train_loop(cfg, session, progress=False, corpus=loop_config.get("corpus"))
 
 
-def run_trial(params: dict[str, Any], settings: TrialSettings) -> None:
-    """The Tune function trainable of one trial."""
+def run_trial(
+    params: dict[str, Any], settings: TrialSettings, corpus: PreparedCorpus | None = None
+) -> None:
+    """The Tune function trainable of one trial. `corpus`: the sweep's corpus, read and encoded
+    once by the driver (through `tune.with_parameters`, so it sits in Ray's object store once)."""
     cfg = settings.config(params)
     if not settings.use_ray_train:
-        train_loop(cfg, TuneSession(settings.gpus_per_worker), progress=False)
+        train_loop(cfg, TuneSession(settings.gpus_per_worker), progress=False, corpus=corpus)
         return
     import ray.train
     from ray import tune
@@ -167,7 +171,11 @@ def run_trial(params: dict[str, Any], settings: TrialSettings) -> None:
         resources["GPU"] = settings.gpus_per_worker
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"config": cfg.model_dump_json(), "gpus": settings.gpus_per_worker},
+        train_loop_config={
+            "config": cfg.model_dump_json(),
+            "gpus": settings.gpus_per_worker,
+            "corpus": corpus,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.workers,
             use_gpu=settings.gpus_per_worker > 0,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,20 @@ def tiny_run_config(**training: object) -> dict:
             **training,
         },
     }
+
+
+# Drivers that tests start in their own session (so that a signal reaches the driver alone):
+# whatever a test leaves running, a failed assert included, is killed with its process group
+# after the test, so that it cannot starve the tests after it.
+DRIVERS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_drivers():
+    yield
+    while DRIVERS:
+        proc = DRIVERS.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

@@ -334,3 +334,116 @@ def test_optuna_learns_from_a_trial_when_it_first_pauses(tmp_path: Path) -> None
     assert study.trials[0].intermediate_values == {1: 0.9}
     limiter.on_trial_complete("a", {"step": 90, "bf": 0.97})
     assert "a" not in limiter.live_trials and states()[0] == "PRUNED"
+
+
+# ---------------------------------------------------------------------- late rungs (issue 18)
+
+
+def test_rung_steps_drop_rungs_in_the_last_tenth_of_the_budget() -> None:
+    assert rung_steps(333, 3, 3000) == [333, 999]  # not 2997: 3 steps before the end
+    assert rung_steps(333, 3, 3330) == [333, 999, 2997]  # 2997 = 90% of 3330: kept
+    assert rung_steps(60, 3, 600) == [60, 180, 540]  # the default grace (max // 10): 540 = 90%
+    assert rung_steps(61, 3, 600) == [61, 183]  # 549 > 540
+    assert rung_steps(20, 3, 60) == [20]  # search_spaces/smoke.yaml
+    assert rung_steps(10, 3, 40) == [10, 30]  # smoke.yaml --smoke (grace 10, 40 steps)
+    assert rung_steps(100, 3, 600) == [100, 300]  # base.yaml
+    assert rung_steps(500, 3, 6000) == [500, 1500, 4500]  # childes.yaml
+    assert rung_steps(95, 3, 100) == []  # the only rung would be in the last tenth
+    assert rung_steps(100, 3, 100) == []  # the budget itself is never a rung
+
+
+def test_persistent_asha_judges_at_the_same_rungs(tmp_path: Path) -> None:
+    """Ray's ASHA would stop a trial at 2997 of 3000 steps; PersistentASHA has no rung there."""
+    kwargs = dict(time_attr="step", metric="bf", mode="max", max_t=3000, grace_period=333)
+    ours = PersistentASHA(state_path=tmp_path / "s.json", reduction_factor=3, **kwargs)
+    assert sorted(m for m, _ in ours._brackets[0]._rungs) == rung_steps(333, 3, 3000)
+    two = PersistentASHA(state_path=tmp_path / "b.json", reduction_factor=3, brackets=2, **kwargs)
+    assert [sorted(m for m, _ in b._rungs) for b in two._brackets] == [[333, 999], [999]]
+    plain = ASHAScheduler(reduction_factor=3, **kwargs)
+    assert sorted(m for m, _ in plain._brackets[0]._rungs) == [333, 999, 2997]
+    good, late = _Trial("good"), _Trial("late")
+    for s in (ours, plain):
+        for t in (good, late):
+            s.on_trial_add(None, t)
+        for step in (333, 999, 2997):
+            assert _feed(s, good, step, 0.9) == TrialScheduler.CONTINUE
+        assert _feed(s, late, 333, 0.95) == TrialScheduler.CONTINUE
+        assert _feed(s, late, 999, 0.95) == TrialScheduler.CONTINUE
+    assert _feed(plain, late, 2997, 0.1) == TrialScheduler.STOP
+    assert _feed(ours, late, 2997, 0.1) == TrialScheduler.CONTINUE
+
+
+class _Storage:
+    """The parts of Ray's StorageContext that `_push_trial_logs` uses, on the local disk."""
+
+    def __init__(self, trial_fs_path: Path) -> None:
+        import pyarrow.fs
+
+        self.storage_filesystem = pyarrow.fs.LocalFileSystem()
+        self.trial_fs_path = trial_fs_path.as_posix()
+        self.waited = 0
+
+    @property
+    def syncer(self) -> _Storage:
+        return self
+
+    def wait(self) -> None:
+        self.waited += 1
+
+
+class _StagedTrial:
+    def __init__(self, local: Path, remote: Path) -> None:
+        self.trial_id, self.local_path, self.storage = "t", str(local), _Storage(remote)
+        self.checkpoint = "a checkpoint"
+        self.status = "PAUSED"
+
+
+def test_a_resumed_trial_s_logs_go_to_storage_first(tmp_path: Path) -> None:
+    """Tune puts the storage copy of result.json back when a trial restarts: before Tune's
+    loggers see it start, the driver's copy (which holds the rung result) goes to storage."""
+    from seg_tune.tracking import KeepTrialLogs, _push_trial_logs
+
+    local, remote = tmp_path / "staging", tmp_path / "storage"
+    local.mkdir()
+    trial = _StagedTrial(local, remote)
+    (local / "result.json").write_text('{"step": 10}\n{"step": 20}\n')
+    (local / "progress.csv").write_text("step\n10\n20\n")
+    KeepTrialLogs().on_trial_start(0, [], trial)  # no folder in storage yet
+    assert (remote / "result.json").read_text() == '{"step": 10}\n{"step": 20}\n'
+    assert (remote / "progress.csv").read_text() == "step\n10\n20\n"
+    assert trial.storage.waited == 1  # an upload in flight finishes first
+
+    (local / "result.json").write_text('{"step": 10}\n{"step": 20}\n{"step": 30}\n')
+    (remote / "progress.csv").write_text("step\n10\n20\n30\n40\n")  # larger: left alone
+    (local / "progress.csv").unlink()
+    _push_trial_logs(trial)
+    assert (remote / "result.json").read_text().count("step") == 3
+    assert (remote / "progress.csv").read_text() == "step\n10\n20\n30\n40\n"
+
+
+def test_every_decision_is_recorded(tmp_path: Path) -> None:
+    s = _promoting(tmp_path / "state.json", max_concurrent=1)
+    a, b, c = _Live("a"), _Live("b"), _Live("c")
+    ctl = _Controller([a, b, c])
+    ctl.scheduler = s
+    assert _feed(s, a, 10, 0.5) == TrialScheduler.PAUSE
+    a.status = "PAUSED"
+    assert _feed(s, b, 10, 0.9) == TrialScheduler.PAUSE
+    b.status = "PAUSED"
+    assert _feed(s, c, 10, 0.1) == TrialScheduler.PAUSE  # b qualifies: floor(3/3) = 1
+    c.status = "PAUSED"
+    assert s.choose_trial_to_run(ctl) is b
+    b.status = "TERMINATED"
+    s.on_trial_complete(ctl, b, {"step": 90})
+    ctl.finished = True
+    assert s.choose_trial_to_run(ctl) is None  # end game: a and c stop, b ranks first
+    assert sorted(ctl.stopped) == ["a", "c"]
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["decisions"] == [
+        ["a", 10, "pause"],
+        ["b", 10, "pause"],
+        ["c", 10, "pause"],
+        ["b", 10, "promote"],
+        ["a", 10, "stop"],
+        ["c", 10, "stop"],
+    ]

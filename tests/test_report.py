@@ -401,6 +401,30 @@ def test_interrupted_without_best_model_or_hyperparameters(tmp_path: Path) -> No
     assert "no hyperparameters" in text and HYPERPARAMETERS_PNG not in text
 
 
+def test_failed_trials_are_listed_with_reason_and_error_file(tmp_path: Path) -> None:
+    """A format-2 summary: the state says trials failed, each failed trial's reason and file."""
+    trials = standard_trials()
+    for t in trials:
+        t["error"] = None
+    err = next(t for t in trials if t["trial_id"] == "err001")
+    err["error"] = {"reason": "DataError: bad.txt:2: bytes | not UTF-8", "file": "/x/error.txt"}
+    exp = make_experiment(tmp_path, trials=trials)
+    summary = json.loads((exp / "summary.json").read_text())
+    summary.update(format=2, outcome="failed", finished=False, n_failed=1)
+    (exp / "summary.json").write_text(json.dumps(summary))
+    text = write_report(exp).read_text()
+    assert "State:** ended with failed trials;" in text
+    failed = section(text, "Failed trials")
+    assert f"1 of {len(trials)} trials ended in ERROR" in failed
+    row = next(line for line in failed.splitlines() if "err001" in line)
+    assert "DataError: bad.txt:2: bytes \\| not UTF-8" in row  # the pipe escaped
+    assert "`/x/error.txt`" in row
+    ok = [t for t in trials if t["status"] != "ERROR"]
+    assert (
+        "Failed trials" not in write_report(make_experiment(tmp_path / "ok", trials=ok)).read_text()
+    )
+
+
 def test_no_history_at_all_and_one_trial(tmp_path: Path) -> None:
     trials = [_trial("only1", "ERROR", {"model.n_layer": 4}, [])]
     exp = make_experiment(tmp_path, trials=trials, best_id=None, best_model=False)
@@ -468,7 +492,7 @@ def test_cli_prints_the_report_path(tmp_path: Path) -> None:
 def _bad_format(root: Path) -> Path:
     exp = make_experiment(root)
     data = json.loads((exp / "summary.json").read_text())
-    (exp / "summary.json").write_text(json.dumps({**data, "format": 2}))
+    (exp / "summary.json").write_text(json.dumps({**data, "format": 99}))
     return exp
 
 
@@ -492,7 +516,7 @@ def _no_summary(root: Path) -> Path:
     [
         (lambda root: root / "missing", "no such folder; EXP_DIR must be an experiment folder"),
         (_no_summary, "no summary.json in it; EXP_DIR must be an experiment folder"),
-        (_bad_format, "format 2 is unknown"),
+        (_bad_format, "format 99 is unknown"),
         (_bad_json, "summary.json:2: not valid JSON"),
         (_bad_mode, "'mode' is 'maximum'; allowed: 'min' or 'max'"),
     ],

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import REPO
+from conftest import DRIVERS, REPO
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from wandb_files import offline_runs
 
@@ -40,7 +40,7 @@ def _start(
 ) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "seg_tune.run", str(space), "--storage", str(storage), *extra]
     out = log.open("ab")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd,
         cwd=REPO,
         env=env or _env(),
@@ -48,6 +48,8 @@ def _start(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    DRIVERS.append(proc)  # killed with its process group after the test, should it fail
+    return proc
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
