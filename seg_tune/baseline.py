@@ -222,6 +222,8 @@ def _run(argv: list[str] | None) -> int:
     segmented = tp_segment(utterances, args.direction, args.threshold)
     if args.write_segmentation:
         write_tagged(args.write_segmentation, segmented)
+        name = f"{args.direction}/{args.threshold} TP"
+        print(f"wrote the {name} segmentation to {args.write_segmentation}", file=sys.stderr)
     scores = Scorer(utterances).score(segmented)
     print(json.dumps(scores) if args.json else format_table(scores))
     return 0

@@ -140,6 +140,7 @@ def load_tagged(
     path = Path(path)
     tokens = tuple(boundary_tokens)
     utterances: list[Utterance] = []
+    boundaries_seen = False
     for lineno, line in _read_lines(path):
         try:
             utt = parse_tagged_line(line, tokens)
@@ -147,13 +148,59 @@ def load_tagged(
             raise DataError(f"{location(path, lineno)}: {exc}: {line.strip()[:60]!r}") from None
         if utt is not None:
             utterances.append(utt)
+            boundaries_seen = boundaries_seen or len(utt.words) > 1 or _has_token(line, tokens)
+    _refuse_unbounded(utterances, boundaries_seen, path, tokens)
     return _nonempty(utterances, path)
+
+
+def _has_token(line: str, tokens: tuple[str, ...]) -> bool:
+    return any(tok in line.split() for tok in tokens)
+
+
+def _refuse_unbounded(
+    utterances: list[Utterance], seen: bool, where: object, tokens: tuple[str, ...]
+) -> None:
+    """A tagged corpus with no word-boundary token anywhere would train and score F = 0 with
+    every utterance one word: refuse it, naming the likely fix."""
+    if utterances and not seen:
+        raise DataError(
+            f"{where}: no word-boundary token ({', '.join(tokens)}) in any line, so every "
+            "utterance would be one word; give the file's token as boundary_tokens, or use "
+            "kind: text for orthographic text (a space ends a word)"
+        )
+
+
+def _refuse_tagged_text(line: str, where: str) -> None:
+    """Text read as orthographic whose lines hold a boundary token's spelling: the model would
+    'learn' the boundaries from the letters of the token."""
+    found = [tok for tok in DEFAULT_BOUNDARY_TOKENS if tok in line.split()]
+    if found:
+        raise DataError(
+            f"{where}: {found[0]!r} in orthographic text looks like a tagged phoneme file's "
+            "word-boundary token; use kind: tagged (or format: tagged for a dataset)"
+        )
+
+
+def format_warnings(utterances: Sequence[Utterance], where: object) -> list[str]:
+    """Signs of a corpus read in the wrong format that still loads: every word one unit long
+    (a boundary token after every phoneme, or characters separated by spaces)."""
+    words = [w for u in utterances for w in u.words]
+    if len(words) > 1 and all(len(w) == 1 for w in words):
+        return [
+            f"{where}: every one of its {len(words):,} words is one unit long; check the "
+            "boundary token (is it after every phoneme?) and the kind (tagged or text)"
+        ]
+    return []
 
 
 def load_text(path: str | Path) -> list[Utterance]:
     """Load an orthographic text file: one utterance per line, characters as units."""
     path = Path(path)
-    utterances = [u for _, line in _read_lines(path) if (u := parse_text_line(line)) is not None]
+    utterances = []
+    for lineno, line in _read_lines(path):
+        _refuse_tagged_text(line, location(path, lineno))
+        if (utt := parse_text_line(line)) is not None:
+            utterances.append(utt)
     return _nonempty(utterances, path)
 
 
@@ -163,7 +210,8 @@ def write_tagged(
     boundary_token: str = ";eword",
     convention: Convention = "after",
 ) -> None:
-    """Write utterances in the tagged format, one per line."""
+    """Write utterances in the tagged format, one per line (the folder is made if missing)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(
         "".join(u.tagged(boundary_token, convention) + "\n" for u in utterances), encoding="utf-8"
     )
@@ -206,16 +254,25 @@ def load_hf(
     rows = ds[column] if max_rows is None else ds.select(range(min(max_rows, len(ds))))[column]
     tokens = tuple(boundary_tokens)
     utterances: list[Utterance] = []
+    boundaries_seen = False
     for i, row in enumerate(rows):
         if row is None:
             continue
         try:
-            utt = parse_tagged_line(row, tokens) if fmt == "tagged" else parse_text_line(row)
+            if fmt == "tagged":
+                utt = parse_tagged_line(row, tokens)
+            else:
+                _refuse_tagged_text(row, f"{where}, split {split!r}, row {i}")
+                utt = parse_text_line(row)
         except ValueError as exc:
             raise DataError(f"{where}, split {split!r}, row {i}: {exc}: {row[:60]!r}") from None
         if utt is not None:
             utterances.append(utt)
-    return _nonempty(utterances, f"{where}, split {split!r}, column {column!r}")
+            boundaries_seen = boundaries_seen or len(utt.words) > 1 or _has_token(row, tokens)
+    described = f"{where}, split {split!r}, column {column!r}"
+    if fmt == "tagged":
+        _refuse_unbounded(utterances, boundaries_seen, described, tokens)
+    return _nonempty(utterances, described)
 
 
 # --------------------------------------------------------------------------- synthetic corpus

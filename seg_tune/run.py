@@ -359,6 +359,8 @@ def read_data(spec: Any) -> Any:
         f"(checked{f', with {len(others)} other data configs of the space' if others else ''})",
         flush=True,
     )
+    for warning in corpus.warnings:
+        print(f"seg_tune.run: warning: {warning}", flush=True)
     return corpus
 
 

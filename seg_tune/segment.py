@@ -578,7 +578,21 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _is_model_config(path: Path) -> bool:
+    """Whether `path` is a Hugging Face model config (it names its model_type)."""
+    try:
+        return "model_type" in json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _load_model(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    inner = model_dir / "best_model"
+    if (inner / "config.json").is_file() and not _is_model_config(model_dir / "config.json"):
+        # a run folder (`seg-tune train --out`, whose config.json is the run's) or an
+        # experiment folder: its best model
+        print(f"seg_tune.segment: {model_dir} is a run folder; using {inner}", file=sys.stderr)
+        model_dir = inner
     if not (model_dir / "config.json").is_file():
         raise ConfigError(
             f"{model_dir}: not a model directory (no config.json); pass the folder a training run "
@@ -610,8 +624,8 @@ def _check_args(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise ConfigError(f"--{key.replace('_', '-')} {value}: must be a positive integer")
     out = args.write_segmentation
-    if out is not None and (out.is_dir() or not out.parent.is_dir()):
-        raise ConfigError(f"--write-segmentation {out}: give a file path in an existing folder")
+    if out is not None and out.is_dir():
+        raise ConfigError(f"--write-segmentation {out}: is a folder; give a file path")
     if (args.cue or args.strategy) and not out:
         raise ConfigError("--cue and --strategy choose what --write-segmentation writes; give it")
     vote_strategy = args.strategy in VOTE_STRATEGIES

@@ -34,7 +34,7 @@ from transformers.utils import logging as hf_logging
 
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import DataConfig, RunConfig, load_run_config
-from seg_tune.corpus import Utterance
+from seg_tune.corpus import Utterance, format_warnings
 from seg_tune.errors import ArgumentParser, run_cli
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
@@ -72,6 +72,7 @@ class RunData:
     train_stream: torch.Tensor
     valid_blocks: torch.Tensor
     valid_utterances: list[Utterance]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class PreparedCorpus:
     train_stream: torch.Tensor
     valid_stream: torch.Tensor
     valid_utterances: list[Utterance]
+    warnings: tuple[str, ...] = ()  # signs of a wrong format (corpus.format_warnings)
 
     def serves(self, data: DataConfig, tokenizer: PreTrainedTokenizerFast | None) -> bool:
         if data.model_dump_json() != self.data_json:
@@ -113,6 +115,7 @@ def prepare_corpus(
         train_stream=token_stream(encode(tokenizer, train_utts), bid),
         valid_stream=token_stream(encode(tokenizer, valid_utts), bid),
         valid_utterances=valid_utts,
+        warnings=tuple(format_warnings(train_utts, f"data.train ({data.train.describe()})")),
     )
 
 
@@ -131,7 +134,9 @@ def prepare_data(
     if valid_blocks.shape[0] == 0:  # a validation split shorter than one block: pad it
         pad = torch.full((block - valid_stream.numel(),), tokenizer.pad_token_id)
         valid_blocks = torch.cat([valid_stream, pad]).view(1, block)
-    return RunData(tokenizer, corpus.train_stream, valid_blocks, corpus.valid_utterances)
+    return RunData(
+        tokenizer, corpus.train_stream, valid_blocks, corpus.valid_utterances, corpus.warnings
+    )
 
 
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -243,6 +248,8 @@ class _Trainer:
         t, world = self.cfg.training, self.session.world_size
         tokenizer = load_tokenizer(restored / "tokenizer") if restored is not None else None
         self.data = prepare_data(self.cfg, tokenizer, self.corpus)
+        for warning in self.data.warnings if self.progress else ():  # standalone runs
+            print(f"seg_tune.train: warning: {warning}", file=sys.stderr, flush=True)
         self.corpus = None  # the loop keeps what it uses, not the whole shared object
         self.sampler = BlockSampler(
             self.data.train_stream, t.block_size, t.batch_size * world, seed=t.seed
@@ -493,6 +500,14 @@ def _run(argv: list[str] | None) -> int:
             file=sys.stderr,
         )
         return 130
+    if not metrics:  # resumed at its last step: nothing left to train or report
+        print(
+            f"seg_tune.train: already done: {resumed} is at the end of its step budget; "
+            f"models in {args.out}/final_model and {args.out}/best_model (raise "
+            "training.steps or give --steps to train on)",
+            flush=True,
+        )
+        return 0
     print(
         f"seg_tune.train: done: {_summary_line(metrics)}; models in {args.out}/final_model and "
         f"{args.out}/best_model",
