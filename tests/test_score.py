@@ -305,10 +305,11 @@ def test_cli_boundary_token_option(tmp_path: Path) -> None:
     proc = run_cli(gold, pred, "--json", "--boundary-token", "|")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == dict.fromkeys(SCORE_KEYS, 1.0)
-    # without the option '|' is a phoneme: one word "a b | c d" in both, noedge 0/0 -> 0
-    plain = json.loads(run_cli(gold, pred, "--json").stdout)
-    assert plain["boundary_noedge_fscore"] == 0.0
-    assert plain["token_fscore"] == 1.0
+    # without the option '|' is a phoneme and the files hold no boundary token at all: every
+    # utterance would be one word (scoring 0), so they are refused, naming the file
+    plain = run_cli(gold, pred, "--json")
+    assert plain.returncode == 2 and plain.stdout == ""
+    assert f"{gold}: no word-boundary token" in plain.stderr
 
 
 def test_cli_missing_file_is_one_line_error_exit_2(tmp_path: Path) -> None:
