@@ -447,3 +447,65 @@ def test_every_decision_is_recorded(tmp_path: Path) -> None:
         ["a", 10, "stop"],
         ["c", 10, "stop"],
     ]
+
+
+# ---------------------------------------------------------------------- the random/grid searcher
+
+
+def test_variant_generator_frees_paused_slots_and_waits_for_promotions(tmp_path: Path) -> None:
+    """`PauseAwareVariantGenerator` (random and grid search under pausing ASHA), driven through
+    Tune's own trial generation from a real experiment spec, with no Ray cluster: a paused trial
+    holds no slot, and no new trial starts while a paused trial is due for promotion."""
+    from ray import tune
+    from ray.tune.experiment import Trial
+    from ray.tune.search import BasicVariantGenerator
+
+    def trainable(config: dict) -> None:
+        pass
+
+    experiment = {
+        "pause_aware": {
+            "run": trainable,
+            "config": {"x": tune.uniform(0, 1)},
+            "num_samples": 6,
+            "storage_path": str(tmp_path / "ray_results"),
+        }
+    }
+    state = tmp_path / "state.json"
+    s = _promoting(state, max_concurrent=2)
+    generator = PauseAwareVariantGenerator(state_path=state, max_concurrent=2, random_state=0)
+    generator.add_configurations(experiment)
+    plain = BasicVariantGenerator(max_concurrent=2, random_state=0)  # Tune's, for contrast
+    plain.add_configurations(experiment)
+
+    a, b = generator.next_trial(), generator.next_trial()
+    assert isinstance(a, Trial) and isinstance(b, Trial) and a.trial_id != b.trial_id
+    assert 0 <= a.config["x"] <= 1
+    assert isinstance(plain.next_trial(), Trial) and isinstance(plain.next_trial(), Trial)
+    assert generator.next_trial() is None  # two running, none paused: the limit holds
+    assert plain.next_trial() is None
+
+    assert _feed(s, a, 10, 0.9) == TrialScheduler.PAUSE  # floor(1/3) = 0: `a` waits at rung 10
+    assert not s.has_promotable()
+    # 1 running + 1 paused = max_concurrent, yet 1 running < 2: a new trial starts
+    c = generator.next_trial()
+    assert isinstance(c, Trial) and c.trial_id not in {a.trial_id, b.trial_id}
+    assert generator.max_concurrent == 2  # raised only while suggesting
+    assert plain.next_trial() is None  # Tune's own generator counts the paused trial's slot
+    assert generator.next_trial() is None  # b and c run: both slots are taken
+
+    # b and c pause too: floor(3/3) = 1 and `a` is the rung's best, due for promotion
+    assert _feed(s, b, 10, 0.1) == TrialScheduler.PAUSE
+    assert _feed(s, c, 10, 0.2) == TrialScheduler.PAUSE
+    assert s.has_promotable()
+    assert generator.next_trial() is None  # nothing runs, but the promotion goes first
+
+    # the scheduler resumes `a`; then one runs and two wait unpromotable: a new trial starts
+    live = [_Live(t.trial_id, "PAUSED") for t in (a, b, c)]
+    assert s.choose_trial_to_run(_Controller(live)).trial_id == a.trial_id
+    assert not s.has_promotable()
+    d = generator.next_trial()
+    assert isinstance(d, Trial) and d.trial_id not in {a.trial_id, b.trial_id, c.trial_id}
+    assert generator.next_trial() is None  # a and d run
+    generator.on_trial_complete(a.trial_id)
+    assert isinstance(generator.next_trial(), Trial)  # a finished: its slot is free

@@ -39,7 +39,15 @@ def test_push_creates_a_private_repo_and_uploads_the_folder(tmp_path: Path, monk
 def test_push_failure_is_one_line_and_keeps_the_model(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(huggingface_hub, "HfApi", _FakeApi)
     _FakeApi.calls, _FakeApi.fail = [], True
+    folder = tmp_path / "best_model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
     with pytest.raises(SegTuneError) as info:
-        push_best_model(tmp_path, "me/seg")
+        push_best_model(folder, "me/seg")
     message = str(info.value)
-    assert "\n" not in message and "me/seg" in message and str(tmp_path) in message
+    assert "\n" not in message and "connection refused" in message
+    # the folder it names is the one given, still there with its files, and how to push it later
+    assert f"the model stays in {folder} " in message
+    assert f"`huggingface-cli upload me/seg {folder}`" in message
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors"]
+    assert (folder / "model.safetensors").read_bytes() == b"weights"

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -66,14 +65,12 @@ def _tagged(tmp: Path, content: bytes) -> dict:
 )
 def test_bad_data_exits_2_before_ray_starts(tmp_path: Path, source, expected: str) -> None:
     space = _space(tmp_path, data={"train": source(tmp_path), "valid_fraction": 0.5})
-    started = time.monotonic()
     result = _run(space, tmp_path / "results")
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert "Ray dashboard" not in result.stdout  # refused before a cluster was started
     assert not (tmp_path / "results").exists()  # nothing written
-    assert time.monotonic() - started < 60
 
 
 def test_a_corpus_shorter_than_two_blocks_exits_2(tmp_path: Path) -> None:

@@ -83,7 +83,17 @@ def test_checkpoints_hold_full_state_and_keep_last_k(tmp_path: Path) -> None:
     state, meta = read_checkpoint(kept[-1])
     assert set(state) == {"model", "optimizer", "scheduler", "rng"}
     assert meta["step"] == 30 and meta["format"] == 1
-    assert meta["data_position"]["epoch"] * 1000 + meta["data_position"]["batch_in_epoch"] >= 0
+    # The data position of step 30, worked out from the corpus: the stream is one UTT token
+    # before, between and after the utterances; an epoch has as many whole batches as the worst
+    # window offset (0 .. block_size - 1) leaves (here 5649 tokens: 175 blocks, 21 batches of 8),
+    # so 30 steps are one whole epoch and 9 batches into the second.
+    train_utts, _ = cfg.data.load()
+    n_tokens = 1 + sum(len(u) + 1 for u in train_utts)
+    block, batch = cfg.training.block_size, cfg.training.batch_size
+    per_epoch = min((n_tokens - offset) // block // batch for offset in range(block))
+    assert per_epoch < 30  # the run crosses an epoch, so epoch and batch are both exercised
+    epoch, within = divmod(30, per_epoch)
+    assert meta["data_position"] == {"epoch": epoch, "batch_in_epoch": within}
     saved_cfg = json.loads((kept[-1] / "config.json").read_text())
     assert RunConfig.model_validate(saved_cfg) == cfg
     assert AutoTokenizer.from_pretrained(kept[-1] / "tokenizer").bos_token == "UTT_BOUNDARY"
