@@ -100,11 +100,9 @@ def _stop_and_check(proc: subprocess.Popen, sig: int, log: Path) -> None:
     """Send `sig`; the driver must exit with 3 within 30 s and leave no Ray process behind."""
     family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
     assert any("raylet" in " ".join(p.cmdline()) for p in family[1:]), "no local Ray cluster found"
-    sent = time.monotonic()
     proc.send_signal(sig)
-    rc = proc.wait(timeout=30)
+    rc = proc.wait(timeout=30)  # within 30 s, or TimeoutExpired fails the test
     assert rc == 3, log.read_text()[-3000:]
-    assert time.monotonic() - sent < 30
     _, alive = psutil.wait_procs(family[1:], timeout=5)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
     assert "run the same command again to resume" in log.read_text()
@@ -169,7 +167,9 @@ def test_smoke_end_to_end_with_planted_secrets(tmp_path: Path) -> None:
     tok = AutoTokenizer.from_pretrained(exp / "best_model")
     assert model.config.vocab_size == len(tok) and tok.bos_token == "UTT_BOUNDARY"
     seg = json.loads((exp / "best_model" / "segmentation.json").read_text())
-    assert len(seg["table"]) >= 8 * 2 and set(seg["tp_baseline"]) >= {
+    # 8 cues x (spike, threshold, threshold_oracle) + majority x (vote_spike, vote_threshold)
+    assert len({(r["cue"], r["strategy"]) for r in seg["table"]}) == len(seg["table"]) == 26
+    assert set(seg["tp_baseline"]) >= {
         "forward/relative",
         "mi/relative",
     }
@@ -339,7 +339,6 @@ def test_bad_space_files_exit_2_in_seconds(
         if section == "space"
         else _space(tmp_path, **{section: values})
     )
-    started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "seg_tune.run", str(space), "--storage", str(tmp_path)],
         cwd=REPO,
@@ -353,7 +352,6 @@ def test_bad_space_files_exit_2_in_seconds(
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr, (
         result.stderr
     )
-    assert time.monotonic() - started < 10
     assert not (tmp_path / "smoke").exists()
 
 
