@@ -173,7 +173,8 @@ def _refuse_unbounded(
 def _refuse_tagged_text(line: str, where: str) -> None:
     """Text read as orthographic whose lines hold a boundary token's spelling: the model would
     'learn' the boundaries from the letters of the token."""
-    found = [tok for tok in DEFAULT_BOUNDARY_TOKENS if tok in line.split()]
+    units = set(line.split())
+    found = [tok for tok in DEFAULT_BOUNDARY_TOKENS if tok in units]
     if found:
         raise DataError(
             f"{where}: {found[0]!r} in orthographic text looks like a tagged phoneme file's "
