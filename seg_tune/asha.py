@@ -138,9 +138,19 @@ class PersistentASHA(_SavedState, ASHAScheduler):
 
 def load_stopped(state_path: Path) -> dict[str, int]:
     """Trials ASHA stopped early, with the step, from a saved state file (empty if none)."""
+    return _load_section(state_path, "stopped")
+
+
+def load_paused(state_path: Path) -> dict[str, int]:
+    """Trials waiting at a rung for a promotion, with the rung, from a saved state file (empty
+    if none, or for Ray's ASHA, which never pauses)."""
+    return _load_section(state_path, "paused")
+
+
+def _load_section(state_path: Path, key: str) -> dict[str, int]:
     if not state_path.is_file():
         return {}
-    return dict(json.loads(state_path.read_text(encoding="utf-8")).get("stopped", {}))
+    return dict(json.loads(state_path.read_text(encoding="utf-8")).get(key, {}))
 
 
 # ====================================================================== promotion ASHA

@@ -218,17 +218,23 @@ def collect_trials(exp_dir: Path, metric: str) -> list[TrialRecord]:
     """Every trial of the experiment, read back from Tune's saved experiment state."""
     from ray import tune
 
-    from seg_tune.asha import load_stopped
+    from seg_tune.asha import load_paused, load_stopped
 
     stopped = load_stopped(exp_dir / "scheduler_state.json")
+    # Tune saves a trial paused at a rung as PENDING (it re-queues it on restore); the scheduler
+    # holds it paused until a promotion, which is what it is.
+    paused = load_paused(exp_dir / "scheduler_state.json")
     records = []
     for trial in tune.ExperimentAnalysis(str(exp_dir / "tune")).trials:
+        status = str(trial.status)
+        if trial.trial_id in paused and status not in DONE_STATUSES:
+            status = "PAUSED"
         trial_dir = Path(trial.path) if trial.path else None
         checkpoint = latest_checkpoint(exp_dir, trial.trial_id, trial_dir)
         records.append(
             TrialRecord(
                 trial_id=trial.trial_id,
-                status=str(trial.status),
+                status=status,
                 config=dict(trial.config),
                 metrics=dict(trial.last_result or {}),
                 history=read_history(trial_dir, metric) if trial_dir else [],

@@ -7,8 +7,12 @@ actor per trial and kills it as soon as `wandb.finish` returns: on this machine 
 last trial's data (a 7-byte offline file). Here:
 - wandb's step is the trial's own `step` (monotonic across restores), and a result whose step was
   already logged is dropped, so a trial resumed from an older checkpoint never logs a step twice.
-  The last logged step of every trial is kept in `wandb_steps.json` beside the runs (atomic
-  writes; read back from the file, since Tune restores callbacks as they were pickled at start).
+  The last step of every trial that wandb has written for good (its run finished) is kept in
+  `wandb_steps.json` beside the runs (atomic writes; read back from the file, since Tune restores
+  callbacks as they were pickled at start). Steps logged to a run that could not be finished are
+  logged again after a restore, from the trial's result.json: wandb's service holds them in
+  memory until then, and a SIGTERM to every process of a job (`scontrol requeue`) kills it with
+  them, while the trial resumes from a checkpoint after them.
 - a restored trial continues its own run: same id (the trial id), `resume="allow"`.
 - a graceful stop never hangs: open runs are finished with a bounded wait.
 
@@ -107,6 +111,27 @@ def resolve_mode(mode: WandbMode) -> Literal["online", "offline", "disabled"]:
     return "offline"
 
 
+def _reported(trial: Any) -> list[dict[str, Any]]:
+    """Tune's record of a trial's results (its result.json in storage and in the driver's
+    staging folder), one per step (the last), in order of step."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for folder in ("path", "local_path"):
+        try:
+            path = Path(getattr(trial, folder), "result.json")
+        except (AttributeError, TypeError):  # no storage context: nothing recorded
+            continue
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if isinstance(result, dict) and isinstance(result.get("step"), int):
+                by_step[result["step"]] = result
+    return [by_step[step] for step in sorted(by_step)]
+
+
 class WandbTrialRuns(Callback):
     def __init__(
         self,
@@ -123,9 +148,13 @@ class WandbTrialRuns(Callback):
         self.finish_timeout_s = finish_timeout_s
         self._steps_path = experiment_dir / "wandb_steps.json"
         self._runs: dict[str, Any] = {}
+        self._logged: dict[str, int] = {}  # trials seen by this process: last step logged
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks: open runs stay behind
-        return {**self.__dict__, "_runs": {}}
+        return {**self.__dict__, "_runs": {}, "_logged": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # also pickled before `_logged` was
+        self.__dict__.update({"_logged": {}, **state})
 
     # ------------------------------------------------------------------ runs
 
@@ -158,8 +187,14 @@ class WandbTrialRuns(Callback):
 
     def _finish(self, trial_id: str) -> None:
         run = self._runs.pop(trial_id, None)
-        if run is not None:
-            run.finish()
+        if run is None:
+            return
+        run.finish()  # raises when wandb's service is gone, with the steps it had not written
+        step = self._logged.pop(trial_id, None)
+        if step is not None:  # written for good: never logged again
+            done = self._logged_steps()
+            done[trial_id] = max(step, done.get(trial_id, -1))
+            atomic_write_text(self._steps_path, json.dumps(done, indent=1))
 
     # ------------------------------------------------------------------ Tune hooks
 
@@ -167,9 +202,21 @@ class WandbTrialRuns(Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         step = result.get("step")
-        logged = self._logged_steps()
-        if step is None or step <= logged.get(trial.trial_id, -1):
-            return  # already logged before a restore: logging it again would duplicate a step
+        tid = trial.trial_id
+        if step is None:
+            return
+        if tid not in self._logged:  # its first result in this process
+            self._logged[tid] = self._logged_steps().get(tid, -1)  # what wandb wrote for good
+            # Steps reported before a restart that no finished run holds (wandb's service died
+            # with them): logged now from Tune's record of them, before this one.
+            for earlier in _reported(trial):
+                if self._logged[tid] < earlier["step"] < step:
+                    self._log(trial, earlier)
+        if step <= self._logged[tid]:
+            return  # already logged (before a restore): logging it again would duplicate a step
+        self._log(trial, result)
+
+    def _log(self, trial: Any, result: dict) -> None:
         metrics = {
             k: v
             for k, v in result.items()
@@ -178,9 +225,8 @@ class WandbTrialRuns(Callback):
             and not isinstance(v, bool)
             and math.isfinite(v)
         }
-        self._run(trial).log(metrics, step=int(step))
-        logged[trial.trial_id] = int(step)
-        atomic_write_text(self._steps_path, json.dumps(logged, indent=1))
+        self._run(trial).log(metrics, step=int(result["step"]))
+        self._logged[trial.trial_id] = int(result["step"])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial.trial_id)

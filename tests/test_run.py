@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -194,7 +196,8 @@ def test_smoke_end_to_end_with_planted_secrets(tmp_path: Path) -> None:
 def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) -> None:
     """SIGINT, then SIGUSR1, then SIGTERM mid-sweep; each run resumes the last; the sweep ends
     with exactly num_samples trials, no finished trial re-run, interrupted trials resumed at
-    their checkpointed step, ASHA's rungs kept, and no wandb step logged twice."""
+    the checkpointed step it had at each stop (per stop and trial), ASHA's rungs kept, and each
+    trial's wandb steps exactly Tune's, each once."""
     space = _space(
         tmp_path,
         experiment={"num_samples": 3, "max_concurrent": 2, "max_steps": 120},
@@ -203,7 +206,8 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
     )
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     exp = storage / "smoke"
-    interrupted_at: dict[str, int] = {}  # trial -> checkpoint step when a stop interrupted it
+    # (stop, trial, its newest checkpointed step then or 0, its result lines then), every stop
+    interrupted: list[tuple[str, str, int, int]] = []
     done_before: dict[str, int] = {}  # trial -> size of its result.json when already finished
     rungs_before: list[dict] = []
     paused_at: dict[str, int] = {}  # trial -> the rung it first waited at when a stop came
@@ -226,8 +230,9 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
                 )
             # held at a rung by ASHA (Tune may still show it RUNNING while it saves): it waits,
             # it was not cut off; checked below
-            elif tid in ckpts and tid not in state["paused"]:
-                interrupted_at[tid] = ckpts[tid]
+            elif tid not in state["paused"]:
+                lines = len(_results(exp, tid))
+                interrupted.append((sig.name, tid, ckpts.get(tid, 0), lines))
         rungs_before = state["rungs"]
         for tid, step in state["paused"].items():  # waiting at a rung when the stop came
             paused_at.setdefault(tid, step)
@@ -242,15 +247,21 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
         assert (exp / "tune" / f"trial_{tid}" / "result.json").stat().st_size == size, (
             f"{tid} re-ran"
         )
-    assert interrupted_at, "no trial was interrupted mid-way"
-    for tid, step in interrupted_at.items():
-        if tid in done_before:
+    assert any(step > 0 for _, _, step, _ in interrupted), f"none cut off mid-way: {interrupted}"
+    steps_trained = {t["trial_id"]: t["steps_trained"] for t in summary["trials"]}
+    for stop, tid, step, lines in interrupted:
+        results = _results(exp, tid)
+        after = results[lines:]  # what the trial reported after this stop
+        if not after:  # cut off between its last result and its end: nothing was left to do
+            assert results and results[-1]["step"] == step == steps_trained[tid], (
+                f"trial {tid} never ran after {stop} (checkpointed step {step})"
+            )
             continue
         # Tune may not have registered the newest checkpoint when the stop came: at most one
         # checkpoint interval (10 steps) is lost, never more.
-        resumed = {r["resumed_from_step"] for r in _results(exp, tid)}
-        assert any(step - 10 <= r <= step for r in resumed if r > 0 or step <= 10), (
-            f"trial {tid} checkpointed step {step} before a stop but resumed from {resumed}"
+        start = after[0]["resumed_from_step"]
+        assert step - 10 <= start <= step, (
+            f"trial {tid} checkpointed step {step} before {stop} but then resumed from {start}"
         )
 
     for (
@@ -266,13 +277,19 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
     for milestone, recorded in rungs_before:
         assert recorded.items() <= rungs_after[milestone].items()
 
+    # Each trial's wandb steps, over all its run files (a file that wandb had written nothing to
+    # when a stop came is a bare header: no id, no history), are Tune's: the steps of its
+    # result.json, de-duplicated (a trial resumed from an older checkpoint reports again steps it
+    # had reported before the stop; wandb logs each step once), in increasing order.
     by_trial: dict[str, list[int]] = {}
     for run in offline_runs(exp / "wandb"):
-        if run.run_id:  # a run stopped before wandb wrote anything holds only the file header
+        if run.run_id or run.history:
             by_trial.setdefault(run.run_id, []).extend(run.steps)
-    assert set(by_trial) == {t["trial_id"] for t in summary["trials"]}
-    for tid, steps in by_trial.items():
-        assert steps == sorted(set(steps)), f"wandb run {tid} logged a step twice: {steps}"
+    assert set(by_trial) == set(steps_trained)
+    for tid, logged in by_trial.items():
+        tune_steps = sorted({r["step"] for r in _results(exp, tid)})
+        assert logged == sorted(set(logged)), f"wandb run {tid} logged a step twice: {logged}"
+        assert logged == tune_steps, f"trial {tid}: wandb logged {logged}, Tune has {tune_steps}"
 
 
 def test_killed_train_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
@@ -410,18 +427,24 @@ def test_ray_train_gpu_trial_without_cuda_trains_on_the_cpu(tmp_path: Path) -> N
         replace={"scheduler": {"type": "fifo"}},
     )
     storage, log = tmp_path / "results", tmp_path / "driver.log"
-    started = time.time()
-    proc = _start(space, storage, log, "--no-report", env=_env(RAY_OVERRIDE_RESOURCES='{"GPU": 1}'))
-    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
-    summary = json.loads((storage / "smoke" / "summary.json").read_text())
-    [trial] = summary["trials"]
-    assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 60, trial
-    worker_logs = [
-        p.read_text(errors="replace")
-        for p in Path("/tmp/ray/session_latest/logs").glob("worker-*")
-        if p.stat().st_mtime >= started
-    ]
-    assert any("holds 1 GPU but torch" in text for text in worker_logs)
+    # This run's own Ray temp dir (short: unix socket paths are limited to 107 bytes), so that
+    # the worker logs read below are this run's, not those of another cluster on the machine.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        env = _env(RAY_OVERRIDE_RESOURCES='{"GPU": 1}', RAY_TMPDIR=str(ray_tmp))
+        proc = _start(space, storage, log, "--no-report", env=env)
+        assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+        summary = json.loads((storage / "smoke" / "summary.json").read_text())
+        [trial] = summary["trials"]
+        assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 60, trial
+        sessions = list((ray_tmp / "ray").glob("session_2*"))
+        assert len(sessions) == 1, sessions
+        worker_logs = [
+            p.read_text(errors="replace") for p in (sessions[0] / "logs").glob("worker-*")
+        ]
+        assert any("holds 1 GPU but torch" in text for text in worker_logs), len(worker_logs)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_trial_that_fits_nowhere_exits_2(tmp_path: Path) -> None:

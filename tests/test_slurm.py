@@ -7,18 +7,21 @@ times) and run the real driver, `python -m seg_tune.run`, on a real Ray cluster 
 
 Timing on this 2-core machine (shared): 4-6 minutes for the file; the two-node smoke run takes
 1.5-2 minutes, the two requeue jobs (run at the same time on one node, which is also the isolation
-test) 2.5-4.5.
+test) 2.5-4.5, the check of `.ci/slurm.sh stop` (on a second SLURM of its own) about 15 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -330,6 +333,61 @@ def test_ci_slurm_start_is_idempotent(slurm: Slurm) -> None:
     assert {line.split()[0] for line in states if line} == set(NODES)
 
 
+def _free_port_run(size: int) -> int:
+    """The first of `size` consecutive TCP ports that are free now."""
+    for base in range(17017, 30000, 10):
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + size):
+                    stack.enter_context(socket.socket()).bind(("", port))
+            except OSError:
+                continue
+        return base
+    raise AssertionError(f"no {size} consecutive free ports")
+
+
+def test_ci_slurm_stop_cancels_jobs_and_leaves_no_daemon(tmp_path: Path) -> None:
+    """`.ci/slurm.sh stop` (what .ci/run's exit trap and the `slurm` fixture rely on), on a SLURM
+    of this test's own: a second instance beside the test SLURM (its own state dir, munge socket
+    and ports), so that this runs in CI too, where .ci/run has started the test SLURM before
+    pytest. With a job running, `stop` cancels it and stops munged, slurmctld and both slurmd;
+    none of their processes, nor the job's, is left; the test SLURM, if one runs, still answers."""
+    if os.geteuid() != 0:
+        pytest.skip(".ci/slurm.sh start needs root (packages, daemons running as root)")
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    others = _sinfo_nodes(dict(os.environ))  # the test SLURM's nodes, when it runs
+    # /tmp, not pytest's tmp_path: munged (user munge) must reach its socket through the path.
+    state_dir = Path(tempfile.mkdtemp(prefix="slurm-stop-", dir="/tmp"))
+    state_dir.chmod(0o755)
+    env["SLURM_CI_PORT"] = str(_free_port_run(3))  # slurmctld, then n1 and n2
+    pids: list[int] = []
+    try:
+        subprocess.run([str(SLURM_SH), "start", str(state_dir)], env=env, check=True, timeout=300)
+        pids = _daemon_pids(state_dir)
+        assert len(pids) == 4 and all(_alive(pid) for pid in pids), pids  # munged, ctld, 2 slurmd
+        own = Slurm({**env, "SLURM_CONF": str(state_dir / "slurm.conf")})
+        job_pid = state_dir / "job.pid"
+        own.run(
+            "sbatch",
+            "--parsable",
+            "-p",
+            "ampere",
+            f"--output={tmp_path / 'job.out'}",
+            f"--wrap=echo $$ > {job_pid}; exec sleep 600",
+        )
+        _wait_for(lambda: job_pid.is_file() and job_pid.read_text().strip(), 60, "the job")
+        job = int(job_pid.read_text())
+        assert _alive(job)
+        subprocess.run([str(SLURM_SH), "stop", str(state_dir)], env=env, check=True, timeout=180)
+        left = [pid for pid in [*pids, job] if _alive(pid)]
+        assert not left, f".ci/slurm.sh stop left processes running: {left}"
+        assert others <= _sinfo_nodes(dict(os.environ)), "stopping this SLURM hit the test SLURM"
+    finally:
+        if any(_alive(pid) for pid in pids):  # a failed stop: do not leave them to later tests
+            subprocess.run([str(SLURM_SH), "stop", str(state_dir)], env=env, timeout=180)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
 def test_a_job_without_space_file_exits_2_at_once(slurm: Slurm, tmp_path: Path) -> None:
     job = submit(slurm, tmp_path, None, sbatch=["--time=2"])
     state = job.wait_end(120)
@@ -519,15 +577,20 @@ def _check_resumed(case: RequeueCase, expect_finished_before: bool) -> None:
             resumed += start > 0
     assert resumed >= 1, "no trial was interrupted mid-way and resumed from a checkpoint"
 
-    # The wandb run of every trial (resumed ones included) logged each step once. (A run file
-    # whose writer SLURM killed before it wrote anything is a bare 7-byte header: skipped.)
+    # The wandb run of every trial (resumed ones included) logged exactly Tune's steps, each
+    # once: those of its result.json, de-duplicated (a trial resumed from an older checkpoint
+    # reports again steps it reported before the requeue; wandb logs each step once), in
+    # increasing order. (A run file whose writer SLURM killed before it wrote anything is a bare
+    # 7-byte header: no id, no history; the resumed driver logs those steps again.)
     steps: dict[str, list[int]] = {}
     for run in offline_runs(exp / "wandb"):
         if run.run_id or run.history:
             steps.setdefault(run.run_id, []).extend(run.steps)
     assert set(steps) == {t["trial_id"] for t in summary["trials"]}
     for tid, logged in steps.items():
+        tune_steps = sorted({r["step"] for r in _results(exp, tid)})
         assert logged == sorted(set(logged)), f"wandb run {tid} logged a step twice: {logged}"
+        assert logged == tune_steps, f"trial {tid}: wandb logged {logged}, Tune has {tune_steps}"
         assert logged[-1] == case.max_steps
 
 
