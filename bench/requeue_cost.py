@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from seg_tune.run import tune_dir
+from seg_tune.sweep.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SH = REPO / ".ci" / "slurm.sh"
@@ -130,7 +130,7 @@ def job_state(env: dict[str, str], job: int) -> dict[str, str]:
 
 def results(exp: Path) -> dict[str, list[dict[str, Any]]]:
     out = {}
-    for path in tune_dir(exp).glob("trial_*/result.json"):
+    for path in Layout(exp).tune.glob("trial_*/result.json"):
         lines = path.read_text().splitlines()
         out[path.parent.name] = [json.loads(x) for x in lines if x.endswith("}")]
     return out

@@ -35,7 +35,7 @@ import torch
 
 from seg_tune.config import ModelConfig
 from seg_tune.corpus import Utterance, load_tagged, synthetic_corpus
-from seg_tune.cues import CUE_NAMES, compute_cues, reference_cues, resolve_window
+from seg_tune.cues import CUE_NAMES, Window, compute_cues, reference_cues
 from seg_tune.model import PRESETS, build_model, n_parameters
 from seg_tune.segment import best_row, table_from_cues
 from seg_tune.tokenizer import build_tokenizer
@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, tok, utts, what = load(args)
     model.eval()
     subset = utts[: args.subset] if not args.smoke_test else utts[:30]
-    kw: dict[str, Any] = {"context": args.context, "stride": args.stride}
-    context, stride = resolve_window(model, args.context, args.stride)
+    window = Window.for_model(model, args.context, args.stride, args.batch_size)
+    context, stride = window.context, window.stride
     n_sub = sum(len(u) for u in subset)
     n_all = sum(len(u) for u in utts)
     print(f"model: {what}, {n_parameters(model):,} parameters; context {context}, stride {stride}")
@@ -125,11 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
 
     def run_batched() -> Any:
-        return compute_cues(model, tok, subset, batch_size=args.batch_size, **kw)
+        return compute_cues(model, tok, subset, window)
 
     # Batched runs before and after the long loop, so a change of load during it shows in both.
     runs = [timed(run_batched)[0] for _ in range(args.repeats)]
-    loop, slow = timed(lambda: reference_cues(model, tok, subset, **kw))
+    loop, slow = timed(lambda: reference_cues(model, tok, subset, window))
     print(f"per-position loop on the subset: {loop}", flush=True)
     after = [timed(run_batched) for _ in range(args.repeats)]
     runs += [took for took, _ in after]
@@ -140,9 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: batched and per-position {name} differ", file=sys.stderr)
             return 1
     print(f"batched on the subset: {batched} (median of {len(runs)})", flush=True)
-    cues_took, cues = timed(
-        lambda: compute_cues(model, tok, utts, batch_size=args.batch_size, **kw)
-    )
+    cues_took, cues = timed(lambda: compute_cues(model, tok, utts, window))
     table_took, table = timed(lambda: table_from_cues(cues, utts))
     best = best_row(table)
     command = shlex.join(

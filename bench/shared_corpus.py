@@ -44,7 +44,8 @@ def first_result_s(spec, corpus, storage: Path) -> float:
     """Seconds from the trial's start to its first result."""
     from ray import tune
 
-    from seg_tune.run import Experiment
+    from seg_tune.sweep.layout import Layout
+    from seg_tune.sweep.tuner import Sweep
 
     times: dict[str, float] = {}
 
@@ -55,7 +56,7 @@ def first_result_s(spec, corpus, storage: Path) -> float:
         def on_trial_result(self, iteration, trials, trial, result, **info):
             times.setdefault("first", time.monotonic())
 
-    exp = Experiment(spec, storage / "exp", corpus)
+    exp = Sweep(spec, Layout(storage / "exp"), corpus)
     tune.Tuner(
         exp.trainable(),
         param_space={"training.lr": 0.001},
@@ -74,8 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from seg_tune.run import read_data
-    from seg_tune.search_space import load_space
+    from seg_tune.cli.run import read_data
+    from seg_tune.sweep.load import load_space
 
     with tempfile.TemporaryDirectory() as tmp:
         space_file = Path(tmp) / "space.yaml"

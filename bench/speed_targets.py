@@ -9,7 +9,7 @@ computed, a benchmark how fast): each is timed here, median of --repeats runs, b
   shared cores (under 5 s unloaded).
 - `load_space(search_spaces/wandb_sweep.yaml)` in a fresh process, after its imports, and
   `load_space(search_spaces/base.yaml)` warm: no target ("well under a second",
-  seg_tune/search_space.py).
+  seg_tune/sweep/load.py).
 
     .venv/bin/python bench/speed_targets.py [--repeats 3]
 
@@ -88,7 +88,7 @@ def report_of_fifty(repeats: int) -> float:
 def load_space_cold() -> float:
     code = (
         "import time\n"
-        "from seg_tune.search_space import load_space\n"
+        "from seg_tune.sweep.load import load_space\n"
         "t = time.perf_counter()\n"
         f"load_space({str(SPACES / 'wandb_sweep.yaml')!r})\n"
         "print(time.perf_counter() - t)\n"
@@ -100,7 +100,7 @@ def load_space_cold() -> float:
 
 
 def load_space_warm(repeats: int) -> float:
-    from seg_tune.search_space import load_space
+    from seg_tune.sweep.load import load_space
 
     load_space(SPACES / "base.yaml")
     return median_s(lambda: load_space(SPACES / "base.yaml"), repeats)

@@ -69,8 +69,9 @@ def run_trial(path: str, steps: int, eval_every: int) -> tuple[float, list[float
     import ray
     from ray import tune
 
-    from seg_tune.run import Experiment
-    from seg_tune.search_space import load_space
+    from seg_tune.sweep.layout import Layout
+    from seg_tune.sweep.load import load_space
+    from seg_tune.sweep.tuner import Sweep
 
     times: dict[str, float] = {}
     speeds: list[float] = []
@@ -87,7 +88,7 @@ def run_trial(path: str, steps: int, eval_every: int) -> tuple[float, list[float
         space_file = Path(tmp) / "space.yaml"
         space_file.write_text(SPACE.format(steps=steps, eval_every=eval_every, path=path))
         spec = load_space(space_file)
-        exp = Experiment(spec, Path(tmp) / "bench")
+        exp = Sweep(spec, Layout(Path(tmp) / "bench"))
         ray.init(
             include_dashboard=True,
             dashboard_host="127.0.0.1",

@@ -2,12 +2,17 @@
 
 A checkpoint is a folder:
 
-    meta.json    {"format": 1, "step": int, "data_position": {...}, "best_valid_loss": ...,
+    meta.json    {"format": 2, "step": int, "data_position": {...}, "best_valid_loss": ...,
                   "metrics": {...}, "written_at": ISO time}      (written last)
     config.json  the resolved RunConfig
     state.pt     {"model", "optimizer", "scheduler": state_dicts, "rng": {...}}
                  (plain tensors and containers: loaded with torch.load(weights_only=True))
     tokenizer/   the PreTrainedTokenizerFast (save_pretrained)
+
+`rng` holds "torch" (the CPU generator's state), "python" (`random.getstate()`) and, since
+format 2, "cuda": the state of every CUDA device's generator in device order
+(`torch.cuda.get_rng_state_all()`; an empty list where CUDA is not available). Format 1, without
+"cuda", is still read; its CUDA generators are left as they are on resume.
 
 `write_checkpoint` builds it in a temporary sibling folder, fsyncs every file and renames it into
 place, so a crash leaves either the old set of checkpoints or the new one, never a torn folder.
@@ -20,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +33,8 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the RNG states include "cuda"
+READABLE_FORMATS = (1, 2)
 _PREFIX = "step_"
 
 
@@ -89,13 +96,46 @@ def atomic_dir(target: Path, fill: Callable[[Path], None]) -> Path:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """The CPU, Python and (where available) every CUDA device's generator state."""
+    cuda = list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": cuda}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved. CUDA states are restored for the devices both the
+    checkpoint and this machine have; any other difference is one warning line on stderr."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    warning = _set_cuda_rng_states(state.get("cuda"))
+    if warning is not None:
+        print(f"seg_tune.checkpoint: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _set_cuda_rng_states(saved: list[torch.Tensor] | None) -> str | None:
+    """Restore the saved CUDA states that match a device here; a warning when not all match."""
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if saved is None:  # format 1
+        if here == 0:
+            return None
+        return (
+            f"the checkpoint has no CUDA RNG states (an older format); the {here} CUDA "
+            "device(s) here keep theirs, so GPU randomness (dropout) may differ from an "
+            "uninterrupted run"
+        )
+    n = min(len(saved), here)
+    if n:
+        try:
+            torch.cuda.set_rng_state_all(list(saved[:n]))
+        except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a state of another build
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return f"the checkpoint's CUDA RNG states could not be restored ({first})"
+    if len(saved) == here:
+        return None
+    return (
+        f"the checkpoint has CUDA RNG states of {len(saved)} device(s), this machine has "
+        f"{here}; restored {n}, so GPU randomness (dropout) may differ from an uninterrupted run"
+    )
 
 
 def write_checkpoint_files(
@@ -117,9 +157,10 @@ def write_checkpoint_files(
 def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, meta) of a checkpoint folder."""
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT_VERSION:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ValueError(
-            f"{folder}: checkpoint format {meta.get('format')}, expected {FORMAT_VERSION}"
+            f"{folder}: checkpoint format {meta.get('format')}, expected one of "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
         )
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     return state, meta

@@ -14,6 +14,7 @@ The resolved config is saved with every checkpoint and exported model.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -22,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seg_tune import corpus
-from seg_tune.errors import ConfigError
+from seg_tune.errors import ConfigError, FieldError
 from seg_tune.model import PRESETS
 
 
@@ -189,31 +190,35 @@ class RunConfig(Strict):
                 if f"model.{key}" not in overrides:
                     data["model"][key] = 0
         for dotted, value in overrides.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = value
+            set_dotted(data, dotted, value)
         return validate(RunConfig, data, source="overrides")
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
+def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    """`doc` with the dotted key ("training.lr") set to `value`, sections made as needed."""
+    node = doc
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[leaf] = value
+
+
+def with_dotted(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of `doc` with each dotted key of `overrides` set."""
+    out = copy.deepcopy(dict(doc))
+    for dotted, value in overrides.items():
+        set_dotted(out, dotted, value)
+    return out
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line: the source, the dotted key, the value received and what is allowed."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key {loc!r}; check its spelling{more}"
-    if err["type"] == "missing":
-        return f"{source}: missing key {loc!r}{more}"
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" = {value!r}"
-    key = f"key {loc!r}{shown}: " if loc else ""
-    return f"{source}: {key}{msg}{more}"
+    return FieldError.first(exc).line(source)
 
 
 def validate(cls: type[M], data: Any, *, source: str) -> M:

@@ -17,8 +17,9 @@ Cues (`CUE_NAMES`, the field's definitions; natural logarithms):
 - `boundary_prob`: probability of the utterance-boundary token;
 - `increase_<cue>`: X[t] - X[t-1] within the utterance, 0 at its first phoneme.
 
-Long streams are cut into windows of `context` tokens that start every `stride` tokens. The first
-window keeps all its predictions; every later one keeps only its last `stride`, which were made
+Long streams are cut into windows of `context` tokens that start every `stride` tokens (a
+`Window`, which also says how many windows go through the model at once and on which device;
+`Window.for_model` fills in the defaults). The first window keeps all its predictions; every later one keeps only its last `stride`, which were made
 with at least `context - stride + 1` tokens of left context. Phoneme i of the stream is therefore
 predicted from the tokens `window_start(i) .. i-1` (see `window_start`), and `reference_cues`
 recomputes exactly that with one forward pass per position, which is how the published code
@@ -51,11 +52,11 @@ __all__ = [
     "BASE_CUES",
     "CUE_NAMES",
     "Cues",
+    "Window",
     "compute_cues",
     "default_context",
     "default_stride",
     "reference_cues",
-    "resolve_window",
     "window_start",
 ]
 
@@ -171,23 +172,91 @@ def default_stride(context: int) -> int:
     return max(1, context - context // 4)
 
 
-def resolve_window(
-    model: PreTrainedModel, context: int | None, stride: int | None
-) -> tuple[int, int]:
-    """(context, stride) with the defaults filled in; ConfigError when they cannot work."""
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} {value!r}: must be an integer")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Window:
+    """How cues are read off a model: windows of `context` tokens that start every `stride`
+    tokens, `batch_size` windows per forward pass, inputs sent to `device` (None: the model's
+    device; the model is never moved).
+
+    Checked when made: a ConfigError naming the field, its value and what is allowed.
+    `Window.for_model` fills in the defaults for a model and checks `context` against its
+    n_positions (as `compute_cues` does for any window it is given).
+    """
+
+    context: int
+    stride: int
+    batch_size: int = 64
+    device: torch.device | str | None = None
+
+    def __post_init__(self) -> None:
+        context = _check_int("context", self.context)
+        if context < 2:
+            raise ConfigError(f"context {context}: must be between 2 and the model's n_positions")
+        stride = _check_int("stride", self.stride)
+        if not 1 <= stride <= context - 1:
+            raise ConfigError(
+                f"stride {stride}: must be between 1 and context - 1 ({context - 1}), so that "
+                "every kept prediction has at least one token of left context"
+            )
+        batch_size = _check_int("batch_size", self.batch_size)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size {batch_size}: must be at least 1")
+        device = self.device
+        if device is not None and not isinstance(device, torch.device):
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError):
+                raise ConfigError(
+                    f"device {self.device!r}: not a torch device; give e.g. cpu, cuda, cuda:1 or mps"
+                ) from None
+        for name, value in (("context", context), ("stride", stride), ("batch_size", batch_size)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "device", device)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: PreTrainedModel,
+        context: int | None = None,
+        stride: int | None = None,
+        batch_size: int = 64,
+        device: torch.device | str | None = None,
+    ) -> Window:
+        """A window for `model`: `context` defaults to its n_positions capped at 128
+        (`default_context`), `stride` to `default_stride(context)`."""
+        context = default_context(model) if context is None else _check_int("context", context)
+        _check_context(model, context)  # before the stride, which is checked against it
+        stride = default_stride(context) if stride is None else stride
+        return cls(context, stride, batch_size, device)
+
+    def check_model(self, model: PreTrainedModel) -> Window:
+        """This window, if `model` can read it (context <= n_positions); else ConfigError."""
+        _check_context(model, self.context)
+        return self
+
+    def input_device(self, model: PreTrainedModel) -> torch.device:
+        """Where the inputs go: `device`, or the model's device."""
+        if isinstance(self.device, torch.device):  # a str is made a torch.device when checked
+            return self.device
+        return next(model.parameters()).device
+
+
+def _check_context(model: PreTrainedModel, context: int) -> None:
     n_positions = int(getattr(model.config, "n_positions", 1 << 30))
-    context = default_context(model) if context is None else context
     if not 2 <= context <= n_positions:
         raise ConfigError(
             f"context {context}: must be between 2 and the model's n_positions ({n_positions})"
         )
-    stride = default_stride(context) if stride is None else stride
-    if not 1 <= stride <= context - 1:
-        raise ConfigError(
-            f"stride {stride}: must be between 1 and context - 1 ({context - 1}), so that every "
-            "kept prediction has at least one token of left context"
-        )
-    return context, stride
+
+
+def _window(model: PreTrainedModel, window: Window | None) -> Window:
+    return Window.for_model(model) if window is None else window.check_model(model)
 
 
 def window_start(i: int, context: int, stride: int) -> int:
@@ -217,12 +286,6 @@ def _cues_of_logits(logits: torch.Tensor, targets: torch.Tensor, bid: int) -> to
     )
 
 
-def _model_device(model: PreTrainedModel, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return next(model.parameters()).device
-
-
 class _EvalMode:
     """Dropout off while cues are computed; the caller's train/eval mode restored after."""
 
@@ -249,22 +312,18 @@ def compute_cues(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     utterances: Sequence[Utterance],
-    *,
-    context: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
+    window: Window | None = None,
 ) -> Cues:
     """The eight cues of every phoneme, from one forward pass per batch of windows.
 
-    `context`: window length in tokens (default: the model's n_positions capped at 128);
-    `stride`: distance between window starts (default `default_stride`: every kept prediction had
-    at least context // 4 + 1 tokens of left context); `batch_size`: windows per forward pass;
-    `device`: where the inputs go (default: the model's device; the model is not moved).
+    `window` (default `Window.for_model(model)`): the window length `context` (default: the
+    model's n_positions capped at 128), the distance `stride` between window starts (default
+    `default_stride`: every kept prediction had at least context // 4 + 1 tokens of left
+    context), `batch_size` windows per forward pass, and the `device` the inputs go to (default:
+    the model's device; the model is not moved).
     """
-    context, stride = resolve_window(model, context, stride)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size {batch_size}: must be at least 1")
+    window = _window(model, window)
+    context, stride, batch_size = window.context, window.stride, window.batch_size
     stream, lengths, is_phoneme = _stream(tokenizer, utterances)
     bid = _boundary_token_id(tokenizer)
     n_tokens = stream.numel()
@@ -276,7 +335,7 @@ def compute_cues(
     inputs = padded[:-1].unfold(0, context, stride)  # (n_windows, context), a view
     targets = padded[1:].unfold(0, context, stride)
     keep = _keep_mask(inputs.shape[0], context, stride, n_tokens)
-    dev = _model_device(model, device)
+    dev = window.input_device(model)
     chunks: list[torch.Tensor] = []
     with _EvalMode(model), torch.inference_mode():
         for lo in range(0, inputs.shape[0], batch_size):
@@ -308,21 +367,20 @@ def reference_cues(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     utterances: Sequence[Utterance],
-    *,
-    context: int | None = None,
-    stride: int | None = None,
-    device: str | torch.device | None = None,
+    window: Window | None = None,
 ) -> Cues:
     """The same cues, slowly: one forward pass per phoneme over its own left context.
 
     Token i is predicted from tokens `window_start(i, context, stride) .. i-1`, the left context
-    `compute_cues` gives it, so the two agree to float precision. With `stride=1` every phoneme
-    gets the full `context` tokens before it, as in the published per-position code.
+    `compute_cues` gives it with the same `window`, so the two agree to float precision (its
+    `batch_size` is not used here). With `stride=1` every phoneme gets the full `context` tokens
+    before it, as in the published per-position code.
     """
-    context, stride = resolve_window(model, context, stride)
+    window = _window(model, window)
+    context, stride = window.context, window.stride
     stream, lengths, is_phoneme = _stream(tokenizer, utterances)
     bid = _boundary_token_id(tokenizer)
-    dev = _model_device(model, device)
+    dev = window.input_device(model)
     rows: list[torch.Tensor] = []
     with _EvalMode(model), torch.inference_mode():
         for i in range(1, stream.numel()):

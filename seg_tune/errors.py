@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 
 class SegTuneError(Exception):
@@ -34,6 +38,54 @@ class DataError(SegTuneError):
 def location(path: object, line: int | None = None) -> str:
     """`file:line` (1-based line) for messages."""
     return f"{path}:{line}" if line is not None else f"{path}"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """Pydantic's first error, as seg_tune's one-line messages use it (every validation message
+    of seg_tune is made here, so that they all read alike)."""
+
+    kind: str  # pydantic's error type: "extra_forbidden", "missing", "value_error", ...
+    key: str  # the dotted key, after a prefix ("" for the object itself)
+    message: str  # pydantic's message without its "Value error, " prefix
+    value: Any  # the value received
+    at_field: bool  # the error is about a field (not about the object as a whole)
+    more: int  # how many further errors pydantic found
+
+    @classmethod
+    def first(cls, exc: ValidationError, prefix: str = "") -> FieldError:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        return cls(
+            kind=err["type"],
+            key=".".join([prefix, *loc] if prefix else loc),
+            message=err["msg"].removeprefix("Value error, "),
+            value=err.get("input"),
+            at_field=bool(loc),
+            more=len(exc.errors()) - 1,
+        )
+
+    def short(self) -> str:
+        """`key: message`, for a message that already names the value."""
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+    def line(
+        self, source: str, *, allowed: Iterable[str] | None = None, show: Callable = repr
+    ) -> str:
+        """`source: key 'k' = value: message` (an unknown key: what is allowed)."""
+        more = f" (and {self.more} more)" if self.more else ""
+        if self.kind == "extra_forbidden":
+            names = ", ".join(allowed) if allowed is not None else None
+            what = f"allowed: {names}" if names is not None else "check its spelling"
+            return f"{source}: unknown key {self.key!r}; {what}{more}"
+        if self.kind == "missing":
+            return f"{source}: missing key {self.key!r}{more}"
+        if not self.key:
+            return f"{source}: {self.message}{more}"
+        shown = (
+            "" if isinstance(self.value, dict) or not self.at_field else f" = {show(self.value)}"
+        )
+        return f"{source}: key {self.key!r}{shown}: {self.message}{more}"
 
 
 def run_cli(run: Callable[[list[str] | None], int], argv: list[str] | None) -> int:

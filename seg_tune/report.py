@@ -1,7 +1,7 @@
 """A Markdown report with PNG plots for a finished or interrupted tuning experiment.
 
 `python -m seg_tune.report EXP_DIR` reads `EXP_DIR/summary.json` (format 1, see
-`seg_tune.results`) and, when a trial finished, `EXP_DIR/best_model/segmentation.json`; it writes
+`seg_tune.sweep.results`) and, when a trial finished, `EXP_DIR/best_model/segmentation.json`; it writes
 `EXP_DIR/report.md` and `EXP_DIR/plots/*.png` (each atomically) and prints the report's path.
 
 The report holds: the experiment's settings and state (finished or interrupted, trial status
@@ -11,7 +11,7 @@ trial); the objective against each hyperparameter; and the best model's cue x st
 beside the transitional-probability baselines.
 
 The summary is read leniently, because an interrupted experiment leaves partial trials: missing
-metrics, empty histories and None (NaN, as `seg_tune.results` writes it) are shown as "–" and
+metrics, empty histories and None (NaN, as `seg_tune.sweep.results` writes it) are shown as "–" and
 sorted last. Only a missing or unreadable summary, or one of an unknown format, is an error.
 
 Figures are built as `matplotlib.figure.Figure` objects without pyplot, so no global figure
@@ -27,26 +27,28 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seg_tune.errors import ArgumentParser, ConfigError, DataError, location, run_cli
+from seg_tune.errors import ArgumentParser, DataError, run_cli
 from seg_tune.metrics import CUE_NAMES, REPORTED_METRICS, SCORE_KEYS, STEP
+from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.summary import (
+    ExperimentSummary,
+    TrialSummary,
+    finite_number,
+    mapping,
+    read_experiment,
+)
+from seg_tune.sweep.values import flatten
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-READ_FORMATS = (1, 2)  # summary.json formats this report reads (seg_tune.results writes the last)
-SUMMARY_FILE = "summary.json"
-SEGMENTATION_FILE = Path("best_model") / "segmentation.json"
-REPORT_FILE = "report.md"
-PLOTS_DIR = "plots"
 LEARNING_CURVES_PNG = "learning_curves.png"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
 STOP_MARKER_GID = "asha_stop"  # gid of the scatter of ASHA stops, so tests can find it
-_EXP_HINT = "EXP_DIR must be an experiment folder written by seg_tune.run (it holds summary.json)"
 
 # The strategies of seg_tune.segment in its order; not imported, since seg_tune.segment pulls in
 # torch (seconds) and the report only needs the names to order columns. Unknown ones go last.
@@ -75,189 +77,6 @@ _BASELINE_COLUMNS = (
 _LEGEND_MAX_TRIALS = 10  # above this, only the best trial and the ASHA marker get legend entries
 _LOG_SPAN_DECADES = 1.5
 _DASH = "–"
-
-
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One trial of the summary, normalised: absent dicts/lists are empty, not None."""
-
-    trial_id: str
-    status: str
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    history: list[dict[str, Any]]
-    steps_trained: int | None
-    stop_step: int | None  # where ASHA stopped it; None when it was not stopped early
-    error: dict[str, Any] | None = None  # a trial in ERROR: {"reason", "file"}
-
-    def value(self, metric: str) -> float | None:
-        """The last reported value of `metric` (the history's when `metrics` lacks it), or None;
-        NaN counts as missing."""
-        v = _number(self.metrics.get(metric))
-        if v is None:
-            v = next((_number(h.get(metric)) for h in reversed(self.history) if metric in h), None)
-        return v
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """What the report shows: the summary's settings, its trials, and the best model's table."""
-
-    path: Path
-    summary: dict[str, Any]
-    metric: str
-    mode: str
-    trials: list[Trial]
-    best: dict[str, Any] | None
-    segmentation: dict[str, Any] | None
-
-    @property
-    def best_id(self) -> str | None:
-        return None if self.best is None else str(self.best.get("trial_id"))
-
-    def ranked(self) -> list[Trial]:
-        """Trials best first by the objective; trials without a value last, in summary order."""
-        sign = -1.0 if self.mode == "max" else 1.0
-
-        def key(t: Trial) -> tuple[bool, float]:
-            v = t.value(self.metric)
-            return (v is None, 0.0 if v is None else sign * v)
-
-        return sorted(self.trials, key=key)
-
-
-def _number(value: Any) -> float | None:
-    """A finite int/float as float, else None (bools, strings, None and NaN are not numbers)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read: {exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{location(path, exc.lineno)}: not valid JSON ({exc.msg}); {_EXP_HINT}"
-        ) from None
-
-
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise DataError(f"{where}: expected an object, got {type(value).__name__} {value!r:.60}")
-    return value
-
-
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested configs become dotted keys ("training.lr"), as the search spaces name them."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out |= _flatten(value, f"{name}.")
-        else:
-            out[name] = value
-    return out
-
-
-def _trial(raw: Any, where: str) -> Trial:
-    raw = _mapping(raw, where)
-    if "trial_id" not in raw:
-        raise DataError(f"{where}: no 'trial_id'; every trial entry needs one")
-    history_raw = raw.get("history") or []
-    if not isinstance(history_raw, list):
-        raise DataError(f"{where}: 'history' must be a list, got {type(history_raw).__name__}")
-    history = [_mapping(h, f"{where} history[{i}]") for i, h in enumerate(history_raw)]
-    history = sorted(
-        (h for h in history if _number(h.get(STEP)) is not None), key=lambda h: h[STEP]
-    )
-    steps = _number(raw.get("steps_trained"))
-    stop = None
-    if raw.get("stopped_early"):
-        # An older writer may leave the step out: then the last step it trained or reported.
-        stop = _number(raw.get("stopped_at_step"))
-        stop = stop if stop is not None else steps
-        if stop is None and history:
-            stop = float(history[-1][STEP])
-    return Trial(
-        trial_id=str(raw["trial_id"]),
-        status=str(raw.get("status") or "UNKNOWN"),
-        config=_flatten(_mapping(raw.get("config"), f"{where} config")),
-        metrics=_mapping(raw.get("metrics"), f"{where} metrics"),
-        history=history,
-        steps_trained=None if steps is None else int(steps),
-        stop_step=None if stop is None else int(stop),
-        error=_mapping(raw["error"], f"{where} error") if raw.get("error") else None,
-    )
-
-
-def load_summary(exp_dir: Path) -> dict[str, Any]:
-    """The checked summary.json of `exp_dir`; ConfigError when it is not an experiment folder."""
-    if not exp_dir.is_dir():
-        raise ConfigError(f"{exp_dir}: no such folder; {_EXP_HINT}")
-    path = exp_dir / SUMMARY_FILE
-    if not path.is_file():
-        raise ConfigError(f"{exp_dir}: no {SUMMARY_FILE} in it; {_EXP_HINT}")
-    data = _read_json(path)
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt not in READ_FORMATS:
-        raise DataError(
-            f"{path}: format {fmt!r} is unknown, this seg_tune reads formats "
-            f"{', '.join(map(str, READ_FORMATS))}; "
-            "write the report with the seg_tune version that ran the experiment"
-        )
-    for key in ("metric", "mode", "trials"):
-        if key not in data:
-            raise DataError(f"{path}: key {key!r} is missing; {_EXP_HINT}")
-    if data["mode"] not in ("min", "max"):
-        raise DataError(f"{path}: 'mode' is {data['mode']!r}; allowed: 'min' or 'max'")
-    if not isinstance(data["trials"], list):
-        raise DataError(f"{path}: 'trials' must be a list, got {type(data['trials']).__name__}")
-    return data
-
-
-def load_segmentation(exp_dir: Path) -> dict[str, Any] | None:
-    """best_model/segmentation.json, or None when no trial finished (no best model)."""
-    path = exp_dir / SEGMENTATION_FILE
-    if not path.is_file():
-        return None
-    data = _mapping(_read_json(path), str(path))
-    table = data.get("table") or []
-    if not isinstance(table, list):
-        raise DataError(f"{path}: 'table' must be a list of rows, got {type(table).__name__}")
-    for i, row in enumerate(table):
-        row = _mapping(row, f"{path} table[{i}]")
-        if "cue" not in row or "strategy" not in row:
-            raise DataError(f"{path}: table[{i}] lacks 'cue' or 'strategy'; got keys {list(row)}")
-    _mapping(data.get("tp_baseline"), f"{path} tp_baseline")
-    _mapping(data.get("best"), f"{path} best")
-    return data
-
-
-def load_experiment(exp_dir: Path) -> Experiment:
-    """Everything the report shows, read and checked once."""
-    summary = load_summary(exp_dir)
-    path = exp_dir / SUMMARY_FILE
-    trials = [_trial(t, f"{path} trials[{i}]") for i, t in enumerate(summary["trials"])]
-    best = summary.get("best")
-    return Experiment(
-        path=exp_dir,
-        summary=summary,
-        metric=str(summary["metric"]),
-        mode=summary["mode"],
-        trials=trials,
-        best=_mapping(best, f"{path} best") or None,
-        segmentation=load_segmentation(exp_dir),
-    )
 
 
 # --------------------------------------------------------------------------- Markdown helpers
@@ -317,7 +136,7 @@ def _describe(spec: Any) -> str:
 # --------------------------------------------------------------------------- Markdown sections
 
 
-def _header(exp: Experiment) -> str:
+def _header(exp: ExperimentSummary) -> str:
     s = exp.summary
     counts = Counter(t.status for t in exp.trials)
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"
@@ -347,7 +166,7 @@ _STATES = {
 }
 
 
-def _failed_section(exp: Experiment) -> str:
+def _failed_section(exp: ExperimentSummary) -> str:
     """Trials that ended in ERROR, with the one-line reason and Tune's error file."""
     failed = [t for t in exp.trials if t.status == "ERROR"]
     if not failed:
@@ -366,15 +185,15 @@ def _failed_section(exp: Experiment) -> str:
     )
 
 
-def _best_section(exp: Experiment) -> str:
+def _best_section(exp: ExperimentSummary) -> str:
     if exp.best is None:
         return (
             "## Best trial\n\nNone: no trial reported the objective (no trial finished). "
             "The trials table ranks the trials by their last reported objective."
         )
     best = exp.best
-    config = _flatten(_mapping(best.get("config"), "best config"))
-    metrics = _mapping(best.get("metrics"), "best metrics")
+    config = flatten(mapping(best.get("config"), "best config"))
+    metrics = mapping(best.get("metrics"), "best metrics")
     lines = [f"## Best trial: {_code(str(best.get('trial_id')))}", ""]
     lines.append(f"Steps trained: {_fmt(best.get('steps_trained'))}.")
     if best.get("trial_id") not in {t.trial_id for t in exp.trials}:
@@ -394,7 +213,7 @@ def _best_section(exp: Experiment) -> str:
     return "\n".join(lines)
 
 
-def _config_keys(trials: Sequence[Trial]) -> list[str]:
+def _config_keys(trials: Sequence[TrialSummary]) -> list[str]:
     """Every config key of any trial, in order of first appearance."""
     return list(dict.fromkeys(k for t in trials for k in t.config))
 
@@ -404,11 +223,11 @@ def _second_metric(metric: str) -> str:
     return "train_loss" if metric == "valid_loss" else "valid_loss"
 
 
-def _stopped(t: Trial) -> str:
+def _stopped(t: TrialSummary) -> str:
     return _DASH if t.stop_step is None else f"at step {t.stop_step}"
 
 
-def _trials_section(exp: Experiment) -> str:
+def _trials_section(exp: ExperimentSummary) -> str:
     if not exp.trials:
         return "## Trials\n\nNo trial was recorded."
     keys = _config_keys(exp.trials)
@@ -438,7 +257,7 @@ def _trials_section(exp: Experiment) -> str:
     return "## Trials\n\n" + note + "\n\n" + _table(header, rows, right)
 
 
-def _plots_section(exp: Experiment, plots: Mapping[str, str]) -> str:
+def _plots_section(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
     lines = ["## Plots", ""]
     if LEARNING_CURVES_PNG in plots:
         lines += [
@@ -491,13 +310,13 @@ def _cue_strategy_table(rows: Sequence[Mapping[str, Any]], best: Mapping[str, An
 
 
 def _baseline_table(seg: Mapping[str, Any]) -> str:
-    best = _mapping(seg.get("best"), "segmentation best")
+    best = mapping(seg.get("best"), "segmentation best")
     header = ["segmentation", *(title for title, _ in _BASELINE_COLUMNS)]
     body = []
     if best:
         name = f"model: {best.get('cue')}/{best.get('strategy')}"
         body.append([f"**{_escape(name)}**", *(_score(best.get(k)) for _, k in _BASELINE_COLUMNS)])
-    for combo, scores in _mapping(seg.get("tp_baseline"), "tp_baseline").items():
+    for combo, scores in mapping(seg.get("tp_baseline"), "tp_baseline").items():
         scores = scores if isinstance(scores, Mapping) else {}
         body.append(
             [f"TP {_escape(combo)}", *(_score(scores.get(k)) for _, k in _BASELINE_COLUMNS)]
@@ -507,7 +326,12 @@ def _baseline_table(seg: Mapping[str, Any]) -> str:
 
 def _top_rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
     fair = [r for r in rows if not r.get("oracle")]
-    fair.sort(key=lambda r: (_number(r.get(_SEG_KEY)) is None, -(_number(r.get(_SEG_KEY)) or 0)))
+    fair.sort(
+        key=lambda r: (
+            finite_number(r.get(_SEG_KEY)) is None,
+            -(finite_number(r.get(_SEG_KEY)) or 0),
+        )
+    )
     header = ["cue", "strategy", *(k.replace("_", " ").replace("fscore", "F") for k in SCORE_KEYS)]
     header = [h.replace(" precision", " P").replace(" recall", " R") for h in header]
     body = [
@@ -517,15 +341,15 @@ def _top_rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return _table(header, body, [False, False, *([True] * len(SCORE_KEYS))])
 
 
-def _segmentation_section(exp: Experiment) -> str:
+def _segmentation_section(exp: ExperimentSummary) -> str:
     seg = exp.segmentation
     if seg is None:
         return (
             "## Best model's segmentation\n\nNo best model was exported "
-            f"(no {SEGMENTATION_FILE}): no trial finished."
+            f"(no {Layout(exp.path).segmentation.relative_to(exp.path)}): no trial finished."
         )
     rows = [r for r in seg.get("table") or [] if isinstance(r, Mapping)]
-    best = _mapping(seg.get("best"), "segmentation best")
+    best = mapping(seg.get("best"), "segmentation best")
     intro = f"Scored on {_fmt(seg.get('data'))} ({_fmt(seg.get('n_utterances'))} utterances)"
     if seg.get("step") is not None:
         intro += f", model at step {_fmt(seg.get('step'))}"
@@ -554,7 +378,7 @@ def _segmentation_section(exp: Experiment) -> str:
     return "\n".join(parts).rstrip()
 
 
-def render_markdown(exp: Experiment, plots: Mapping[str, str]) -> str:
+def render_markdown(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
     """The report's text; `plots` maps the plot file names drawn to their relative links."""
     sections = [
         _header(exp),
@@ -576,13 +400,13 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
     return Figure(figsize=(width_in, height_in), layout="constrained")
 
 
-def _curve(t: Trial, metric: str) -> tuple[list[float], list[float]]:
-    points = [(float(h[STEP]), _number(h.get(metric))) for h in t.history]
+def _curve(t: TrialSummary, metric: str) -> tuple[list[float], list[float]]:
+    points = [(float(h[STEP]), finite_number(h.get(metric))) for h in t.history]
     kept = [(s, v) for s, v in points if v is not None]
     return [s for s, _ in kept], [v for _, v in kept]
 
 
-def stop_points(trials: Sequence[Trial], metric: str) -> list[tuple[float, float]]:
+def stop_points(trials: Sequence[TrialSummary], metric: str) -> list[tuple[float, float]]:
     """(step, value) of each ASHA stop: the trial's last evaluation at or before its stop step."""
     out = []
     for t in trials:
@@ -600,17 +424,17 @@ def _rungs(scheduler: Any) -> list[float]:
     gives them."""
     if not isinstance(scheduler, Mapping) or scheduler.get("type") != "asha":
         return []
-    grace = _number(scheduler.get("grace_period_steps"))
-    rf = _number(scheduler.get("reduction_factor"))
-    top = _number(scheduler.get("max_steps"))
+    grace = finite_number(scheduler.get("grace_period_steps"))
+    rf = finite_number(scheduler.get("reduction_factor"))
+    top = finite_number(scheduler.get("max_steps"))
     if grace is None or rf is None or top is None or grace <= 0 or rf <= 1:
         return []
-    from seg_tune.search_space import rung_steps  # the steps the trials were judged at
+    from seg_tune.sweep.rungs import rung_steps  # the steps the trials were judged at
 
     return [float(step) for step in rung_steps(max(1, round(grace)), rf, round(top))]
 
 
-def _draw_curves(ax: Axes, exp: Experiment, metric: str, rungs: Sequence[float]) -> bool:
+def _draw_curves(ax: Axes, exp: ExperimentSummary, metric: str, rungs: Sequence[float]) -> bool:
     """One line per trial, the best on top; returns whether anything was drawn."""
     import matplotlib as mpl
 
@@ -668,7 +492,7 @@ def _draw_curves(ax: Axes, exp: Experiment, metric: str, rungs: Sequence[float])
     return drawn
 
 
-def learning_curves_figure(exp: Experiment) -> Figure | None:
+def learning_curves_figure(exp: ExperimentSummary) -> Figure | None:
     """The objective and a loss against step for every trial; None when no trial has a curve."""
     if not any(t.history for t in exp.trials):
         return None
@@ -697,7 +521,7 @@ def learning_curves_figure(exp: Experiment) -> Figure | None:
 
 
 def _categorical(values: Sequence[Any]) -> bool:
-    return any(_number(v) is None for v in values)
+    return any(finite_number(v) is None for v in values)
 
 
 def _label(value: Any) -> str:
@@ -709,7 +533,7 @@ def _log_scale(values: Sequence[float]) -> bool:
     return min(values) > 0 and math.log10(max(values) / min(values)) > _LOG_SPAN_DECADES
 
 
-def _draw_parameter(ax: Axes, exp: Experiment, key: str) -> None:
+def _draw_parameter(ax: Axes, exp: ExperimentSummary, key: str) -> None:
     trials = [t for t in exp.trials if key in t.config and t.value(exp.metric) is not None]
     ax.set_title(key, fontsize=9)
     ax.grid(alpha=0.3)
@@ -744,7 +568,7 @@ def _draw_parameter(ax: Axes, exp: Experiment, key: str) -> None:
             ax.scatter([x], [y], marker="o", s=28, color="tab:blue", alpha=0.8)
 
 
-def hyperparameter_figure(exp: Experiment) -> Figure | None:
+def hyperparameter_figure(exp: ExperimentSummary) -> Figure | None:
     """The objective against each config key, one small panel per key; None without keys."""
     keys = _config_keys(exp.trials)
     if not keys:
@@ -792,13 +616,13 @@ def _write_text(path: Path, text: str) -> None:
     _replace_atomically(path, write)
 
 
-def write_plots(exp: Experiment) -> dict[str, str]:
+def write_plots(exp: ExperimentSummary) -> dict[str, str]:
     """Draw the plots into EXP_DIR/plots; returns {file name: link relative to the report}.
 
     A plot with nothing to draw is not written, and an old copy of it is removed, so the folder
     never shows a stale plot beside the new report.
     """
-    plots_dir = exp.path / PLOTS_DIR
+    plots_dir = Layout(exp.path).plots
     plots_dir.mkdir(exist_ok=True)
     figures = {
         LEARNING_CURVES_PNG: learning_curves_figure(exp),
@@ -810,17 +634,17 @@ def write_plots(exp: Experiment) -> dict[str, str]:
             (plots_dir / name).unlink(missing_ok=True)
             continue
         _save_png(fig, plots_dir / name)
-        links[name] = f"{PLOTS_DIR}/{name}"
+        links[name] = f"{plots_dir.name}/{name}"
     return links
 
 
 def write_report(exp_dir: Path) -> Path:
     """Write EXP_DIR/report.md and EXP_DIR/plots/*.png; returns the report's path."""
     exp_dir = Path(exp_dir)
-    exp = load_experiment(exp_dir)
+    exp = read_experiment(exp_dir)
     try:
         links = write_plots(exp)
-        path = exp_dir / REPORT_FILE
+        path = Layout(exp_dir).report
         _write_text(path, render_markdown(exp, links))
     except OSError as exc:
         raise DataError(f"{exp_dir}: cannot write the report: {exc}") from None

@@ -39,13 +39,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, load_text, write_tagged
-from seg_tune.cues import CUE_NAMES, Cues, compute_cues, resolve_window
+from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
 from seg_tune.errors import ArgumentParser, ConfigError, DataError, run_cli
 from seg_tune.metrics import SCORE_KEYS
 from seg_tune.score import Scorer
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CUE_STRATEGIES: tuple[str, ...] = ("spike", "threshold", "threshold_oracle")
@@ -413,24 +412,16 @@ def segment_table(
     utterances: Sequence[Utterance],
     *,
     cutoff_utterances: Sequence[Utterance] | None = None,
-    context: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
+    window: Window | None = None,
     metric: str = DEFAULT_METRIC,
     strategies: Sequence[str] = STRATEGIES,
 ) -> list[dict[str, Any]]:
-    """Cues of `utterances` from the model, then `table_from_cues`; fair cutoffs are chosen on
+    """Cues of `utterances` from the model (read with `window`, default
+    `Window.for_model(model)`), then `table_from_cues`; fair cutoffs are chosen on
     `cutoff_utterances` when given, else by two-fold cross-fitting."""
-    kw: dict[str, Any] = {
-        "context": context,
-        "stride": stride,
-        "batch_size": batch_size,
-        "device": device,
-    }
-    cues = compute_cues(model, tokenizer, utterances, **kw)
+    cues = compute_cues(model, tokenizer, utterances, window)
     cutoff_cues = (
-        compute_cues(model, tokenizer, cutoff_utterances, **kw) if cutoff_utterances else None
+        compute_cues(model, tokenizer, cutoff_utterances, window) if cutoff_utterances else None
     )
     return table_from_cues(
         cues,
@@ -459,13 +450,11 @@ def evaluate_segmentation(
     tokenizer: PreTrainedTokenizerBase,
     utterances: Sequence[Utterance],
     *,
-    context: int | None = None,
-    stride: int | None = None,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
+    window: Window | None = None,
     metric: str = DEFAULT_METRIC,
 ) -> dict[str, float | str]:
-    """Segmentation scores for the training loop (fair strategies only, cross-fitted cutoffs).
+    """Segmentation scores for the training loop (fair strategies only, cross-fitted cutoffs;
+    cues read with `window`, default `Window.for_model(model)`).
 
     Returns a flat dict: `seg_<score>` for the 12 `SCORE_KEYS` of the best non-oracle
     cue x strategy by `metric`; `seg_best`, that row's name "cue/strategy" (the one string
@@ -476,10 +465,7 @@ def evaluate_segmentation(
         model,
         tokenizer,
         utterances,
-        context=context,
-        stride=stride,
-        batch_size=batch_size,
-        device=device,
+        window=window,
         metric=metric,
         strategies=FAIR_STRATEGIES,
     )
@@ -684,16 +670,11 @@ def _score_all(
     tokenizer: PreTrainedTokenizerBase,
     data: list[Utterance],
     cutoff_data: list[Utterance] | None,
+    window: Window,
     args: argparse.Namespace,
 ) -> tuple[_Gold, list[Segmentation], list[dict[str, Any]]]:
-    kw: dict[str, Any] = {
-        "context": args.context,
-        "stride": args.stride,
-        "batch_size": args.batch_size,
-        "device": args.device,
-    }
-    cues = compute_cues(model, tokenizer, data, **kw)
-    cutoff_cues = compute_cues(model, tokenizer, cutoff_data, **kw) if cutoff_data else None
+    cues = compute_cues(model, tokenizer, data, window)
+    cutoff_cues = compute_cues(model, tokenizer, cutoff_data, window) if cutoff_data else None
     gold = _Gold(data)
     cutoff_gold = _Gold(cutoff_data) if cutoff_data else None
     segs = _segmentations(cues, gold, cutoff_cues, cutoff_gold, args.metric, STRATEGIES)
@@ -702,12 +683,12 @@ def _score_all(
 
 def _report(
     args: argparse.Namespace,
-    model: PreTrainedModel,
+    window: Window,
     gold: _Gold,
     table: list[dict[str, Any]],
 ) -> str:
     """The --json object, or the header line, table and best row."""
-    context, stride = resolve_window(model, args.context, args.stride)
+    context, stride = window.context, window.stride
     best = best_row(table, args.metric)
     how = f"chosen on {args.cutoff_data}" if args.cutoff_data else "two-fold cross-fitting on DATA"
     n_utts, n_phonemes = len(gold.lengths), int(gold.lengths.sum())
@@ -742,8 +723,9 @@ def _run(argv: list[str] | None) -> int:
     data = _load_data(args.data, args, tokens)
     cutoff_data = _load_data(args.cutoff_data, args, tokens) if args.cutoff_data else None
     _warn_unknown(tokenizer, data, args.data)
-    gold, segs, table = _score_all(model, tokenizer, data, cutoff_data, args)
-    print(_report(args, model, gold, table))
+    window = Window.for_model(model, args.context, args.stride, args.batch_size, args.device)
+    gold, segs, table = _score_all(model, tokenizer, data, cutoff_data, window, args)
+    print(_report(args, window, gold, table))
     if args.write_segmentation:
         seg = _chosen(segs, table, args)
         _write(args.write_segmentation, gold, seg, tokens[0])

@@ -2,7 +2,7 @@
 
 `train_loop(cfg, session)` is a plain PyTorch loop that runs the same way standalone (a
 `LocalSession`: checkpoints and metrics in `--out DIR`) and as a Ray Train worker (a session from
-`seg_tune.tune` that reports to Ray Train). It is rank-aware: with several workers the model is
+`seg_tune.sweep.trial` that reports to Ray Train). It is rank-aware: with several workers the model is
 wrapped in DistributedDataParallel, each rank takes its share of every global batch, validation
 loss is summed over ranks, and rank 0 alone evaluates segmentation, writes checkpoints and exports.
 
@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,29 +192,32 @@ def validation_loss(
 def segmentation_scores(
     model: GPT2LMHeadModel, data: RunData, cfg: RunConfig, device: torch.device
 ) -> dict[str, float | str]:
+    from seg_tune.cues import Window
     from seg_tune.segment import evaluate_segmentation
 
     subset = data.valid_utterances[: cfg.training.segment_utterances]
-    return evaluate_segmentation(
-        model,
-        data.tokenizer,
-        subset,
-        context=min(cfg.training.block_size, cfg.model.n_positions),
-        batch_size=64,
-        device=device,
-    )
+    context = min(cfg.training.block_size, cfg.model.n_positions)
+    window = Window.for_model(model, context, batch_size=64, device=device)
+    return evaluate_segmentation(model, data.tokenizer, subset, window=window)
 
 
 def export_model(
-    model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, folder: Path, cfg: RunConfig
+    model: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    folder: Path,
+    cfg: RunConfig,
+    extra: Mapping[str, str] | None = None,
 ) -> None:
-    """Hugging Face folder (model + tokenizer + seg_tune config), written atomically."""
+    """Hugging Face folder (model + tokenizer + seg_tune config, and `extra` text files by
+    name), written atomically: a crash leaves the old folder or the new one, never half."""
 
     def fill(tmp: Path) -> None:
         hf_logging.disable_progress_bar()  # a bar per export would flood the run's log
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "seg_tune_config.json").write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
     ckpt.atomic_dir(folder, fill)
 

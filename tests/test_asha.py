@@ -1,4 +1,4 @@
-"""The ASHA schedulers of seg_tune.asha: decisions, and their state surviving a restore (a new
+"""The ASHA schedulers of seg_tune.sweep.asha: decisions, and their state surviving a restore (a new
 scheduler object reading the state file). The Tune controller is a stand-in here; the Ray tests
 of test_run.py run them in real sweeps."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from seg_tune.asha import (
+from seg_tune.sweep.asha import (
     PauseAwareLimiter,
     PauseAwareVariantGenerator,
     PersistentASHA,
@@ -401,7 +401,7 @@ class _StagedTrial:
 def test_a_resumed_trial_s_logs_go_to_storage_first(tmp_path: Path) -> None:
     """Tune puts the storage copy of result.json back when a trial restarts: before Tune's
     loggers see it start, the driver's copy (which holds the rung result) goes to storage."""
-    from seg_tune.tracking import KeepTrialLogs, _push_trial_logs
+    from seg_tune.sweep.tracking import KeepTrialLogs, _push_trial_logs
 
     local, remote = tmp_path / "staging", tmp_path / "storage"
     local.mkdir()

@@ -11,7 +11,7 @@ import torch
 
 from seg_tune.config import ModelConfig
 from seg_tune.corpus import Utterance, synthetic_corpus
-from seg_tune.cues import CUE_NAMES, Cues, compute_cues, reference_cues, window_start
+from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues, reference_cues, window_start
 from seg_tune.errors import ConfigError
 from seg_tune.model import build_model
 from seg_tune.tokenizer import UTT_BOUNDARY, build_tokenizer, encode
@@ -39,8 +39,8 @@ def tiny(utterances):
 @pytest.mark.parametrize(("context", "stride"), [(16, 5), (16, 15), (12, 1), (N_POSITIONS, 16)])
 def test_batched_equals_per_position_reference(tiny, utterances, context, stride):
     model, tok = tiny
-    fast = compute_cues(model, tok, utterances, context=context, stride=stride, batch_size=3)
-    slow = reference_cues(model, tok, utterances, context=context, stride=stride)
+    fast = compute_cues(model, tok, utterances, Window(context, stride, batch_size=3))
+    slow = reference_cues(model, tok, utterances, Window(context, stride))
     assert fast.names == CUE_NAMES == slow.names
     assert fast.lengths.tolist() == [len(u) for u in utterances]
     for name in CUE_NAMES:
@@ -52,8 +52,8 @@ def test_a_stream_shorter_than_the_window(tiny, utterances):
     model, tok = tiny
     short = utterances[:1]
     assert len(short[0]) + 1 < N_POSITIONS
-    fast = compute_cues(model, tok, short, context=N_POSITIONS, batch_size=2)
-    slow = reference_cues(model, tok, short, context=N_POSITIONS)
+    fast = compute_cues(model, tok, short, Window.for_model(model, N_POSITIONS, batch_size=2))
+    slow = reference_cues(model, tok, short, Window.for_model(model, N_POSITIONS))
     for name in CUE_NAMES:
         np.testing.assert_allclose(fast.values[name], slow.values[name], rtol=1e-4, atol=1e-5)
 
@@ -61,8 +61,8 @@ def test_a_stream_shorter_than_the_window(tiny, utterances):
 def test_left_context_changes_the_cues(tiny, utterances):
     """Different windows give different predictions, so the equality above is informative."""
     model, tok = tiny
-    full = compute_cues(model, tok, utterances, context=16, stride=1)
-    short = compute_cues(model, tok, utterances, context=16, stride=15)
+    full = compute_cues(model, tok, utterances, Window(16, 1))
+    short = compute_cues(model, tok, utterances, Window(16, 15))
     assert not np.allclose(full.values["loss"], short.values["loss"], atol=1e-3)
 
 
@@ -81,7 +81,7 @@ def test_first_utterance_by_hand(tiny, utterances):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0].double()
     assert len(ids) <= N_POSITIONS  # the whole utterance inside the first window
-    cues = compute_cues(model, tok, utterances, context=N_POSITIONS, stride=8)[0]
+    cues = compute_cues(model, tok, utterances, Window(N_POSITIONS, 8))[0]
     bid = ids[0]
     for t, target in enumerate(ids[1:]):
         row = logits[t]
@@ -99,7 +99,7 @@ def test_first_utterance_by_hand(tiny, utterances):
 
 def test_increase_restarts_at_every_utterance(tiny, utterances):
     model, tok = tiny
-    cues = compute_cues(model, tok, utterances, context=16, stride=8)
+    cues = compute_cues(model, tok, utterances, Window(16, 8))
     for utt in cues.per_utterance():
         assert utt["increase_loss"][0] == 0.0
         np.testing.assert_allclose(utt["increase_entropy"][1:], np.diff(utt["entropy"]))
@@ -107,7 +107,7 @@ def test_increase_restarts_at_every_utterance(tiny, utterances):
 
 def test_cues_container(tiny, utterances):
     model, tok = tiny
-    cues = compute_cues(model, tok, utterances, context=16, stride=8)
+    cues = compute_cues(model, tok, utterances, Window(16, 8))
     per = cues.per_utterance()
     assert len(cues) == len(per) == len(utterances)
     assert [len(u["rank"]) for u in per] == [len(u) for u in utterances]
@@ -139,4 +139,33 @@ def test_dropout_off_and_mode_restored(utterances):
 def test_bad_windows_are_user_errors(tiny, utterances, kwargs, message):
     model, tok = tiny
     with pytest.raises(ConfigError, match=message):
-        compute_cues(model, tok, utterances, **kwargs)
+        compute_cues(model, tok, utterances, Window.for_model(model, **kwargs))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"context": 1, "stride": 1}, "context 1: must be between 2 and"),
+        ({"context": 16, "stride": 16}, r"stride 16: must be between 1 and context - 1 \(15\)"),
+        ({"context": 16, "stride": 0}, "stride 0: must be between 1"),
+        ({"context": 16, "stride": 4, "batch_size": 0}, "batch_size 0: must be at least 1"),
+        ({"context": 16.0, "stride": 4}, "context 16.0: must be an integer"),
+        ({"context": 16, "stride": True}, "stride True: must be an integer"),
+        ({"context": 16, "stride": 4, "device": "gpu"}, "device 'gpu': not a torch device"),
+    ],
+)
+def test_a_window_checks_its_fields_when_made(fields, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        Window(**fields)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_window_is_one_frozen_value(tiny, utterances):
+    model, tok = tiny
+    window = Window(16, 8, 4, "cpu")
+    assert window.device == torch.device("cpu") and window == Window(16, 8, 4, torch.device("cpu"))
+    with pytest.raises(AttributeError):
+        window.stride = 2  # type: ignore[misc]
+    assert Window.for_model(model) == Window(N_POSITIONS, N_POSITIONS - N_POSITIONS // 4)
+    with pytest.raises(ConfigError, match=r"context 64: .* n_positions \(32\)"):
+        compute_cues(model, tok, utterances, Window(64, 8))  # made without the model: checked

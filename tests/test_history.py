@@ -1,12 +1,12 @@
 """Every result a trial reports reaches each record of it exactly once, whatever ASHA decided.
 
 One real sweep (`python -m seg_tune.run` on its own local Ray cluster, ASHA `promotion: pause`)
-whose five trials, run one at a time, take every path of `seg_tune.asha.PromotingASHA`: pause at
+whose five trials, run one at a time, take every path of `seg_tune.sweep.asha.PromotingASHA`: pause at
 the rung, promotion of a paused trial, going on from the rung on arrival, the end game's promotion
 (a trial resumed seconds after it paused) and the end game's stop of the trials left waiting.
 scheduler_state.json's `decisions` proves which paths were taken. For every trial, the steps it
 reported (recorded inside the trial process, by a `sitecustomize` hook that wraps
-`seg_tune.tune.TuneSession.report`; nothing in seg_tune writes such a record) must equal, in
+`seg_tune.sweep.trial.TuneSession.report`; nothing in seg_tune writes such a record) must equal, in
 order, the steps of its Tune result.json and progress.csv, of summary.json's history, of the
 report's learning curve and of its wandb run.
 
@@ -46,7 +46,7 @@ OUT = os.environ.get("SEG_TUNE_TEST_REPORTS")
 
 class _RecordReports(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "seg_tune.tune":
+        if name != "seg_tune.sweep.trial":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -97,9 +97,10 @@ def _progress_steps(exp: Path, trial_id: str) -> list[int]:
 
 def _curve_steps(exp: Path) -> tuple[dict[str, list[int]], list[float]]:
     """The report's learning curves of the objective (trial id -> steps) and its rung marks."""
-    from seg_tune.report import learning_curves_figure, load_experiment
+    from seg_tune.report import learning_curves_figure
+    from seg_tune.sweep.summary import read_experiment
 
-    fig = learning_curves_figure(load_experiment(exp))
+    fig = learning_curves_figure(read_experiment(exp))
     assert fig is not None
     objective = fig.axes[0]
     curves, marks = {}, []

@@ -1,5 +1,5 @@
 """A local cluster of `seg_tune.run`: its token file (0600 in a 0700 folder, never printed) and its
-ports (all on 127.0.0.1): `seg_tune.local_cluster`.
+ports (all on 127.0.0.1): `seg_tune.sweep.cluster`.
 
 The unit tests of the token file take well under a second (a few with `import ray`); the one real
 run (smoke.yaml --smoke, stopped with SIGINT once a trial has checkpointed) about a minute.
@@ -24,8 +24,8 @@ import pytest
 from conftest import REPO
 from test_run import _checkpoint_steps, _env, _start, _stop_and_check, _wait_for
 
-from seg_tune import local_cluster
 from seg_tune.errors import SegTuneError
+from seg_tune.sweep import cluster as local_cluster
 
 RAY_ENV = (
     "RAY_AUTH_MODE",

@@ -17,8 +17,9 @@ import yaml
 from conftest import REPO
 from test_run import _env, _space, _start
 
-from seg_tune.run import EXIT_FAILED, EXIT_FINISHED, _final_line, changed_keys
-from seg_tune.search_space import load_space
+from seg_tune.cli.run import EXIT_FAILED, EXIT_FINISHED, _final_line
+from seg_tune.sweep.load import load_space
+from seg_tune.sweep.spec import changed_keys
 
 FAULTS = REPO / "tests" / "faults"
 

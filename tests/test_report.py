@@ -1,6 +1,6 @@
 """The experiment report: Markdown content, ordering, plots, edge cases and the CLI.
 
-Experiment folders are built by hand in the shape seg_tune.results writes (summary.json format 1,
+Experiment folders are built by hand in the shape seg_tune.sweep.results writes (summary.json format 1,
 best_model/segmentation.json with rows as seg_tune.segment produces them).
 """
 
@@ -24,10 +24,10 @@ from seg_tune.report import (
     STOP_MARKER_GID,
     hyperparameter_figure,
     learning_curves_figure,
-    load_experiment,
     main,
     write_report,
 )
+from seg_tune.sweep.summary import read_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 OBJ = "seg_boundary_noedge_fscore"
@@ -296,7 +296,7 @@ def _stop_offsets(ax: Any) -> list[tuple[float, float]]:
 
 
 def test_learning_curves_mark_asha_stops_and_highlight_the_best(tmp_path: Path) -> None:
-    fig = learning_curves_figure(load_experiment(make_experiment(tmp_path)))
+    fig = learning_curves_figure(read_experiment(make_experiment(tmp_path)))
     assert fig is not None
     objective_ax, loss_ax = fig.axes[:2]
     # d4e5f6 stopped at 100 (objective .30, loss 2.4); g7h8i9 at 300 (.58, 1.5)
@@ -312,7 +312,7 @@ def test_learning_curves_mark_asha_stops_and_highlight_the_best(tmp_path: Path) 
 
 
 def test_hyperparameter_panels_scale_and_categories(tmp_path: Path) -> None:
-    fig = hyperparameter_figure(load_experiment(make_experiment(tmp_path)))
+    fig = hyperparameter_figure(read_experiment(make_experiment(tmp_path)))
     assert fig is not None
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
     assert set(panels) == {"training.lr", "model.dropout", "model.activation"}
@@ -332,7 +332,7 @@ def test_narrow_positive_range_stays_linear(tmp_path: Path) -> None:
         for i, lr in enumerate((1e-3, 3e-3, 3e-2))  # 1.48 decades: not above 1.5
     ]
     fig = hyperparameter_figure(
-        load_experiment(make_experiment(tmp_path, trials=trials, best_id="t2"))
+        read_experiment(make_experiment(tmp_path, trials=trials, best_id="t2"))
     )
     assert fig is not None and fig.axes[0].get_xscale() == "linear"
 
@@ -440,7 +440,7 @@ def test_one_finished_trial(tmp_path: Path) -> None:
     text = write_report(exp).read_text()
     assert "## Best trial: `solo`" in text
     assert trial_order(text) == ["solo"]
-    fig = learning_curves_figure(load_experiment(exp))
+    fig = learning_curves_figure(read_experiment(exp))
     assert fig is not None
     assert not [c for c in fig.axes[0].collections if c.get_gid() == STOP_MARKER_GID]
 

@@ -14,21 +14,25 @@ import yaml
 
 from seg_tune.errors import ConfigError
 from seg_tune.metrics import REPORTED_METRICS
-from seg_tune.search_space import (
+from seg_tune.sweep.distributions import (
     Choice,
-    ExperimentSpec,
     Fixed,
     IntRange,
     LogUniform,
     QLogUniform,
     QUniform,
     Uniform,
-    load_space,
-    param_space,
     parse_distribution,
+)
+from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.load import load_space, smoke
+from seg_tune.sweep.spec import ExperimentSpec
+from seg_tune.sweep.tuner import (
+    build_tuner,
+    param_space,
     scheduler,
     search_algorithm,
-    tune_config_kwargs,
+    tune_config,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,7 +274,7 @@ def test_childes_with_the_shared_corpus(tmp_path: Path) -> None:
     small = spec.trial_config({"model.preset": "800k"}).model
     assert (big.n_layer, big.n_embd, big.n_head) == (6, 512, 16)
     assert (small.n_layer, small.n_embd, small.n_head) == (4, 128, 4)
-    shrunk = spec.smoke()
+    shrunk = smoke(spec)
     assert shrunk.base.data.train.path == spec.base.data.train.path
     assert shrunk.base.data.train.max_utterances == 1500
     assert set(shrunk.space["model.preset"].values) <= {"400k", "800k"}
@@ -435,7 +439,7 @@ def test_momentum_with_a_fixed_optimizer_keeps_it(tmp_path: Path) -> None:
 def test_wandb_grid_method_with_explicit_int_uniform_and_constant(tmp_path: Path) -> None:
     from ray.tune.search import BasicVariantGenerator
 
-    from seg_tune.asha import PauseAwareVariantGenerator
+    from seg_tune.sweep.asha import PauseAwareVariantGenerator
 
     doc = {
         "method": "grid",
@@ -528,7 +532,7 @@ def test_wandb_metric_names_map_onto_ours(tmp_path: Path, name: str, ours: str) 
     spec = load_space(write(tmp_path, doc))
     assert (spec.experiment.metric, spec.experiment.mode) == (ours, "min")  # goal: minimize
     assert f"metric {name} -> {ours}" in spec.notices
-    assert tune_config_kwargs(spec, tmp_path / "state.json")["metric"] == ours
+    assert tune_config(spec, tmp_path / "state.json").metric == ours
 
 
 EARLY_TERMINATE_REFUSALS = {
@@ -634,7 +638,7 @@ def test_distribution_values() -> None:
 
 def test_smoke_shrinks(tmp_path: Path) -> None:
     spec = load_space(SPACES / "base.yaml")
-    small = spec.smoke()
+    small = smoke(spec)
     assert isinstance(small, ExperimentSpec)
     assert small.experiment.num_samples == 3 and small.experiment.max_concurrent <= 2
     assert 30 <= small.experiment.max_steps <= 60
@@ -646,7 +650,7 @@ def test_smoke_shrinks(tmp_path: Path) -> None:
     assert max(small.space["model.n_layer"].values) <= 2
     assert small.wandb == spec.wandb and small.checkpoints == spec.checkpoints
     assert small.experiment.metric == spec.experiment.metric
-    sweep = load_space(SPACES / "wandb_sweep.yaml").smoke()
+    sweep = smoke(load_space(SPACES / "wandb_sweep.yaml"))
     assert "training.epochs" not in sweep.space and sweep.base.training.epochs is None
     assert max(sweep.space["model.n_layer"].values) <= 2
     assert max(sweep.space["model.n_embd"].values) <= 128
@@ -665,7 +669,7 @@ def test_smoke_of_a_grid_runs_at_most_three(tmp_path: Path) -> None:
     }
     spec = load_space(write(tmp_path, doc))
     assert spec.experiment.num_samples == 1
-    small = spec.smoke()
+    small = smoke(spec)
     sizes = [len(d.grid_values()) for d in small.space.values()]
     assert small.experiment.num_samples == 1 and math.prod(sizes) <= 3
 
@@ -685,7 +689,7 @@ def test_load_does_not_import_ray() -> None:
     """Its speed is a benchmark: bench/speed_targets.py (BENCHMARKS.md)."""
     code = (
         "import sys\n"
-        "from seg_tune.search_space import load_space\n"
+        "from seg_tune.sweep.load import load_space\n"
         f"spec = load_space({str(SPACES / 'wandb_sweep.yaml')!r})\n"
         "print(spec.searcher.type, 'ray' in sys.modules)\n"
     )
@@ -782,7 +786,7 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from seg_tune.asha import (
+    from seg_tune.sweep.asha import (
         PauseAwareLimiter,
         PauseAwareVariantGenerator,
         PersistentASHA,
@@ -797,9 +801,9 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     assert asha.time_attr == "step" and asha._max_t == 600 and list(asha.rungs) == [100, 300]
     # no metric/mode at construction: Ray lets TuneConfig pass them
     assert asha.set_search_properties("seg_boundary_noedge_fscore", "max")
-    kwargs = tune_config_kwargs(spec, state)
-    assert isinstance(kwargs["search_alg"], PauseAwareLimiter)
-    assert kwargs["search_alg"].max_concurrent == 2
+    config = tune_config(spec, state)
+    assert isinstance(config.search_alg, PauseAwareLimiter)
+    assert config.search_alg.max_concurrent == 2
     # a trial is checkpointed where it may pause
     assert spec.trial_config({}).training.checkpoint_at_steps == (100, 300)
     doc = yaml.safe_load((SPACES / "base.yaml").read_text())
@@ -813,7 +817,7 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     assert isinstance(
         search_algorithm(load_space(write(tmp_path, doc)), state), PauseAwareVariantGenerator
     )
-    config = TuneConfig(**kwargs)
+    assert isinstance(config, TuneConfig) and isinstance(config.scheduler, PromotingASHA)
     assert (config.metric, config.mode, config.num_samples) == (
         "seg_boundary_noedge_fscore",
         "max",
@@ -840,7 +844,7 @@ def test_a_real_tuner_accepts_the_objects(tmp_path: Path) -> None:
     import ray
     from ray import tune
 
-    spec = load_space(SPACES / "smoke.yaml").smoke()
+    spec = smoke(load_space(SPACES / "smoke.yaml"))
 
     def trainable(config: dict) -> None:
         cfg = spec.trial_config(config)
@@ -849,12 +853,7 @@ def test_a_real_tuner_accepts_the_objects(tmp_path: Path) -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 1}),
-            param_space=param_space(spec),
-            tune_config=tune.TuneConfig(**tune_config_kwargs(spec, tmp_path / "state.json")),
-            run_config=tune.RunConfig(storage_path=str(tmp_path), name="t", verbose=0),
-        )
+        tuner = build_tuner(spec, Layout(tmp_path), tune.with_resources(trainable, {"cpu": 1}))
         results = tuner.fit()
     finally:
         ray.shutdown()

@@ -14,7 +14,7 @@ import torch
 
 from seg_tune.config import ModelConfig
 from seg_tune.corpus import Utterance, load_tagged, synthetic_corpus, write_tagged
-from seg_tune.cues import CUE_NAMES, Cues, compute_cues
+from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
 from seg_tune.metrics import SEGMENTATION_METRICS
 from seg_tune.model import build_model
 from seg_tune.score import SCORE_KEYS, score_starts
@@ -249,7 +249,8 @@ def test_boundary_prob_spikes_find_words(trained):
 def test_evaluate_segmentation_for_the_training_loop(trained):
     model, tok, utts = trained
     model.train()
-    result = evaluate_segmentation(model, tok, utts[:80], context=32, batch_size=8)
+    window = Window.for_model(model, 32, batch_size=8)
+    result = evaluate_segmentation(model, tok, utts[:80], window=window)
     assert model.training
     numeric = {k: v for k, v in result.items() if k != "seg_best"}
     assert set(numeric) == set(SEGMENTATION_METRICS)

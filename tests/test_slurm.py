@@ -35,7 +35,7 @@ import yaml
 from conftest import REPO
 from wandb_files import offline_runs
 
-from seg_tune.run import tune_dir
+from seg_tune.sweep.layout import Layout
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -254,7 +254,7 @@ def _state_api(port: int, token: str, resource: str) -> list[dict[str, Any]]:
 
 
 def _result_file(exp: Path, trial_id: str) -> Path:
-    return tune_dir(exp) / f"trial_{trial_id}" / "result.json"
+    return Layout(exp).trial_dir(trial_id) / "result.json"
 
 
 def _results(exp: Path, trial_id: str) -> list[dict[str, Any]]:
@@ -265,7 +265,7 @@ def _results(exp: Path, trial_id: str) -> list[dict[str, Any]]:
 
 
 def _all_results(exp: Path) -> dict[str, list[dict[str, Any]]]:
-    ids = [p.name.removeprefix("trial_") for p in tune_dir(exp).glob("trial_*")]
+    ids = [p.name.removeprefix("trial_") for p in Layout(exp).tune.glob("trial_*")]
     return {tid: _results(exp, tid) for tid in ids}
 
 

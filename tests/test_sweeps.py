@@ -1,7 +1,7 @@
 """Real sweeps for what the README promises beyond the smoke run, and the `seg-tune` command.
 
 - a W&B sweep file (grid over choices, an `epochs` budget) with Ray's own ASHA
-  (`scheduler.promotion: continue`, `seg_tune.asha.PersistentASHA`): the whole grid once, trials
+  (`scheduler.promotion: continue`, `seg_tune.sweep.asha.PersistentASHA`): the whole grid once, trials
   stopped early, every other trial trained for exactly ceil(epochs x batches per epoch) steps;
 - the random searcher with the default pausing ASHA (`PromotingASHA` with
   `PauseAwareVariantGenerator`) on a Ray cluster the test starts itself and the run joins with

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seg_tune import tune
-from seg_tune.tune import TrialSettings, placement_problem
+from seg_tune.sweep import trial as tune
+from seg_tune.sweep.trial import TrialSettings, placement_problem
 
 
 def _settings(workers: int = 1, cpus: float = 1, gpus: float = 0) -> TrialSettings:

@@ -1,4 +1,4 @@
-"""Search-space files: their format, their validation, and their conversion into Ray Tune objects.
+"""Space files -> `ExperimentSpec`: their format, validation, corner checks and smoke runs.
 
 `python -m seg_tune.run SPACE.yaml` reads one YAML file. Everything is checked here, in well under
 a second and before Ray starts, so that a bad file fails at once with one line naming the key, the
@@ -7,9 +7,9 @@ Every corner of the space (each choice value; each range's ends, their neighbour
 interior point) is validated against RunConfig: each key alone, every pair of keys, and every
 combination when there are at most 4096, so no trial can fail on a bad sample.
 
-The distributions (a `space` value each) are in `seg_tune.distributions`, the conversion of W&B
-sweep files in `seg_tune.wandb_sweep`; this module reads files, builds and checks the spec, shrinks
-it for smoke runs and makes the Ray Tune objects.
+The distributions (a `space` value each) are in `seg_tune.sweep.distributions`, the conversion of W&B
+sweep files in `seg_tune.sweep.wandb`; this module reads files, builds and checks the spec and
+shrinks it for smoke runs; `seg_tune.sweep.tuner` makes the Ray Tune objects.
 
 ## seg_tune's own syntax (every section and key optional)
 
@@ -25,7 +25,7 @@ it for smoke runs and makes the Ray Tune objects.
                  would hold trials for under a tenth of their budget; both ASHA kinds use these
                  rungs). promotion: pause = a trial waits at each rung, checkpointed there, until
                  it ranks among the rung's best while fewer than 1 in rf of the rung's trials
-                 have gone on (`seg_tune.asha.PromotingASHA`),
+                 have gone on (`seg_tune.sweep.asha.PromotingASHA`),
                  continue = Ray's stop-or-continue on arrival; auto = pause, or continue for Ray
                  Train trials (workers > 1 or use_ray_train: always) and for brackets > 1
     searcher:    {type: optuna | random | grid, seed: 0, startup_trials: 10}   optuna = seeded TPE
@@ -81,20 +81,12 @@ both ways must agree.
 
 ## Smoke runs
 
-`spec.smoke()` keeps the file's objective, searcher, wandb, checkpoints and validation and shrinks
+`smoke(spec)` keeps the file's objective, searcher, wandb, checkpoints and validation and shrinks
 the budget to about a minute on a laptop: at most 3 samples (1 for grid, whose lists are cut to at
 most 3 points), 2 at a time, 40 steps, ASHA grace <= 10, evaluation every 10 steps on 100
 utterances, preset 400k with 64 positions, at most 1500 utterances (the synthetic corpus, or the
 file's corpus capped with max_utterances). Searched model/training sizes are clamped to small
 values (SMOKE_CAPS) and training.epochs is not searched.
-
-## Ray (imported only by the conversion functions)
-
-`tune_config_kwargs(spec, state_path)` gives `TuneConfig`'s metric, mode, num_samples,
-search_alg and scheduler (whose state file is `state_path`). Metric and mode go to TuneConfig
-ONLY: the searcher and scheduler built here carry none (Ray refuses a metric given both to a scheduler and to TuneConfig, and ResultGrid's
-best-result defaults come from TuneConfig). Do not pass `max_concurrent_trials`: the search
-algorithm already limits concurrency to experiment.max_concurrent.
 """
 
 from __future__ import annotations
@@ -107,84 +99,49 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
-from seg_tune.config import DataConfig, RunConfig, Strict, TrainingConfig, read_yaml, validate
-from seg_tune.distributions import (
-    OUR_SECTIONS,
-    SPACE_KEYS,
+from seg_tune.config import (
+    RunConfig,
+    TrainingConfig,
+    read_yaml,
+    set_dotted,
+    validate,
+    with_dotted,
+)
+from seg_tune.errors import ConfigError, FieldError
+from seg_tune.metrics import REPORTED_METRICS
+from seg_tune.model import PRESETS
+from seg_tune.sweep.distributions import (
     Choice,
     DistError,
-    Distribution,
     Fixed,
     _Distribution,
-    check_metric,
     parse_distribution,
-    show,
-    unknown_key,
 )
+from seg_tune.sweep.keys import OUR_SECTIONS, SPACE_KEYS, check_metric, unknown_key
+from seg_tune.sweep.spec import (
+    AshaScheduler,
+    Checkpoints,
+    Experiment,
+    ExperimentSpec,
+    Failure,
+    FifoScheduler,
+    Hub,
+    Resources,
+    Searcher,
+    Wandb,
+)
+from seg_tune.sweep.values import show
+from seg_tune.sweep.wandb import WANDB_KEYS, from_wandb
 
-# Re-exported, so that every distribution can still be imported from this module.
-from seg_tune.distributions import IntRange as IntRange
-from seg_tune.distributions import LogUniform as LogUniform
-from seg_tune.distributions import QLogUniform as QLogUniform
-from seg_tune.distributions import QUniform as QUniform
-from seg_tune.distributions import Uniform as Uniform
-from seg_tune.errors import ConfigError
-from seg_tune.metrics import REPORTED_METRICS, STEP
-from seg_tune.model import PRESETS
-from seg_tune.wandb_sweep import WANDB_KEYS, from_wandb
-
-FORMAT = "seg_tune.search_space/1"
 DEFAULT_NUM_SAMPLES = 10
 FULL_PRODUCT_LIMIT = 4096  # corner combinations checked exhaustively; beyond, every pair
 GRID_LIMIT = 1000  # values one int distribution may expand to under the grid searcher
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SECRET_KEYS = ("token", "api_key", "key", "hf_token", "wandb_api_key", "password")
 M = typing.TypeVar("M", bound=BaseModel)
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    node = doc
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    node[leaf] = value
-
-
-def _with(doc: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(doc))
-    for dotted, value in overrides.items():
-        _set_dotted(out, dotted, value)
-    return out
-
-
-def _first_error(exc: ValidationError) -> str:
-    """`loc: message` of a pydantic error, for messages about a sampled configuration."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
-
-
-def _format(exc: ValidationError, source: str, prefix: str, cls: type[BaseModel]) -> str:
-    """One line like `seg_tune.config.format_validation_error`, with the section's prefix."""
-    err = exc.errors()[0]
-    loc = ".".join([prefix, *(str(p) for p in err["loc"])])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key {loc!r}; allowed: {', '.join(cls.model_fields)}"
-    if err["type"] == "missing":
-        return f"{source}: missing key {loc!r}"
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) or not err["loc"] else f" = {show(value)}"
-    return f"{source}: key {loc!r}{shown}: {msg}"
 
 
 def _section(cls: type[M], data: Any, prefix: str, source: str) -> M:
@@ -195,205 +152,9 @@ def _section(cls: type[M], data: Any, prefix: str, source: str) -> M:
     try:
         return cls.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_format(exc, source, prefix, cls)) from None
-
-
-# --------------------------------------------------------------------------- sections
-
-
-class Experiment(Strict):
-    name: str | None = None  # default: the file's stem
-    description: str | None = None
-    metric: str = "valid_loss"
-    mode: Literal["min", "max"] | None = None  # default: the direction in which metric is better
-    num_samples: int | None = Field(None, ge=1)  # default 10 (1 for grid: runs of the whole grid)
-    max_concurrent: int = Field(2, ge=1)
-    max_steps: int | None = Field(None, ge=1)  # default: training.steps
-
-    @model_validator(mode="after")
-    def _check_name(self) -> Experiment:
-        if self.name is not None and not _NAME_RE.match(self.name):
-            raise ValueError(
-                f"name {self.name!r}: use letters, digits, '.', '_' or '-' (it names folders)"
-            )
-        return self
-
-
-class AshaScheduler(Strict):
-    type: Literal["asha"] = "asha"
-    grace_period_steps: int | None = Field(None, ge=1)  # default: max_steps // 10
-    reduction_factor: float = Field(3, gt=1)
-    brackets: int = Field(1, ge=1)
-    # pause: a trial waits at a rung until it ranks among the rung's best within a budget of 1
-    # in rf (seg_tune.asha.PromotingASHA); continue: Ray's stop-or-continue on arrival; auto:
-    # pause, but continue for Ray Train trials (pausing one can leak its worker group, ray
-    # issue 54305) and for several brackets
-    promotion: Literal["auto", "pause", "continue"] = "auto"
-
-
-class FifoScheduler(Strict):
-    type: Literal["fifo"] = "fifo"
-
-
-class Searcher(Strict):
-    type: Literal["optuna", "random", "grid"] = "optuna"
-    seed: int | None = 0  # None: unseeded
-    # optuna: trials sampled at random before TPE models the results (None: Optuna's default,
-    # 10); fewer suit small budgets, where ASHA then has more comparable trials to stop
-    startup_trials: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _check_startup(self) -> Searcher:
-        if self.startup_trials is not None and self.type != "optuna":
-            raise ValueError(f"startup_trials applies to the optuna searcher, not {self.type!r}")
-        return self
-
-
-class Resources(Strict):
-    workers: int = Field(1, ge=1)  # Ray Train workers per trial (DDP when > 1)
-    cpus_per_worker: int | float = Field(1, gt=0)
-    gpus_per_worker: int | float = Field(0, ge=0)  # fractional: several small trials share a GPU
-    # auto: a one-worker trial trains inside its Tune trainable (faster start, same checkpoints,
-    # resume and metrics); always: every trial is a Ray Train TorchTrainer job
-    use_ray_train: Literal["auto", "always"] = "auto"
-
-    @model_validator(mode="after")
-    def _check_gpus(self) -> Resources:
-        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
-            raise ValueError("gpus_per_worker above 1 must be a whole number")
-        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
-            # Ray packs the workers' fractions onto one GPU, and NCCL refuses two ranks on one
-            # device ("Duplicate GPU detected"): the trial would fail after Ray had started.
-            raise ValueError(
-                f"gpus_per_worker {self.gpus_per_worker:g} with workers {self.workers}: the DDP "
-                "workers of one trial cannot share a GPU (NCCL refuses two ranks on one device); "
-                "use whole GPUs per worker, or workers: 1 to let small trials share a GPU"
-            )
-        return self
-
-
-class Failure(Strict):
-    max_retries: int = Field(2, ge=0)  # restarts of a failed trial (from its last checkpoint)
-    # trials that may end in ERROR (after their retries) with the sweep still exiting 0
-    allow_failed_trials: int = Field(0, ge=0)
-
-
-class Checkpoints(Strict):
-    keep: int | None = Field(None, ge=1)  # default: training.keep_checkpoints
-
-
-class Wandb(Strict):
-    project: str = "seg_tune"
-    entity: str | None = None
-    group: str | None = None  # default: the experiment's name
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-
-
-class Hub(Strict):
-    repo_id: str | None = None  # e.g. "user/childes-gpt2"; None = do not push
-    private: bool = True
-
-    @model_validator(mode="after")
-    def _check_repo(self) -> Hub:
-        if self.repo_id is not None and not re.match(
-            r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", self.repo_id
-        ):
-            raise ValueError(f"repo_id {self.repo_id!r}: expected 'name' or 'owner/name'")
-        return self
-
-
-# --------------------------------------------------------------------------- the spec
-
-
-class ExperimentSpec(Strict):
-    """A validated search-space file, resolved (defaults filled) and ready for Ray Tune."""
-
-    experiment: Experiment  # every field set
-    base: RunConfig  # data/model/training defaults, fixed values applied, steps = max_steps
-    base_data: dict[str, Any]  # the sparse dict `base` came from; trial configs start from it
-    space: dict[str, Distribution]
-    scheduler: AshaScheduler | FifoScheduler  # ASHA's grace_period_steps is set
-    searcher: Searcher
-    resources: Resources
-    failure: Failure
-    checkpoints: Checkpoints  # keep is set
-    wandb: Wandb  # group is set
-    hub: Hub
-    source_path: str
-    notices: tuple[str, ...] = ()
-
-    def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
-        """The RunConfig of one trial: base with the sampled dotted params applied.
-
-        Built from the sparse `base_data` (not from the resolved base), so that a sampled
-        model.preset still fills layers/width/heads the file did not give."""
-        unknown = sorted(set(params) - set(self.space))
-        if unknown:
-            raise ValueError(f"parameters not in the search space: {unknown}")
-        overrides = {key: self.space[key].coerce(value) for key, value in params.items()}
-        if rungs := self.pause_rungs():  # a trial paused at a rung resumes from that very step
-            overrides["training.checkpoint_at_steps"] = rungs
-        return validate(RunConfig, _with(self.base_data, overrides), source=self.source_path)
-
-    def data_configs(self) -> list[DataConfig]:
-        """Every distinct data config a trial can get: the base one, and when the space
-        searches `data.` keys, those of each combination of their corners (every choice value;
-        a range's ends and an interior point), which is what the driver reads before Ray."""
-        keys = [key for key in self.space if key.startswith("data.")]
-        found = {self.base.data.model_dump_json(): self.base.data}
-        for values in itertools.product(*(self.space[key].corners() for key in keys)):
-            point = {k: self.space[k].coerce(v) for k, v in zip(keys, values, strict=True)}
-            data = validate(RunConfig, _with(self.base_data, point), source=self.source_path).data
-            found.setdefault(data.model_dump_json(), data)
-        return list(found.values())
-
-    def pause_rungs(self) -> list[int]:
-        """The steps at which ASHA with promotion by pausing judges trials ([] otherwise)."""
-        s = self.scheduler
-        if not isinstance(s, AshaScheduler) or s.promotion != "pause":
-            return []
-        return rung_steps(s.grace_period_steps, s.reduction_factor, self.experiment.max_steps)
-
-    def smoke(self) -> ExperimentSpec:
-        """The same experiment shrunk to about a minute on a laptop (validated again)."""
-        return _smoke(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able resolved description for summary.json. Holds no secret: none is ever read."""
-        return {
-            "format": FORMAT,
-            "source_path": self.source_path,
-            "experiment": self.experiment.model_dump(mode="json"),
-            "base": self.base.model_dump(mode="json"),
-            "space": {k: d.model_dump(mode="json") for k, d in self.space.items()},
-            "scheduler": self.scheduler.model_dump(mode="json"),
-            "searcher": self.searcher.model_dump(mode="json"),
-            "resources": self.resources.model_dump(mode="json"),
-            "failure": self.failure.model_dump(mode="json"),
-            "checkpoints": self.checkpoints.model_dump(mode="json"),
-            "wandb": self.wandb.model_dump(mode="json"),
-            "hub": self.hub.model_dump(mode="json"),
-            "notices": list(self.notices),
-        }
-
-    def document(self) -> dict[str, Any]:
-        """The spec as a file in seg_tune's own syntax (loading it gives the same spec)."""
-        training = dict(self.base_data.get("training", {}))
-        training.pop("steps", None)  # experiment.max_steps says it
-        return {
-            "experiment": self.experiment.model_dump(),
-            "data": copy.deepcopy(self.base_data.get("data", {})),
-            "model": copy.deepcopy(self.base_data.get("model", {})),
-            "training": training,
-            "space": {k: d.model_dump() for k, d in self.space.items()},
-            "scheduler": self.scheduler.model_dump(),
-            "searcher": self.searcher.model_dump(),
-            "resources": self.resources.model_dump(),
-            "failure": self.failure.model_dump(),
-            "checkpoints": self.checkpoints.model_dump(),
-            "wandb": self.wandb.model_dump(),
-            "hub": self.hub.model_dump(),
-        }
+        raise ConfigError(
+            FieldError.first(exc, prefix).line(source, allowed=cls.model_fields, show=show)
+        ) from None
 
 
 def load_space(path: str | Path) -> ExperimentSpec:
@@ -457,7 +218,7 @@ def _build(
     _check_corners(run_doc, space, source, labels, notices)
     for key, dist in space.items():
         if isinstance(dist, Fixed):
-            _set_dotted(run_doc, key, dist.value)
+            set_dotted(run_doc, key, dist.value)
     base = validate(RunConfig, run_doc, source=source)
     if space and not any(d.searchable() for d in space.values()):
         notices.append("space: nothing is searched; every trial runs the same configuration")
@@ -677,11 +438,13 @@ def _check_corners(
         more = "".join(
             f" with {labels.get(f'space.{k}', f'space.{k}')!r} = {show(v)}" for k, v in others
         )
-        return ConfigError(f"{source}: key {label!r} = {show(value)}{more}: {_first_error(exc)}")
+        return ConfigError(
+            f"{source}: key {label!r} = {show(value)}{more}: {FieldError.first(exc).short()}"
+        )
 
     def check(point: dict[str, Any]) -> None:
         try:
-            RunConfig.model_validate(_with(run_doc, point))
+            RunConfig.model_validate(with_dotted(run_doc, point))
         except ValidationError as exc:
             raise fail(point, exc) from None
 
@@ -702,24 +465,6 @@ def _check_corners(
     keys = [key for key, _ in corners]
     for values in itertools.product(*(values for _, values in corners)):
         check(dict(zip(keys, values, strict=True)))
-
-
-def keeps_rung(step: float, max_t: float) -> bool:
-    """Whether ASHA judges trials at `step`: only in the first 90% of the budget. A rung later
-    than that can save at most a tenth of a trial's steps, and costs a checkpoint, a restart and
-    a wait in the queue (grace 333, rf 3, max_t 3000 would pause every trial at 2997)."""
-    return 10 * step <= 9 * max_t
-
-
-def rung_steps(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
-    """ASHA's rungs: grace x rf^k (rounded to a step) at most 90% of the budget (`keeps_rung`;
-    the budget itself is the end, not a rung). Both ASHA kinds judge trials at these steps."""
-    steps, k = [], 0
-    while keeps_rung(step := round(grace_period * reduction_factor**k), max_t):
-        if not steps or step > steps[-1]:
-            steps.append(step)
-        k += 1
-    return steps
 
 
 def _resolve_scheduler(
@@ -785,7 +530,8 @@ SMOKE_CAPS: dict[str, float] = {
 _SMALL_PRESETS = tuple(PRESETS)[:2]
 
 
-def _smoke(spec: ExperimentSpec) -> ExperimentSpec:
+def smoke(spec: ExperimentSpec) -> ExperimentSpec:
+    """The same experiment shrunk to about a minute on a laptop (validated again)."""
     doc = spec.document()
     grid = spec.searcher.type == "grid"
     exp = doc["experiment"]
@@ -856,78 +602,3 @@ def _smoke_space(space: Mapping[str, _Distribution], grid: bool) -> dict[str, An
             dist = Choice(values=tuple((dist.grid_values() or [])[:keep]))
         out[key] = dist.model_dump()
     return out
-
-
-# --------------------------------------------------------------------------- Ray Tune objects
-
-
-def param_space(spec: ExperimentSpec) -> dict[str, Any]:
-    """`tune.Tuner(param_space=...)`: one entry per dotted key (fixed values as constants)."""
-    grid = spec.searcher.type == "grid"
-    optuna = spec.searcher.type == "optuna"
-    return {key: d.to_tune(grid=grid, optuna=optuna) for key, d in spec.space.items()}
-
-
-def search_algorithm(spec: ExperimentSpec, state_path: str | Path) -> Any:
-    """OptunaSearch (seeded TPE) behind a concurrency limit, or a seeded BasicVariantGenerator
-    for random/grid (and for a space with nothing to search, which Optuna refuses). No metric or
-    mode: TuneConfig gives them. With ASHA promotion by pausing, the limit does not count paused
-    trials (`seg_tune.asha`, which reads the scheduler's state at `state_path`)."""
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-
-    from seg_tune.asha import PauseAwareLimiter, PauseAwareVariantGenerator
-
-    limit = spec.experiment.max_concurrent
-    pausing = bool(spec.pause_rungs())
-    searchable = any(d.searchable() for d in spec.space.values())
-    if spec.searcher.type == "optuna" and searchable:
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
-
-        startup = {"n_startup_trials": spec.searcher.startup_trials}
-        sampler = optuna.samplers.TPESampler(
-            seed=spec.searcher.seed, **(startup if spec.searcher.startup_trials else {})
-        )
-        if pausing:
-            return PauseAwareLimiter(OptunaSearch(sampler=sampler), limit, state_path)
-        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=limit)
-    if pausing:
-        return PauseAwareVariantGenerator(
-            state_path=state_path, max_concurrent=limit, random_state=spec.searcher.seed
-        )
-    return BasicVariantGenerator(max_concurrent=limit, random_state=spec.searcher.seed)
-
-
-def scheduler(spec: ExperimentSpec, state_path: str | Path) -> Any:
-    """ASHA on the reported `step` (max_t = max_steps) whose state survives restores in the JSON
-    file `state_path` (`seg_tune.asha`: promotion by pausing, or Ray's stop-or-continue), or
-    FIFO. No metric or mode: TuneConfig gives them (Ray refuses them in both places)."""
-    from ray.tune.schedulers import FIFOScheduler
-
-    from seg_tune.asha import PersistentASHA, PromotingASHA
-
-    sched, e = spec.scheduler, spec.experiment
-    if isinstance(sched, FifoScheduler):
-        return FIFOScheduler()
-    common = {
-        "state_path": state_path,
-        "time_attr": STEP,
-        "max_t": e.max_steps,
-        "grace_period": sched.grace_period_steps,
-        "reduction_factor": sched.reduction_factor,
-    }
-    if sched.promotion == "pause":
-        return PromotingASHA(max_concurrent=e.max_concurrent, **common)
-    return PersistentASHA(brackets=sched.brackets, **common)
-
-
-def tune_config_kwargs(spec: ExperimentSpec, state_path: str | Path) -> dict[str, Any]:
-    """Keyword arguments for `ray.tune.TuneConfig` (do not add max_concurrent_trials);
-    `state_path`: the scheduler's state file."""
-    return {
-        "metric": spec.experiment.metric,
-        "mode": spec.experiment.mode,
-        "num_samples": spec.experiment.num_samples,
-        "search_alg": search_algorithm(spec, state_path),
-        "scheduler": scheduler(spec, state_path),
-    }

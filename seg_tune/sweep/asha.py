@@ -29,7 +29,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from seg_tune.checkpoint import atomic_write_text
-from seg_tune.search_space import keeps_rung, rung_steps
+from seg_tune.errors import ConfigError
+from seg_tune.sweep.rungs import keeps_rung, rung_steps
 
 FORMAT_VERSION = 1
 
@@ -136,6 +137,33 @@ class PersistentASHA(_SavedState, ASHAScheduler):
             self._save()
 
 
+# --------------------------------------------------------------------- Ray's internals
+
+# The Ray minor these classes were tested with: they subclass Ray's ASHA, limiter and variant
+# generator and read their private state (`_trial_info`, `_brackets`, `_rungs`, `_live_trials`),
+# which Ray changes between minors without notice.
+TESTED_RAY = (2, 60)
+
+
+def check_ray(version: str | None = None) -> None:
+    """Refuse (ConfigError, exit 2) a Ray whose minor is not the tested one."""
+    if version is None:
+        import ray
+
+        version = ray.__version__
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        found = ()
+    if found != TESTED_RAY:
+        tested = ".".join(map(str, TESTED_RAY))
+        raise ConfigError(
+            f"ray {version} is installed; seg_tune's schedulers are tested with ray {tested}.x "
+            f"only: install it with pip install 'ray[tune,train,default]=={tested}.*' "
+            "(or re-run ./setup.sh)"
+        )
+
+
 def load_stopped(state_path: Path) -> dict[str, int]:
     """Trials ASHA stopped early, with the step, from a saved state file (empty if none)."""
     return _load_section(state_path, "stopped")
@@ -195,7 +223,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
     arrival, or passed it between two reports), "pause", "promote" (resumed when it qualified),
     "end_game" (resumed by the end game) or "stop" (stopped where it paused).
 
-    A paused trial that goes on again restarts from its rung checkpoint; `seg_tune.tracking.
+    A paused trial that goes on again restarts from its rung checkpoint; `seg_tune.sweep.tracking.
     KeepTrialLogs` keeps Tune from losing its rung result then.
     """
 

@@ -34,6 +34,7 @@ from ray.tune import Callback
 
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.metrics import TUNE_BOOKKEEPING
+from seg_tune.sweep.layout import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +140,14 @@ class WandbTrialRuns(Callback):
         project: str,
         group: str,
         mode: Literal["online", "offline"],
-        experiment_dir: Path,
+        layout: Layout,
         entity: str | None = None,
         finish_timeout_s: float = 20.0,
     ) -> None:
         self.project, self.group, self.mode, self.entity = project, group, mode, entity
-        self.experiment_dir = experiment_dir
+        self.experiment_dir = layout.wandb_parent
         self.finish_timeout_s = finish_timeout_s
-        self._steps_path = experiment_dir / "wandb_steps.json"
+        self._steps_path = layout.wandb_steps
         self._runs: dict[str, Any] = {}
         self._logged: dict[str, int] = {}  # trials seen by this process: last step logged
 

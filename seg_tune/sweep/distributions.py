@@ -1,124 +1,22 @@
-"""The distributions of a search space (one `space` value each) and the small helpers and names
-that `seg_tune.search_space` and `seg_tune.wandb_sweep` share.
+"""The distributions of a search space: one `space` value each.
 
-The file syntax of distributions is documented in `seg_tune.search_space`'s docstring;
+The file syntax of distributions is documented in `seg_tune.sweep.load`'s docstring;
 `parse_distribution` reads one, and each distribution says which values a trial can get (for the
-corner checks, the grid searcher, smoke runs and Ray Tune).
+corner checks, the grid searcher and smoke runs). They know nothing of Ray or Optuna: the
+conversion into Ray Tune's sampling objects is `seg_tune.sweep.tuner.tune_domain`.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
-import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from seg_tune.config import RunConfig, Strict
-from seg_tune.errors import ConfigError
-from seg_tune.metrics import REPORTED_METRICS
-
-# The sections of seg_tune's own syntax (a W&B sweep file may hold them beside its own keys).
-OUR_SECTIONS = (
-    "experiment",
-    "data",
-    "model",
-    "training",
-    "space",
-    "scheduler",
-    "searcher",
-    "resources",
-    "failure",
-    "checkpoints",
-    "wandb",
-    "hub",
-)
-_EXP_NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def number(value: Any) -> Any:
-    """YAML 1.1 reads `1e-3` (no dot) as a string; users mean a number."""
-    if isinstance(value, str) and _EXP_NUMBER_RE.match(value.strip()):
-        return float(value)
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (from Ray's samplers) as Python values, so configs stay JSON-able."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict)) else value
-
-
-def show(value: Any) -> str:
-    """A value as the user wrote it, on one line: mappings in YAML flow style."""
-    if isinstance(value, (dict, list, tuple)):
-        text = yaml.safe_dump(
-            value if not isinstance(value, tuple) else list(value),
-            default_flow_style=True,
-            sort_keys=False,
-            width=1_000_000,
-        )
-        return " ".join(text.split())
-    return repr(value)
-
-
-def is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def unknown_key(source: str, key: str, allowed: Iterable[str], hint: str = "") -> ConfigError:
-    allowed = list(allowed)
-    close = difflib.get_close_matches(key, allowed, n=1)
-    maybe = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{source}: unknown key {key!r}{maybe}; allowed: {', '.join(allowed)}{hint}")
-
-
-# --------------------------------------------------------------------------- keys and metrics
-
-
-def _model_class(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *typing.get_args(annotation)]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def _leaf_keys(cls: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted field of RunConfig that a space may set (scalars, not whole sections)."""
-    keys: list[str] = []
-    for name, info in cls.model_fields.items():
-        sub = _model_class(info.annotation)
-        dotted = f"{prefix}{name}"
-        keys.extend(_leaf_keys(sub, dotted + ".") if sub else [dotted])
-    return keys
-
-
-SPACE_KEYS = frozenset(_leaf_keys())
-
-
-def check_metric(metric: Any, key: str, source: str) -> str:
-    if metric in REPORTED_METRICS:
-        return metric
-    names = list(REPORTED_METRICS)
-    close = difflib.get_close_matches(str(metric), names, n=1)
-    maybe = f" (did you mean {close[0]!r}?)" if close else ""
-    preferred = ["valid_loss", "valid_bpp", "train_loss", "seg_boundary_noedge_fscore"]
-    shown = ", ".join(preferred + [n for n in names if n.startswith("seg_token")])
-    raise ConfigError(
-        f"{source}: key {key!r} = {show(metric)}: no trial reports this metric{maybe}; "
-        f"allowed: {shown}, ... ({len(names)} in all, see seg_tune.metrics.REPORTED_METRICS)"
-    )
-
+from seg_tune.config import Strict
+from seg_tune.errors import FieldError
+from seg_tune.sweep.values import is_integer, is_number, number, plain, show
 
 # --------------------------------------------------------------------------- distributions
 
@@ -137,13 +35,10 @@ class _Distribution(Strict):
 
     def coerce(self, value: Any) -> Any:
         """A sampled value as the trial uses it (quantized, int where the space is integral)."""
-        return _plain(value)
+        return plain(value)
 
     def searchable(self) -> bool:
         return True
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        raise NotImplementedError
 
     def clamp(self, cap: float) -> _Distribution:
         """The distribution limited to values <= cap (smoke runs); when no value is left, the
@@ -173,11 +68,6 @@ class Choice(_Distribution):
 
     def grid_values(self) -> list[Any]:
         return list(self.values)
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        return tune.grid_search(list(self.values)) if grid else tune.choice(list(self.values))
 
     def clamp(self, cap: float) -> Choice:
         numeric = [v for v in self.values if is_number(v)]
@@ -209,9 +99,6 @@ class Fixed(_Distribution):
 
     def searchable(self) -> bool:
         return False
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        return self.value
 
     def clamp(self, cap: float) -> Fixed:
         if is_number(self.value) and self.value > cap:
@@ -247,12 +134,7 @@ class Uniform(_Distribution):
         return [float(self.min), float(self.max), _interior(self.min, self.max)]
 
     def coerce(self, value: Any) -> float:
-        return float(_plain(value))
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        return tune.uniform(self.min, self.max)
+        return float(plain(value))
 
     def clamp(self, cap: float) -> _Distribution:
         if self.max <= cap:
@@ -278,12 +160,7 @@ class LogUniform(_Distribution):
         return [float(self.min), float(self.max), _interior(self.min, self.max, log=True)]
 
     def coerce(self, value: Any) -> float:
-        return float(_plain(value))
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        return tune.loguniform(self.min, self.max)
+        return float(plain(value))
 
     def clamp(self, cap: float) -> _Distribution:
         if self.max <= cap:
@@ -328,16 +205,7 @@ class IntRange(_Distribution):
         return self.values()
 
     def coerce(self, value: Any) -> int:
-        return round(float(_plain(value)))
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        if grid:
-            return tune.grid_search(self.values())
-        if self.step == 1:  # randint's upper bound is exclusive
-            return tune.randint(self.min, self.max + 1)
-        return tune.qrandint(self.min, self.top, self.step)
+        return round(float(plain(value)))
 
     def clamp(self, cap: float) -> _Distribution:
         if self.top <= cap:
@@ -391,7 +259,7 @@ class _Quantized(_Distribution):
         return self._at(self._hi_index())
 
     def coerce(self, value: Any) -> int | float:
-        index = round(float(_plain(value)) / self.q)
+        index = round(float(plain(value)) / self.q)
         return self._at(min(max(index, self._lo_index()), self._hi_index()))
 
     def corners(self) -> list[Any]:
@@ -409,13 +277,6 @@ class QUniform(_Quantized):
     def _check(self) -> QUniform:
         self._check_grid("quniform")
         return self
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        if self.lo == self.hi:
-            return self.lo
-        return tune.quniform(self.lo, self.hi, self.q)
 
     def clamp(self, cap: float) -> _Distribution:
         if self.hi <= cap:
@@ -436,15 +297,6 @@ class QLogUniform(_Quantized):
             raise ValueError("min must be > 0 for qloguniform")
         self._check_grid("qloguniform")
         return self
-
-    def to_tune(self, *, grid: bool, optuna: bool) -> Any:
-        from ray import tune
-
-        if self.lo == self.hi:
-            return self.lo
-        if optuna:  # Optuna drops quantization of log domains (with a warning); coerce() rounds
-            return tune.loguniform(self.lo, self.hi)
-        return tune.qloguniform(self.lo, self.hi, self.q)
 
     def clamp(self, cap: float) -> _Distribution:
         if self.hi <= cap:
@@ -512,12 +364,12 @@ def parse_distribution(raw: Any) -> _Distribution:
     try:
         return cls.model_validate({**data, "type": canonical})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        err = FieldError.first(exc)
         allowed = ", ".join(f for f in cls.model_fields if f != "type")
-        if err["type"] == "extra_forbidden":
-            raise DistError(f"unknown key {loc!r} for {canonical}; allowed: {allowed}") from None
-        if err["type"] == "missing":
-            raise DistError(f"missing {loc!r} for {canonical}; give {allowed}") from None
-        msg = err["msg"].removeprefix("Value error, ")
-        raise DistError(f"{loc}: {msg}" if loc else msg) from None
+        if err.kind == "extra_forbidden":
+            raise DistError(
+                f"unknown key {err.key!r} for {canonical}; allowed: {allowed}"
+            ) from None
+        if err.kind == "missing":
+            raise DistError(f"missing {err.key!r} for {canonical}; give {allowed}") from None
+        raise DistError(err.short()) from None

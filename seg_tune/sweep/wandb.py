@@ -1,5 +1,5 @@
 """W&B sweep files: `from_wandb` turns one into a file in seg_tune's own syntax, which
-`seg_tune.search_space` then validates like any other (the mapping is documented there)."""
+`seg_tune.sweep.load` then validates like any other (the mapping is documented there)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from seg_tune.config import TrainingConfig
-from seg_tune.distributions import (
-    OUR_SECTIONS,
-    SPACE_KEYS,
-    check_metric,
-    is_integer,
-    is_number,
-    number,
-    show,
-    unknown_key,
-)
 from seg_tune.errors import ConfigError
+from seg_tune.sweep.keys import OUR_SECTIONS, SPACE_KEYS, check_metric, unknown_key
+from seg_tune.sweep.values import is_integer, is_number, number, show
 
 WANDB_KEYS = (
     "method",

@@ -45,7 +45,7 @@ class TrialSettings:
     use_ray_train: bool
 
     def config(self, params: dict[str, Any]) -> RunConfig:
-        from seg_tune.search_space import ExperimentSpec
+        from seg_tune.sweep.spec import ExperimentSpec
 
         cfg = ExperimentSpec.model_validate_json(self.spec_json).trial_config(params)
         if cfg.training.threads:

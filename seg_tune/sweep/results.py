@@ -1,15 +1,6 @@
-"""What a sweep leaves behind: `summary.json` and `best_model/` in the experiment folder.
-
-`summary.json` (format 2): the objective (`metric`, `mode`), `num_samples`, `scheduler`,
-`searcher`, `data`, `outcome` ("finished": every trial finished, stopped early by ASHA included;
-"failed": every trial ended but some in ERROR; "stopped": the sweep was interrupted or trials
-are left), `finished` (outcome == "finished"), `n_failed`, `best` (trial_id, config, metrics,
-steps_trained) and `trials`: one entry per trial with trial_id, status, config (the sampled
-parameters), metrics (the last reported), steps_trained, stopped_early (ASHA stopped it) and
-stopped_at_step, error (for a trial in ERROR: {"reason": its exception's first line, "file": the
-path of Tune's error file}, else null), and its history (one entry per evaluation: step and the
-main metrics; duplicates from a restore removed). Format 1 had no outcome, n_failed or error,
-and its `finished` meant "every trial ended", failed ones included.
+"""What a sweep leaves behind once `Tuner.fit` returns: every trial read back from Tune's state
+(`collect_trials`), the best of them, `best_model/` and the order of the post-sweep steps
+(`finish`). summary.json's schema is `seg_tune.sweep.summary`'s.
 
 `best_model/`: the best trial's model and tokenizer in Hugging Face format (from its latest
 checkpoint), its resolved config, and `segmentation.json`: the full cue x strategy table on the
@@ -19,38 +10,18 @@ validation split beside the TP baselines on the same utterances.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seg_tune.checkpoint import atomic_dir, atomic_write_text, read_checkpoint
+from seg_tune.checkpoint import read_checkpoint
 from seg_tune.config import RunConfig
-from seg_tune.metrics import TUNE_BOOKKEEPING
-
-SUMMARY_FORMAT = 2
-HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
-
-
-@dataclass
-class TrialRecord:
-    """One trial as the driver saw it at the end of `Tuner.fit`."""
-
-    trial_id: str
-    status: str
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    checkpoint_dir: str | None = None
-    stopped_at_step: int | None = None
-    error: str | None = None  # ERROR trials: the exception's first line
-    error_file: str | None = None  # ERROR trials: Tune's error.txt
-
-    @property
-    def steps_trained(self) -> int:
-        return int(self.metrics.get("step", 0) or 0)
+from seg_tune.sweep import summary
+from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.summary import HISTORY_KEYS, TrialRecord, best_trial
+from seg_tune.sweep.values import plain
 
 
 def read_history(trial_dir: Path, metric: str) -> list[dict[str, Any]]:
@@ -69,101 +40,16 @@ def read_history(trial_dir: Path, metric: str) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def best_trial(trials: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
-    scored = [
-        t
-        for t in trials
-        if isinstance(t.metrics.get(metric), (int, float)) and math.isfinite(t.metrics[metric])
-    ]
-    if not scored:
-        return None
-    pick = max if mode == "max" else min
-    return pick(scored, key=lambda t: t.metrics[metric])
-
-
-def summary(
-    trials: Sequence[TrialRecord],
-    *,
-    name: str,
-    space: dict[str, Any],
-    metric: str,
-    mode: str,
-    num_samples: int,
-    max_steps: int,
-    outcome: str,
-    data_description: str | None = None,
-) -> dict[str, Any]:
-    def entry(t: TrialRecord) -> dict[str, Any]:
-        metrics = {k: v for k, v in t.metrics.items() if k not in TUNE_BOOKKEEPING}
-        return {
-            "trial_id": t.trial_id,
-            "status": t.status,
-            "config": t.config,
-            "metrics": metrics,
-            "steps_trained": t.steps_trained,
-            "stopped_early": t.stopped_at_step is not None and t.steps_trained < max_steps,
-            "stopped_at_step": t.stopped_at_step,
-            "error": None
-            if t.status != "ERROR"
-            else {"reason": t.error or "unknown", "file": t.error_file},
-            "history": t.history,
-        }
-
-    best = best_trial(trials, metric, mode)
-    experiment = space.get("experiment", {})
-    return _clean(
-        {
-            "format": SUMMARY_FORMAT,
-            "name": name,
-            "space_file": space.get("source_path"),
-            "metric": metric,
-            "mode": mode,
-            "num_samples": num_samples,
-            "outcome": outcome,
-            "finished": outcome == "finished",
-            "n_failed": sum(t.status == "ERROR" for t in trials),
-            "scheduler": {**space.get("scheduler", {}), "max_steps": experiment.get("max_steps")},
-            "searcher": space.get("searcher", {}),
-            "data": data_description,
-            "best": None
-            if best is None
-            else {
-                k: v
-                for k, v in entry(best).items()
-                if k in ("trial_id", "config", "metrics", "steps_trained")
-            },
-            "trials": [entry(t) for t in sorted(trials, key=lambda t: t.trial_id)],
-        }
-    )
-
-
-def write_summary(exp_dir: Path, content: dict[str, Any]) -> Path:
-    path = exp_dir / "summary.json"
-    atomic_write_text(path, json.dumps(content, indent=1))
-    return path
-
-
 def export_best_model(
     checkpoint_dir: Path, target: Path, *, segmentation_utterances: int = 2000
 ) -> dict[str, Any]:
     """Write the best trial's model as a Hugging Face folder with its segmentation table."""
     from seg_tune.baseline import tp_all_scores
+    from seg_tune.cues import Window
     from seg_tune.model import build_model
     from seg_tune.segment import best_row, segment_table
     from seg_tune.tokenizer import load_tokenizer
+    from seg_tune.train import export_model
 
     state, meta = read_checkpoint(checkpoint_dir)
     cfg = RunConfig.model_validate_json((checkpoint_dir / "config.json").read_text("utf-8"))
@@ -173,7 +59,8 @@ def export_best_model(
     model.eval()
     _, valid = cfg.data.load()
     utterances = valid[:segmentation_utterances]
-    table = segment_table(model, tokenizer, utterances, context=cfg.training.block_size)
+    window = Window.for_model(model, cfg.training.block_size)
+    table = segment_table(model, tokenizer, utterances, window=window)
     seg = {
         "data": f"validation split of {cfg.data.train.describe()}"
         if cfg.data.valid is None
@@ -185,23 +72,15 @@ def export_best_model(
         "tp_baseline": tp_all_scores(utterances),
     }
 
-    def fill(tmp: Path) -> None:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # no progress bar in the driver's final lines
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "seg_tune_config.json").write_text(cfg.model_dump_json(indent=1), "utf-8")
-        (tmp / "segmentation.json").write_text(json.dumps(_clean(seg), indent=1), "utf-8")
-
-    atomic_dir(target, fill)
+    segmentation = json.dumps(plain(seg, finite=True), indent=1)
+    export_model(model, tokenizer, target, cfg, extra={"segmentation.json": segmentation})
     return seg
 
 
-def latest_checkpoint(exp_dir: Path, trial_id: str, trial_dir: Path | None) -> Path | None:
+def latest_checkpoint(layout: Layout, trial_id: str, trial_dir: Path | None) -> Path | None:
     """The newest complete checkpoint of a trial, wherever its path kept it: the trial folder
     (single-worker trials) or the trial's Ray Train run under `train_runs/`."""
-    roots = [exp_dir / "train_runs" / trial_id]
+    roots = [layout.train_run(trial_id)]
     if trial_dir is not None:
         roots.append(trial_dir)
     found: list[tuple[int, Path]] = []
@@ -214,23 +93,23 @@ def latest_checkpoint(exp_dir: Path, trial_id: str, trial_dir: Path | None) -> P
     return max(found)[1] if found else None
 
 
-def collect_trials(exp_dir: Path, metric: str) -> list[TrialRecord]:
+def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
     """Every trial of the experiment, read back from Tune's saved experiment state."""
     from ray import tune
 
-    from seg_tune.asha import load_paused, load_stopped
+    from seg_tune.sweep.asha import load_paused, load_stopped
 
-    stopped = load_stopped(exp_dir / "scheduler_state.json")
+    stopped = load_stopped(layout.scheduler_state)
     # Tune saves a trial paused at a rung as PENDING (it re-queues it on restore); the scheduler
     # holds it paused until a promotion, which is what it is.
-    paused = load_paused(exp_dir / "scheduler_state.json")
+    paused = load_paused(layout.scheduler_state)
     records = []
-    for trial in tune.ExperimentAnalysis(str(exp_dir / "tune")).trials:
+    for trial in tune.ExperimentAnalysis(str(layout.tune)).trials:
         status = str(trial.status)
         if trial.trial_id in paused and status not in DONE_STATUSES:
             status = "PAUSED"
         trial_dir = Path(trial.path) if trial.path else None
-        checkpoint = latest_checkpoint(exp_dir, trial.trial_id, trial_dir)
+        checkpoint = latest_checkpoint(layout, trial.trial_id, trial_dir)
         records.append(
             TrialRecord(
                 trial_id=trial.trial_id,
@@ -273,7 +152,7 @@ def _error_of(trial: Any, trial_dir: Path | None) -> dict[str, str | None]:
     }
 
 
-DONE_STATUSES = ("TERMINATED", "ERROR")
+DONE_STATUSES = ("TERMINATED", "ERROR")  # the rest (PENDING, RUNNING, PAUSED) may go on
 
 
 @dataclass(frozen=True)
@@ -296,16 +175,16 @@ def _outcome(trials: Sequence[TrialRecord], num_samples: int, interrupted: bool)
     return "failed" if any(t.status == "ERROR" for t in trials) else "finished"
 
 
-def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> Outcome:
+def finish(spec: Any, layout: Layout, *, interrupted: bool, report: bool) -> Outcome:
     """What a sweep leaves behind, in an order where no step can cost the ones before it:
     summary.json first, then (once every trial has ended) the best model, then the report, then
     the hub push. A step that fails is recorded and the next ones still run."""
     e = spec.experiment
-    trials = collect_trials(exp_dir, e.metric)
+    trials = collect_trials(layout, e.metric)
     outcome = _outcome(trials, e.num_samples, interrupted)
-    content = summary(
+    content = summary.build(
         trials,
-        name=exp_dir.name,
+        name=layout.name,
         space=spec.to_dict(),
         metric=e.metric,
         mode=e.mode,
@@ -314,7 +193,7 @@ def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> Outc
         outcome=outcome,
         data_description=spec.base.data.train.describe(),
     )
-    write_summary(exp_dir, content)
+    summary.write(layout, content)
     failed = [t for t in trials if t.status == "ERROR"]
     step_failures: list[str] = []
 
@@ -329,9 +208,9 @@ def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> Outc
     ended = outcome != "stopped"
     if ended and best is not None and best.checkpoint_dir:
         checkpoint = Path(best.checkpoint_dir)
-        attempt("best model export", lambda: export_best_model(checkpoint, exp_dir / "best_model"))
+        attempt("best model export", lambda: export_best_model(checkpoint, layout.best_model))
     if best is None:
-        line = f"no trial reported {e.metric}; see {exp_dir}"
+        line = f"no trial reported {e.metric}; see {layout.root}"
     else:
         line = f"best trial {best.trial_id}: {e.metric}={best.metrics[e.metric]:.4g}"
     if report:
@@ -339,16 +218,14 @@ def finish(spec: Any, exp_dir: Path, *, interrupted: bool, report: bool) -> Outc
 
         def write() -> None:
             nonlocal line
-            line += f"; report: {write_report(exp_dir)}"
+            line += f"; report: {write_report(layout.root)}"
 
         attempt("report", write)
-    if ended and spec.hub.repo_id and (exp_dir / "best_model").is_dir():
+    if ended and spec.hub.repo_id and layout.best_model.is_dir():
         from seg_tune.hub import push_best_model
 
         attempt(
             "hub push",
-            lambda: push_best_model(
-                exp_dir / "best_model", spec.hub.repo_id, private=spec.hub.private
-            ),
+            lambda: push_best_model(layout.best_model, spec.hub.repo_id, private=spec.hub.private),
         )
     return Outcome(outcome, failed, line, step_failures)

@@ -193,7 +193,7 @@ def start_ray(address: str | None, max_concurrent: int, host: str = LOOPBACK) ->
     """Join `address`, or start a local cluster (token file, bind address as described above)."""
     import ray
 
-    from seg_tune.tune import TRIAL_RESOURCE
+    from seg_tune.sweep.trial import TRIAL_RESOURCE
 
     common: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING"}
     if address:

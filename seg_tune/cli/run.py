@@ -1,0 +1,247 @@
+"""The tuning service: `python -m seg_tune.run SPACE.yaml [--name] [--storage] [--address] [--host] [--fresh] [--smoke]`.
+
+Validates the search-space file and reads every corpus it names (exit 2 on a bad file, before
+Ray starts; the encoded corpus is then shared with every trial), refuses to resume a folder
+started with other settings, starts a local Ray cluster on loopback (or joins `--address` /
+RAY_ADDRESS), and runs Ray Tune with the configured scheduler (ASHA whose rungs survive
+restores) and searcher over trials of the training loop. When `<storage>/<name>` already holds
+an experiment it is resumed; `--fresh` moves it aside first.
+
+SIGINT, SIGTERM and SIGUSR1 stop the sweep gracefully: experiment state and trial checkpoints
+are saved, the local Ray cluster is shut down, and the process exits with status 3 (resumable:
+run the same command again). Exit status: 0 every trial finished and every post-sweep step
+worked, 1 trials failed (beyond failure.allow_failed_trials) or a post-sweep step failed,
+2 bad input, 3 stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seg_tune.checkpoint import atomic_write_text
+from seg_tune.errors import ArgumentParser, ConfigError, DataError, SegTuneError
+from seg_tune.sweep import cluster as local_cluster
+from seg_tune.sweep.layout import Layout
+
+EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(prog="seg-tune run", description=__doc__.splitlines()[0])
+    parser.add_argument("space", type=Path, help="search-space YAML file (see search_spaces/)")
+    parser.add_argument("--name", help="experiment name (default: experiment.name in the file)")
+    parser.add_argument(
+        "--storage",
+        type=Path,
+        default=Path("results"),
+        help="folder holding experiments (default: ./results)",
+    )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS") or None,
+        help="join this Ray cluster (default: RAY_ADDRESS, else start one)",
+    )
+    local_cluster.add_host_argument(parser)
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: move an existing experiment folder aside (never deletes)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="shrink the budget to a ~1-minute check of the file; all else real",
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip the Markdown report")
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------- stopping
+
+
+@dataclass
+class StopRequest:
+    """Turns SIGINT/SIGTERM into Tune's graceful stop (Tune itself handles SIGUSR1)."""
+
+    signals: list[str] = field(default_factory=list)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signals.append(signal.Signals(signum).name)
+        if len(self.signals) > 1:  # a second signal: stop waiting on anything
+            raise KeyboardInterrupt
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if callable(tune_handler):  # Tune's handler: sets its "experiment interrupted" event
+            tune_handler(signal.SIGUSR1, frame)
+
+
+# ---------------------------------------------------------------------- the experiment
+
+
+def run(args: argparse.Namespace) -> int:
+    from seg_tune.sweep.load import load_space, smoke
+
+    spec = load_space(args.space)  # ConfigError (exit 2) before anything expensive
+    if args.smoke:
+        spec = smoke(spec)
+    for notice in spec.notices:
+        print(f"seg_tune.run: notice: {notice}", flush=True)
+    name = args.name or spec.experiment.name
+    layout = Layout.of(args.storage, name)
+    exp_dir = layout.root
+    if args.fresh and exp_dir.exists():
+        moved = layout.moved_aside()
+        exp_dir.rename(moved)
+        print(f"seg_tune.run: --fresh: moved the old experiment to {moved}", flush=True)
+    _refuse_changed_space(spec, layout, smoke=args.smoke)
+    corpus = read_data(spec)  # every source read and checked once (DataError: exit 2)
+
+    # Before Ray is imported: its C++ config reads these once.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ours forwards to Tune's
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Keep the terminal to Tune's status table: no snapshot-frequency advice, no optuna info.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import optuna
+    import ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from seg_tune.sweep.results import finish
+    from seg_tune.sweep.trial import placement_problem
+    from seg_tune.sweep.tuner import Sweep, can_restore
+
+    context = local_cluster.start_ray(args.address, spec.experiment.max_concurrent, args.host)
+    local_cluster.print_dashboard(context, joined=bool(args.address))
+    stop = StopRequest()
+    stop.install()
+    try:
+        sweep = Sweep(spec, layout, corpus)
+        if (problem := placement_problem(sweep.settings, ray.nodes())) is not None:
+            raise ConfigError(f"{args.space}: {problem}")
+        restore = can_restore(layout)
+        print(
+            f"seg_tune.run: {'resuming' if restore else 'starting'} experiment {name} in {exp_dir}",
+            flush=True,
+        )
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(layout.space, json.dumps(spec.to_dict(), indent=1))
+        sweep.tuner(restore).fit()
+        outcome = finish(spec, layout, interrupted=bool(stop.signals), report=not args.no_report)
+    except KeyboardInterrupt:
+        stop.signals.append("SIGINT")
+        outcome = None
+    finally:
+        ray.shutdown()
+    return _final_line(outcome, spec, exp_dir, stop.signals)
+
+
+def _final_line(outcome: Any, spec: Any, exp_dir: Path, signals: list[str]) -> int:
+    """Print the sweep's last line and return its exit status (0 only when every trial
+    finished and every post-sweep step worked)."""
+    if outcome is None or outcome.outcome == "stopped":
+        print(
+            f"seg_tune.run: stopped ({', '.join(signals) or 'before every trial finished'}); "
+            f"state saved in {exp_dir}; run the same command again to resume",
+            flush=True,
+        )
+        return EXIT_STOPPED
+    status = EXIT_FINISHED
+    allowed = spec.failure.allow_failed_trials
+    if outcome.failed:
+        first = outcome.failed[0]
+        account = (
+            f"{len(outcome.failed)} of {spec.experiment.num_samples} trials failed "
+            f"(failure.allow_failed_trials: {allowed}); first: trial {first.trial_id}: "
+            f"{first.error}; error file: {first.error_file}"
+        )
+        if len(outcome.failed) > allowed:
+            print(f"seg_tune.run: FAILED: {account}", flush=True)
+            status = EXIT_FAILED
+        else:
+            print(f"seg_tune.run: warning: {account}", flush=True)
+    for failure in outcome.step_failures:
+        print(f"seg_tune.run: FAILED after the sweep: {failure}", flush=True)
+        status = EXIT_FAILED
+    word = "done" if status == EXIT_FINISHED else "ended"
+    print(f"seg_tune.run: {word}. {outcome.best_line}", flush=True)
+    return status
+
+
+def _refuse_changed_space(spec: Any, layout: Layout, *, smoke: bool) -> None:
+    """A resumed experiment must be the one that was started: refuse (exit 2) a space file
+    that changed in the space, budget, scheduler, searcher, data, model or training."""
+    from seg_tune.sweep.spec import changed_keys
+
+    exp_dir, saved = layout.root, layout.space
+    if not saved.is_file():
+        return
+    try:
+        old = json.loads(saved.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return  # unreadable: Tune's own state decides
+    changed = changed_keys(old, spec.to_dict())
+    if not changed:
+        return
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    hint = "; a --smoke run shrinks the budget, so give it its own --name" if smoke else ""
+    raise ConfigError(
+        f"{exp_dir}: holds an experiment started with other settings ({shown}); resuming "
+        "would mix two experiments: use --fresh to start over (the old folder is kept) or "
+        f"--name for a new experiment{hint}"
+    )
+
+
+def read_data(spec: Any) -> Any:
+    """Read and check every data config a trial can get, before Ray starts (one line and exit
+    2 for a bad file or dataset); returns the base config's corpus, encoded, for the trials to
+    share (`seg_tune.train.PreparedCorpus`)."""
+    from seg_tune.train import prepare_corpus
+
+    first, *others = spec.data_configs()
+    corpus = prepare_corpus(first)
+    for data in others:
+        data.load()
+    block = spec.base.training.block_size
+    if "training.block_size" in spec.space:
+        block = max(int(v) for v in spec.space["training.block_size"].corners())
+    if corpus.train_stream.numel() < 2 * block:
+        raise DataError(
+            f"data.train ({first.train.describe()}): {corpus.train_stream.numel()} training "
+            f"tokens, fewer than two blocks of training.block_size {block}; use more data or a "
+            "smaller block_size"
+        )
+    print(
+        f"seg_tune.run: data: {first.train.describe()}: {corpus.train_stream.numel():,} training "
+        f"and {corpus.valid_stream.numel():,} validation tokens, {len(corpus.units)} units "
+        f"(checked{f', with {len(others)} other data configs of the space' if others else ''})",
+        flush=True,
+    )
+    for warning in corpus.warnings:
+        print(f"seg_tune.run: warning: {warning}", flush=True)
+    return corpus
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(parse_args(argv))
+    except SegTuneError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except Exception as exc:  # a failure after validation: one line, the rest in Ray's logs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""One object owns every path of an experiment folder, `<storage>/<name>/`.
+
+    tune/                  Ray Tune's: experiment and searcher state, `trial_<id>/` per trial
+                           (result.json, progress.csv, checkpoints of one-worker trials); Tune
+                           syncs it from its own staging copy, so nothing of ours lives there
+    train_runs/<id>/       Ray Train's: the checkpoints of multi-worker trials
+    space.json             the resolved spec the experiment was started with (resumes compare)
+    scheduler_state.json   ASHA's rungs, pauses and stops (`seg_tune.sweep.asha`)
+    wandb/                 the trials' wandb runs; wandb_steps.json: the steps written for good
+    summary.json           every trial and the best (`seg_tune.sweep.summary`)
+    best_model/            the best trial in Hugging Face format, with segmentation.json
+    report.md, plots/      the report (`seg_tune.report`)
+
+Each path is a property named after the file's role; nothing else in seg_tune spells them out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TUNE_DIR = "tune"  # also the Tuner's RunConfig(name=...): Tune writes <storage_path>/<name>
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path  # the experiment folder
+
+    @classmethod
+    def of(cls, storage: Path, name: str) -> Layout:
+        return cls((storage / name).resolve())
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # ------------------------------------------------------------------ Ray's
+    @property
+    def tune(self) -> Path:
+        return self.root / TUNE_DIR
+
+    def trial_dir(self, trial_id: str) -> Path:
+        """A trial's folder in `tune/` (its name: `trial_dirname`)."""
+        return self.tune / trial_dirname(trial_id)
+
+    @property
+    def train_runs(self) -> Path:
+        return self.root / "train_runs"
+
+    def train_run(self, trial_id: str) -> Path:
+        """A Ray Train trial's run folder (its checkpoints), named after the trial."""
+        return self.train_runs / trial_id
+
+    # ------------------------------------------------------------------ ours
+    @property
+    def space(self) -> Path:
+        return self.root / "space.json"
+
+    @property
+    def scheduler_state(self) -> Path:
+        return self.root / "scheduler_state.json"
+
+    @property
+    def wandb_parent(self) -> Path:
+        """wandb's `dir=`: wandb writes its runs into `wandb/` under it."""
+        return self.root
+
+    @property
+    def wandb(self) -> Path:
+        return self.root / "wandb"
+
+    @property
+    def wandb_steps(self) -> Path:
+        return self.root / "wandb_steps.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / "best_model"
+
+    @property
+    def segmentation(self) -> Path:
+        return self.best_model / "segmentation.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def moved_aside(self) -> Path:
+        """Where `--fresh` moves an existing experiment (never deleted): `<name>.old-<time>`."""
+        return self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def trial_dirname(trial_id: str) -> str:
+    return f"trial_{trial_id}"

@@ -1,0 +1,244 @@
+"""The typed, frozen spec of one experiment: the sections of a space file, validated and
+resolved (`seg_tune.sweep.load` makes it from a file), and what follows from it: a trial's
+RunConfig, the data configs a trial can get, ASHA's pause rungs, and the keys that must not change
+when an experiment is resumed. The file syntax is documented in `seg_tune.sweep.load`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from seg_tune.config import DataConfig, RunConfig, Strict, validate, with_dotted
+from seg_tune.sweep.distributions import Distribution
+from seg_tune.sweep.rungs import rung_steps
+from seg_tune.sweep.values import flatten
+
+FORMAT = "seg_tune.search_space/1"  # of space.json (the name is older than the sweep package)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class Experiment(Strict):
+    name: str | None = None  # default: the file's stem
+    description: str | None = None
+    metric: str = "valid_loss"
+    mode: Literal["min", "max"] | None = None  # default: the direction in which metric is better
+    num_samples: int | None = Field(None, ge=1)  # default 10 (1 for grid: runs of the whole grid)
+    max_concurrent: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # default: training.steps
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Experiment:
+        if self.name is not None and not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"name {self.name!r}: use letters, digits, '.', '_' or '-' (it names folders)"
+            )
+        return self
+
+
+class AshaScheduler(Strict):
+    type: Literal["asha"] = "asha"
+    grace_period_steps: int | None = Field(None, ge=1)  # default: max_steps // 10
+    reduction_factor: float = Field(3, gt=1)
+    brackets: int = Field(1, ge=1)
+    # pause: a trial waits at a rung until it ranks among the rung's best within a budget of 1
+    # in rf (seg_tune.sweep.asha.PromotingASHA); continue: Ray's stop-or-continue on arrival; auto:
+    # pause, but continue for Ray Train trials (pausing one can leak its worker group, ray
+    # issue 54305) and for several brackets
+    promotion: Literal["auto", "pause", "continue"] = "auto"
+
+
+class FifoScheduler(Strict):
+    type: Literal["fifo"] = "fifo"
+
+
+class Searcher(Strict):
+    type: Literal["optuna", "random", "grid"] = "optuna"
+    seed: int | None = 0  # None: unseeded
+    # optuna: trials sampled at random before TPE models the results (None: Optuna's default,
+    # 10); fewer suit small budgets, where ASHA then has more comparable trials to stop
+    startup_trials: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_startup(self) -> Searcher:
+        if self.startup_trials is not None and self.type != "optuna":
+            raise ValueError(f"startup_trials applies to the optuna searcher, not {self.type!r}")
+        return self
+
+
+class Resources(Strict):
+    workers: int = Field(1, ge=1)  # Ray Train workers per trial (DDP when > 1)
+    cpus_per_worker: int | float = Field(1, gt=0)
+    gpus_per_worker: int | float = Field(0, ge=0)  # fractional: several small trials share a GPU
+    # auto: a one-worker trial trains inside its Tune trainable (faster start, same checkpoints,
+    # resume and metrics); always: every trial is a Ray Train TorchTrainer job
+    use_ray_train: Literal["auto", "always"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_gpus(self) -> Resources:
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError("gpus_per_worker above 1 must be a whole number")
+        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
+            # Ray packs the workers' fractions onto one GPU, and NCCL refuses two ranks on one
+            # device ("Duplicate GPU detected"): the trial would fail after Ray had started.
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker:g} with workers {self.workers}: the DDP "
+                "workers of one trial cannot share a GPU (NCCL refuses two ranks on one device); "
+                "use whole GPUs per worker, or workers: 1 to let small trials share a GPU"
+            )
+        return self
+
+
+class Failure(Strict):
+    max_retries: int = Field(2, ge=0)  # restarts of a failed trial (from its last checkpoint)
+    # trials that may end in ERROR (after their retries) with the sweep still exiting 0
+    allow_failed_trials: int = Field(0, ge=0)
+
+
+class Checkpoints(Strict):
+    keep: int | None = Field(None, ge=1)  # default: training.keep_checkpoints
+
+
+class Wandb(Strict):
+    project: str = "seg_tune"
+    entity: str | None = None
+    group: str | None = None  # default: the experiment's name
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+
+
+class Hub(Strict):
+    repo_id: str | None = None  # e.g. "user/childes-gpt2"; None = do not push
+    private: bool = True
+
+    @model_validator(mode="after")
+    def _check_repo(self) -> Hub:
+        if self.repo_id is not None and not re.match(
+            r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", self.repo_id
+        ):
+            raise ValueError(f"repo_id {self.repo_id!r}: expected 'name' or 'owner/name'")
+        return self
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class ExperimentSpec(Strict):
+    """A validated search-space file, resolved (defaults filled) and ready for Ray Tune."""
+
+    experiment: Experiment  # every field set
+    base: RunConfig  # data/model/training defaults, fixed values applied, steps = max_steps
+    base_data: dict[str, Any]  # the sparse dict `base` came from; trial configs start from it
+    space: dict[str, Distribution]
+    scheduler: AshaScheduler | FifoScheduler  # ASHA's grace_period_steps is set
+    searcher: Searcher
+    resources: Resources
+    failure: Failure
+    checkpoints: Checkpoints  # keep is set
+    wandb: Wandb  # group is set
+    hub: Hub
+    source_path: str
+    notices: tuple[str, ...] = ()
+
+    def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
+        """The RunConfig of one trial: base with the sampled dotted params applied.
+
+        Built from the sparse `base_data` (not from the resolved base), so that a sampled
+        model.preset still fills layers/width/heads the file did not give."""
+        unknown = sorted(set(params) - set(self.space))
+        if unknown:
+            raise ValueError(f"parameters not in the search space: {unknown}")
+        overrides = {key: self.space[key].coerce(value) for key, value in params.items()}
+        if rungs := self.pause_rungs():  # a trial paused at a rung resumes from that very step
+            overrides["training.checkpoint_at_steps"] = rungs
+        return validate(RunConfig, with_dotted(self.base_data, overrides), source=self.source_path)
+
+    def data_configs(self) -> list[DataConfig]:
+        """Every distinct data config a trial can get: the base one, and when the space
+        searches `data.` keys, those of each combination of their corners (every choice value;
+        a range's ends and an interior point), which is what the driver reads before Ray."""
+        keys = [key for key in self.space if key.startswith("data.")]
+        found = {self.base.data.model_dump_json(): self.base.data}
+        for values in itertools.product(*(self.space[key].corners() for key in keys)):
+            point = {k: self.space[k].coerce(v) for k, v in zip(keys, values, strict=True)}
+            data = validate(
+                RunConfig, with_dotted(self.base_data, point), source=self.source_path
+            ).data
+            found.setdefault(data.model_dump_json(), data)
+        return list(found.values())
+
+    def pause_rungs(self) -> list[int]:
+        """The steps at which ASHA with promotion by pausing judges trials ([] otherwise)."""
+        s = self.scheduler
+        if not isinstance(s, AshaScheduler) or s.promotion != "pause":
+            return []
+        return rung_steps(s.grace_period_steps, s.reduction_factor, self.experiment.max_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able resolved description for summary.json. Holds no secret: none is ever read."""
+        return {
+            "format": FORMAT,
+            "source_path": self.source_path,
+            "experiment": self.experiment.model_dump(mode="json"),
+            "base": self.base.model_dump(mode="json"),
+            "space": {k: d.model_dump(mode="json") for k, d in self.space.items()},
+            "scheduler": self.scheduler.model_dump(mode="json"),
+            "searcher": self.searcher.model_dump(mode="json"),
+            "resources": self.resources.model_dump(mode="json"),
+            "failure": self.failure.model_dump(mode="json"),
+            "checkpoints": self.checkpoints.model_dump(mode="json"),
+            "wandb": self.wandb.model_dump(mode="json"),
+            "hub": self.hub.model_dump(mode="json"),
+            "notices": list(self.notices),
+        }
+
+    def document(self) -> dict[str, Any]:
+        """The spec as a file in seg_tune's own syntax (loading it gives the same spec)."""
+        training = dict(self.base_data.get("training", {}))
+        training.pop("steps", None)  # experiment.max_steps says it
+        return {
+            "experiment": self.experiment.model_dump(),
+            "data": copy.deepcopy(self.base_data.get("data", {})),
+            "model": copy.deepcopy(self.base_data.get("model", {})),
+            "training": training,
+            "space": {k: d.model_dump() for k, d in self.space.items()},
+            "scheduler": self.scheduler.model_dump(),
+            "searcher": self.searcher.model_dump(),
+            "resources": self.resources.model_dump(),
+            "failure": self.failure.model_dump(),
+            "checkpoints": self.checkpoints.model_dump(),
+            "wandb": self.wandb.model_dump(),
+            "hub": self.hub.model_dump(),
+        }
+
+
+# What must not change between a run and its resume (dotted prefixes of `ExperimentSpec.to_dict`):
+# the rest (wandb, hub, resources, failure, checkpoints, max_concurrent, name, notices) may.
+SAME_ON_RESUME = (
+    "experiment.metric",
+    "experiment.mode",
+    "experiment.num_samples",
+    "experiment.max_steps",
+    "base",
+    "space",
+    "scheduler",
+    "searcher",
+)
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys of two `ExperimentSpec.to_dict()`s that differ where a resume would mix two
+    experiments."""
+    before, after = flatten(old), flatten(new)
+    return sorted(
+        key
+        for key in set(before) | set(after)
+        if key.startswith(SAME_ON_RESUME) and before.get(key) != after.get(key)
+    )

@@ -1,0 +1,306 @@
+"""summary.json: its versioned schema, written AND read here (nothing else parses it).
+
+Format 2: the objective (`metric`, `mode`), `num_samples`, `scheduler`, `searcher`, `data`,
+`outcome` ("finished": every trial finished, stopped early by ASHA included; "failed": every
+trial ended but some in ERROR; "stopped": the sweep was interrupted or trials are left),
+`finished` (outcome == "finished"), `n_failed`, `best` (trial_id, config, metrics, steps_trained)
+and `trials`: one entry per trial with trial_id, status, config (the sampled parameters), metrics
+(the last reported), steps_trained, stopped_early (ASHA stopped it) and stopped_at_step, error
+(for a trial in ERROR: {"reason": its exception's first line, "file": the path of Tune's error
+file}, else null), and its history (one entry per evaluation: step and the main metrics;
+duplicates from a restore removed). Format 1 had no outcome, n_failed or error, and its
+`finished` meant "every trial ended", failed ones included; it is still read.
+
+The reader (`read_experiment`) checks the file once and normalises it for the report: absent
+dicts and lists are empty, NaN (written as null) is missing, configs are dotted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seg_tune.checkpoint import atomic_write_text
+from seg_tune.errors import ConfigError, DataError, location
+from seg_tune.metrics import STEP, TUNE_BOOKKEEPING
+from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.values import flatten, plain
+
+FORMAT = 2  # written
+READ_FORMATS = (1, 2)  # read
+OUTCOMES = ("finished", "failed", "stopped")
+HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
+_EXP_HINT = "EXP_DIR must be an experiment folder written by seg_tune.run (it holds summary.json)"
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the driver saw it at the end of `Tuner.fit`."""
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_dir: str | None = None
+    stopped_at_step: int | None = None
+    error: str | None = None  # ERROR trials: the exception's first line
+    error_file: str | None = None  # ERROR trials: Tune's error.txt
+
+    @property
+    def steps_trained(self) -> int:
+        return int(self.metrics.get("step", 0) or 0)
+
+
+def best_trial(trials: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
+    scored = [
+        t
+        for t in trials
+        if isinstance(t.metrics.get(metric), (int, float)) and math.isfinite(t.metrics[metric])
+    ]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda t: t.metrics[metric])
+
+
+def build(
+    trials: Sequence[TrialRecord],
+    *,
+    name: str,
+    space: dict[str, Any],
+    metric: str,
+    mode: str,
+    num_samples: int,
+    max_steps: int,
+    outcome: str,
+    data_description: str | None = None,
+) -> dict[str, Any]:
+    def entry(t: TrialRecord) -> dict[str, Any]:
+        metrics = {k: v for k, v in t.metrics.items() if k not in TUNE_BOOKKEEPING}
+        return {
+            "trial_id": t.trial_id,
+            "status": t.status,
+            "config": t.config,
+            "metrics": metrics,
+            "steps_trained": t.steps_trained,
+            "stopped_early": t.stopped_at_step is not None and t.steps_trained < max_steps,
+            "stopped_at_step": t.stopped_at_step,
+            "error": None
+            if t.status != "ERROR"
+            else {"reason": t.error or "unknown", "file": t.error_file},
+            "history": t.history,
+        }
+
+    best = best_trial(trials, metric, mode)
+    experiment = space.get("experiment", {})
+    return plain(
+        {
+            "format": FORMAT,
+            "name": name,
+            "space_file": space.get("source_path"),
+            "metric": metric,
+            "mode": mode,
+            "num_samples": num_samples,
+            "outcome": outcome,
+            "finished": outcome == "finished",
+            "n_failed": sum(t.status == "ERROR" for t in trials),
+            "scheduler": {**space.get("scheduler", {}), "max_steps": experiment.get("max_steps")},
+            "searcher": space.get("searcher", {}),
+            "data": data_description,
+            "best": None
+            if best is None
+            else {
+                k: v
+                for k, v in entry(best).items()
+                if k in ("trial_id", "config", "metrics", "steps_trained")
+            },
+            "trials": [entry(t) for t in sorted(trials, key=lambda t: t.trial_id)],
+        },
+        finite=True,
+    )
+
+
+def write(layout: Layout, content: dict[str, Any]) -> Path:
+    """summary.json, atomically (a kill leaves the old one or the new one, never half)."""
+    atomic_write_text(layout.summary, json.dumps(content, indent=1))
+    return layout.summary
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """One trial of the summary, normalised: absent dicts/lists are empty, not None."""
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    steps_trained: int | None
+    stop_step: int | None  # where ASHA stopped it; None when it was not stopped early
+    error: dict[str, Any] | None = None  # a trial in ERROR: {"reason", "file"}
+
+    def value(self, metric: str) -> float | None:
+        """The last reported value of `metric` (the history's when `metrics` lacks it), or None;
+        NaN counts as missing."""
+        v = finite_number(self.metrics.get(metric))
+        if v is None:
+            v = next(
+                (finite_number(h.get(metric)) for h in reversed(self.history) if metric in h), None
+            )
+        return v
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """What the report shows: the summary's settings, its trials, and the best model's table."""
+
+    path: Path
+    summary: dict[str, Any]
+    metric: str
+    mode: str
+    trials: list[TrialSummary]
+    best: dict[str, Any] | None
+    segmentation: dict[str, Any] | None
+
+    @property
+    def best_id(self) -> str | None:
+        return None if self.best is None else str(self.best.get("trial_id"))
+
+    def ranked(self) -> list[TrialSummary]:
+        """Trials best first by the objective; trials without a value last, in summary order."""
+        sign = -1.0 if self.mode == "max" else 1.0
+
+        def key(t: TrialSummary) -> tuple[bool, float]:
+            v = t.value(self.metric)
+            return (v is None, 0.0 if v is None else sign * v)
+
+        return sorted(self.trials, key=key)
+
+
+def finite_number(value: Any) -> float | None:
+    """A finite int/float as float, else None (bools, strings, None and NaN are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{location(path, exc.lineno)}: not valid JSON ({exc.msg}); {_EXP_HINT}"
+        ) from None
+
+
+def mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected an object, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _trial(raw: Any, where: str) -> TrialSummary:
+    raw = mapping(raw, where)
+    if "trial_id" not in raw:
+        raise DataError(f"{where}: no 'trial_id'; every trial entry needs one")
+    history_raw = raw.get("history") or []
+    if not isinstance(history_raw, list):
+        raise DataError(f"{where}: 'history' must be a list, got {type(history_raw).__name__}")
+    history = [mapping(h, f"{where} history[{i}]") for i, h in enumerate(history_raw)]
+    history = sorted(
+        (h for h in history if finite_number(h.get(STEP)) is not None), key=lambda h: h[STEP]
+    )
+    steps = finite_number(raw.get("steps_trained"))
+    stop = None
+    if raw.get("stopped_early"):
+        # An older writer may leave the step out: then the last step it trained or reported.
+        stop = finite_number(raw.get("stopped_at_step"))
+        stop = stop if stop is not None else steps
+        if stop is None and history:
+            stop = float(history[-1][STEP])
+    return TrialSummary(
+        trial_id=str(raw["trial_id"]),
+        status=str(raw.get("status") or "UNKNOWN"),
+        config=flatten(mapping(raw.get("config"), f"{where} config")),
+        metrics=mapping(raw.get("metrics"), f"{where} metrics"),
+        history=history,
+        steps_trained=None if steps is None else int(steps),
+        stop_step=None if stop is None else int(stop),
+        error=mapping(raw["error"], f"{where} error") if raw.get("error") else None,
+    )
+
+
+def read_raw(exp_dir: Path) -> dict[str, Any]:
+    """The checked summary.json of `exp_dir`; ConfigError when it is not an experiment folder."""
+    if not exp_dir.is_dir():
+        raise ConfigError(f"{exp_dir}: no such folder; {_EXP_HINT}")
+    path = Layout(exp_dir).summary
+    if not path.is_file():
+        raise ConfigError(f"{exp_dir}: no {path.name} in it; {_EXP_HINT}")
+    data = _read_json(path)
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt not in READ_FORMATS:
+        raise DataError(
+            f"{path}: format {fmt!r} is unknown, this seg_tune reads formats "
+            f"{', '.join(map(str, READ_FORMATS))}; "
+            "write the report with the seg_tune version that ran the experiment"
+        )
+    for key in ("metric", "mode", "trials"):
+        if key not in data:
+            raise DataError(f"{path}: key {key!r} is missing; {_EXP_HINT}")
+    if data["mode"] not in ("min", "max"):
+        raise DataError(f"{path}: 'mode' is {data['mode']!r}; allowed: 'min' or 'max'")
+    if not isinstance(data["trials"], list):
+        raise DataError(f"{path}: 'trials' must be a list, got {type(data['trials']).__name__}")
+    return data
+
+
+def read_segmentation(exp_dir: Path) -> dict[str, Any] | None:
+    """best_model/segmentation.json, or None when no trial finished (no best model)."""
+    path = Layout(exp_dir).segmentation
+    if not path.is_file():
+        return None
+    data = mapping(_read_json(path), str(path))
+    table = data.get("table") or []
+    if not isinstance(table, list):
+        raise DataError(f"{path}: 'table' must be a list of rows, got {type(table).__name__}")
+    for i, row in enumerate(table):
+        row = mapping(row, f"{path} table[{i}]")
+        if "cue" not in row or "strategy" not in row:
+            raise DataError(f"{path}: table[{i}] lacks 'cue' or 'strategy'; got keys {list(row)}")
+    mapping(data.get("tp_baseline"), f"{path} tp_baseline")
+    mapping(data.get("best"), f"{path} best")
+    return data
+
+
+def read_experiment(exp_dir: Path) -> ExperimentSummary:
+    """Everything the report shows, read and checked once."""
+    summary = read_raw(exp_dir)
+    path = Layout(exp_dir).summary
+    trials = [_trial(t, f"{path} trials[{i}]") for i, t in enumerate(summary["trials"])]
+    best = summary.get("best")
+    return ExperimentSummary(
+        path=exp_dir,
+        summary=summary,
+        metric=str(summary["metric"]),
+        mode=summary["mode"],
+        trials=trials,
+        best=mapping(best, f"{path} best") or None,
+        segmentation=read_segmentation(exp_dir),
+    )

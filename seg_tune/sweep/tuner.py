@@ -1,0 +1,242 @@
+"""The only place a Ray Tune `Tuner` is built or restored: the whole sweep (space, searcher,
+scheduler, trainable, callbacks) can be read in `build_tuner`.
+
+Metric and mode go to TuneConfig ONLY: the searcher and scheduler built here carry none (Ray
+refuses a metric given both to a scheduler and to TuneConfig, and ResultGrid's best-result
+defaults come from TuneConfig). `max_concurrent_trials` is not passed: the search algorithm
+already limits concurrency to experiment.max_concurrent (and, with promotion by pausing, does not
+count paused trials). Ray is imported here only inside functions: loading a space stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from seg_tune.metrics import STEP
+from seg_tune.sweep.distributions import (
+    Choice,
+    Fixed,
+    IntRange,
+    LogUniform,
+    QLogUniform,
+    QUniform,
+    Uniform,
+    _Distribution,
+)
+from seg_tune.sweep.layout import TUNE_DIR, Layout, trial_dirname
+from seg_tune.sweep.spec import ExperimentSpec, FifoScheduler
+from seg_tune.sweep.trial import TrialSettings
+
+# --------------------------------------------------------------------------- the space
+
+
+def tune_domain(dist: _Distribution, *, grid: bool, optuna: bool) -> Any:
+    """A distribution as Ray Tune samples it (a constant for a fixed value)."""
+    from ray import tune
+
+    if isinstance(dist, Fixed):
+        return dist.value
+    if isinstance(dist, Choice):
+        return tune.grid_search(list(dist.values)) if grid else tune.choice(list(dist.values))
+    if isinstance(dist, Uniform):
+        return tune.uniform(dist.min, dist.max)
+    if isinstance(dist, LogUniform):
+        return tune.loguniform(dist.min, dist.max)
+    if isinstance(dist, IntRange):
+        if grid:
+            return tune.grid_search(dist.values())
+        if dist.step == 1:  # randint's upper bound is exclusive
+            return tune.randint(dist.min, dist.max + 1)
+        return tune.qrandint(dist.min, dist.top, dist.step)
+    if isinstance(dist, QUniform | QLogUniform) and dist.lo == dist.hi:
+        return dist.lo
+    if isinstance(dist, QUniform):
+        return tune.quniform(dist.lo, dist.hi, dist.q)
+    if isinstance(dist, QLogUniform):
+        if optuna:  # Optuna drops quantization of log domains (with a warning); coerce() rounds
+            return tune.loguniform(dist.lo, dist.hi)
+        return tune.qloguniform(dist.lo, dist.hi, dist.q)
+    raise TypeError(f"no Ray Tune domain for {type(dist).__name__}")
+
+
+def param_space(spec: ExperimentSpec) -> dict[str, Any]:
+    """`tune.Tuner(param_space=...)`: one entry per dotted key (fixed values as constants)."""
+    grid = spec.searcher.type == "grid"
+    optuna = spec.searcher.type == "optuna"
+    return {key: tune_domain(d, grid=grid, optuna=optuna) for key, d in spec.space.items()}
+
+
+# --------------------------------------------------------------------------- searcher, scheduler
+
+
+def search_algorithm(spec: ExperimentSpec, state_path: Any) -> Any:
+    """OptunaSearch (seeded TPE) behind a concurrency limit, or a seeded BasicVariantGenerator
+    for random/grid (and for a space with nothing to search, which Optuna refuses). No metric or
+    mode: TuneConfig gives them. With ASHA promotion by pausing, the limit does not count paused
+    trials (`seg_tune.sweep.asha`, which reads the scheduler's state at `state_path`)."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from seg_tune.sweep.asha import PauseAwareLimiter, PauseAwareVariantGenerator
+
+    limit = spec.experiment.max_concurrent
+    pausing = bool(spec.pause_rungs())
+    searchable = any(d.searchable() for d in spec.space.values())
+    if spec.searcher.type == "optuna" and searchable:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        startup = {"n_startup_trials": spec.searcher.startup_trials}
+        sampler = optuna.samplers.TPESampler(
+            seed=spec.searcher.seed, **(startup if spec.searcher.startup_trials else {})
+        )
+        if pausing:
+            return PauseAwareLimiter(OptunaSearch(sampler=sampler), limit, state_path)
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=limit)
+    if pausing:
+        return PauseAwareVariantGenerator(
+            state_path=state_path, max_concurrent=limit, random_state=spec.searcher.seed
+        )
+    return BasicVariantGenerator(max_concurrent=limit, random_state=spec.searcher.seed)
+
+
+def scheduler(spec: ExperimentSpec, state_path: Any) -> Any:
+    """ASHA on the reported `step` (max_t = max_steps) whose state survives restores in the JSON
+    file `state_path` (`seg_tune.sweep.asha`: promotion by pausing, or Ray's stop-or-continue),
+    or FIFO. No metric or mode: TuneConfig gives them (Ray refuses them in both places)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from seg_tune.sweep.asha import PersistentASHA, PromotingASHA
+
+    sched, e = spec.scheduler, spec.experiment
+    if isinstance(sched, FifoScheduler):
+        return FIFOScheduler()
+    common = {
+        "state_path": state_path,
+        "time_attr": STEP,
+        "max_t": e.max_steps,
+        "grace_period": sched.grace_period_steps,
+        "reduction_factor": sched.reduction_factor,
+    }
+    if sched.promotion == "pause":
+        return PromotingASHA(max_concurrent=e.max_concurrent, **common)
+    return PersistentASHA(brackets=sched.brackets, **common)
+
+
+# --------------------------------------------------------------------------- the Tuner
+
+
+def tune_config(spec: ExperimentSpec, state_path: Any) -> Any:
+    """`TuneConfig`: the objective, the budget, the searcher and the scheduler (whose state file
+    is `state_path`), and trial folders named `trial_<id>`."""
+    from ray import tune
+
+    e = spec.experiment
+    return tune.TuneConfig(
+        metric=e.metric,
+        mode=e.mode,
+        search_alg=search_algorithm(spec, state_path),
+        scheduler=scheduler(spec, state_path),
+        num_samples=e.num_samples,
+        trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
+    )
+
+
+def build_tuner(
+    spec: ExperimentSpec,
+    layout: Layout,
+    trainable: Callable[..., Any],
+    callbacks: Sequence[Any] = (),
+    *,
+    restore: bool = False,
+    keep_checkpoints: int | None = None,
+) -> Any:
+    """A new Tuner for the experiment in `layout`, or (`restore`) the one saved there, resumed:
+    unfinished and errored trials go on from their checkpoints."""
+    from ray import tune
+
+    from seg_tune.sweep.asha import check_ray
+
+    check_ray()
+    if restore:
+        return tune.Tuner.restore(
+            str(layout.tune), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune_config(spec, layout.scheduler_state),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(layout.root),
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=keep_checkpoints or spec.checkpoints.keep
+            ),
+            callbacks=list(callbacks),
+            verbose=1,
+        ),
+    )
+
+
+def can_restore(layout: Layout) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(layout.tune))
+
+
+class Sweep:
+    """One experiment's trials on Ray Tune: their settings, trainable and callbacks, and the
+    Tuner that runs them (`build_tuner`)."""
+
+    def __init__(self, spec: ExperimentSpec, layout: Layout, corpus: Any = None) -> None:
+        self.spec, self.layout, self.corpus = spec, layout, corpus
+        r = spec.resources
+        self.settings = TrialSettings(
+            spec_json=spec.model_dump_json(),
+            workers=r.workers,
+            cpus_per_worker=r.cpus_per_worker,
+            gpus_per_worker=r.gpus_per_worker,
+            max_retries=spec.failure.max_retries,
+            keep_checkpoints=spec.checkpoints.keep or spec.base.training.keep_checkpoints,
+            train_storage=str(layout.train_runs),
+            use_ray_train=r.workers > 1 or r.use_ray_train == "always",
+        )
+
+    def trainable(self) -> Any:
+        import ray
+        from ray import tune
+
+        from seg_tune.sweep.trial import run_trial, trial_resources
+
+        needed = trial_resources(self.settings, ray.cluster_resources())
+        trainable = tune.with_parameters(run_trial, settings=self.settings, corpus=self.corpus)
+        return tune.with_resources(trainable, needed)
+
+    def callbacks(self) -> list[Any]:
+        from seg_tune.sweep.tracking import KeepTrialLogs, WandbTrialRuns, resolve_mode
+
+        w = self.spec.wandb
+        mode = resolve_mode(w.mode)
+        if mode == "disabled":
+            return [KeepTrialLogs()]
+        return [
+            KeepTrialLogs(),
+            WandbTrialRuns(
+                project=w.project,
+                group=w.group or self.spec.experiment.name,
+                entity=w.entity,
+                mode=mode,
+                layout=self.layout,
+            ),
+        ]
+
+    def tuner(self, restore: bool) -> Any:
+        return build_tuner(
+            self.spec,
+            self.layout,
+            self.trainable(),
+            self.callbacks(),
+            restore=restore,
+            keep_checkpoints=self.settings.keep_checkpoints,
+        )
