@@ -45,7 +45,7 @@ def first_result_s(spec, corpus, storage: Path) -> float:
     from ray import tune
 
     from seg_tune.sweep.layout import Layout
-    from seg_tune.sweep.tuner import Sweep
+    from seg_tune.sweep.tuner import Sweep, build_tuner
 
     times: dict[str, float] = {}
 
@@ -57,14 +57,7 @@ def first_result_s(spec, corpus, storage: Path) -> float:
             times.setdefault("first", time.monotonic())
 
     exp = Sweep(spec, Layout(storage / "exp"), corpus)
-    tune.Tuner(
-        exp.trainable(),
-        param_space={"training.lr": 0.001},
-        tune_config=tune.TuneConfig(metric="valid_loss", mode="min", num_samples=1),
-        run_config=tune.RunConfig(
-            storage_path=str(storage), name="t", callbacks=[Clock()], verbose=0
-        ),
-    ).fit()
+    build_tuner(spec, Layout(storage / "t"), exp.trainable(), [Clock()]).fit()
     return times["first"] - times["started"]
 
 

@@ -71,7 +71,7 @@ def run_trial(path: str, steps: int, eval_every: int) -> tuple[float, list[float
 
     from seg_tune.sweep.layout import Layout
     from seg_tune.sweep.load import load_space
-    from seg_tune.sweep.tuner import Sweep
+    from seg_tune.sweep.tuner import Sweep, build_tuner
 
     times: dict[str, float] = {}
     speeds: list[float] = []
@@ -97,14 +97,7 @@ def run_trial(path: str, steps: int, eval_every: int) -> tuple[float, list[float
             resources={"seg_tune_trial": 1},
         )
         try:
-            tuner = tune.Tuner(
-                exp.trainable(),
-                param_space={"training.lr": 0.001},
-                tune_config=tune.TuneConfig(metric="valid_loss", mode="min", num_samples=1),
-                run_config=tune.RunConfig(
-                    storage_path=tmp, name="t", callbacks=[Clock()], verbose=0
-                ),
-            )
+            tuner = build_tuner(spec, Layout(Path(tmp) / "t"), exp.trainable(), [Clock()])
             tuner.fit()
         finally:
             ray.shutdown()

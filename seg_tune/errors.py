@@ -7,9 +7,6 @@ print that line and exit with status 2; they never show a traceback for it.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -86,27 +83,3 @@ class FieldError:
             "" if isinstance(self.value, dict) or not self.at_field else f" = {show(self.value)}"
         )
         return f"{source}: key {self.key!r}{shown}: {self.message}{more}"
-
-
-def run_cli(run: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
-    """Run a command's body; a user error becomes one `error: ...` line and its exit status."""
-    try:
-        return run(argv)
-    except SegTuneError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except OSError as exc:
-        if isinstance(exc, BrokenPipeError):  # `... | head`: the reader left; not our error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        if exc.filename is None:
-            raise
-        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr, flush=True)
-        return 2
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors become a ConfigError (one line, exit 2) like every user error."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message} (see --help)")

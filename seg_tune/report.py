@@ -20,7 +20,6 @@ registry grows and no display backend is needed; they are freed when dropped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seg_tune.errors import ArgumentParser, DataError, run_cli
+from seg_tune.errors import DataError
 from seg_tune.metrics import CUE_NAMES, REPORTED_METRICS, SCORE_KEYS, STEP
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import (
@@ -654,30 +653,7 @@ def write_report(exp_dir: Path) -> Path:
 # --------------------------------------------------------------------------- command line
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="seg-tune report",
-        description=(
-            "Write EXP_DIR/report.md (Markdown) and EXP_DIR/plots/*.png for a finished or "
-            "interrupted tuning experiment; print the report's path."
-        ),
-    )
-    parser.add_argument(
-        "exp_dir", type=Path, metavar="EXP_DIR", help="experiment folder (holds summary.json)"
-    )
-    return parser
+if __name__ == "__main__":  # `python -m seg_tune.report`: the command is `seg_tune.cli.report`
+    from seg_tune.cli.report import main
 
-
-def _run(argv: list[str] | None) -> int:
-    args: argparse.Namespace = build_parser().parse_args(argv)
-    print(write_report(args.exp_dir))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `seg-tune report` / `python -m seg_tune.report`; returns the exit status."""
-    return run_cli(_run, argv)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,6 @@ CLI: `python -m seg_tune.score GOLD PRED [--json] [--boundary-token TOK ...]`.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from itertools import chain
@@ -27,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged
-from seg_tune.errors import ArgumentParser, DataError, location, run_cli
+from seg_tune.corpus import Utterance
+from seg_tune.errors import DataError, location
 from seg_tune.metrics import SCORE_KEYS as SCORE_KEYS  # the 12 keys every score dict has
 
 LEVELS: tuple[str, ...] = ("token", "type", "boundary_all", "boundary_noedge")
@@ -221,38 +220,7 @@ def file_locator(gold_path: Path, pred_path: Path) -> Locator:
     return where
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="seg-tune score",
-        description="Score a predicted segmentation against the gold one (wordseg conventions).",
-    )
-    parser.add_argument("gold", type=Path, help="gold tagged file (one utterance per line)")
-    parser.add_argument("pred", type=Path, help="predicted tagged file, same phonemes and lines")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (12 keys)")
-    parser.add_argument(
-        "--boundary-token",
-        nargs="+",
-        action="extend",
-        metavar="TOK",
-        help=f"word-boundary token(s) in both files (default: {' '.join(DEFAULT_BOUNDARY_TOKENS)})",
-    )
-    return parser
+if __name__ == "__main__":  # `python -m seg_tune.score`: the command is `seg_tune.cli.score`
+    from seg_tune.cli.score import main
 
-
-def _run(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    tokens = tuple(args.boundary_token or DEFAULT_BOUNDARY_TOKENS)
-    gold = load_tagged(args.gold, tokens)
-    pred = load_tagged(args.pred, tokens)
-    scores = score(gold, pred, where=file_locator(args.gold, args.pred))
-    print(json.dumps(scores) if args.json else format_table(scores))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `seg-tune score` / `python -m seg_tune.score`; returns the exit status."""
-    return run_cli(_run, argv)
-
-
-if __name__ == "__main__":
     sys.exit(main())

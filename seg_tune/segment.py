@@ -28,19 +28,16 @@ CLI: `python -m seg_tune.segment MODEL_DIR DATA [--json] [--cutoff-data FILE]
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, load_text, write_tagged
+from seg_tune.corpus import Utterance
 from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
-from seg_tune.errors import ArgumentParser, ConfigError, DataError, run_cli
+from seg_tune.errors import ConfigError, DataError
 from seg_tune.metrics import SCORE_KEYS
 from seg_tune.score import Scorer
 
@@ -123,7 +120,7 @@ def vote(flags: Sequence[np.ndarray], lengths: Sequence[int] | np.ndarray) -> np
 # --------------------------------------------------------------------------- the gold side
 
 
-class _Gold:
+class Gold:
     """Gold utterances prepared once: flat word starts, utterance layout, a reusable scorer."""
 
     def __init__(self, utterances: Sequence[Utterance]) -> None:
@@ -145,9 +142,9 @@ class _Gold:
         cuts = np.cumsum(self.lengths)[:-1]
         return self.scorer.score_starts(np.split(flat_starts, cuts))
 
-    def halves(self) -> tuple[_Gold, _Gold]:
+    def halves(self) -> tuple[Gold, Gold]:
         h = len(self.utterances) // 2
-        return _Gold(self.utterances[:h]), _Gold(self.utterances[h:])
+        return Gold(self.utterances[:h]), Gold(self.utterances[h:])
 
 
 def _check_metric(metric: str) -> str:
@@ -166,17 +163,17 @@ def choose_cutoff(
 
     Ties between cutoffs with the same score go to the highest cutoff (fewest boundaries).
     """
-    return _choose(values, _Gold(gold), _check_metric(metric))
+    return _choose(values, Gold(gold), _check_metric(metric))
 
 
-def _choose(values: np.ndarray, g: _Gold, metric: str) -> float:
+def _choose(values: np.ndarray, g: Gold, metric: str) -> float:
     x = _check_size(values, g.lengths)
     if metric.startswith("boundary_"):
         return _sweep_boundary(x, g, metric)
     return _grid_search(x, g, metric)
 
 
-def _sweep_boundary(x: np.ndarray, g: _Gold, metric: str) -> float:
+def _sweep_boundary(x: np.ndarray, g: Gold, metric: str) -> float:
     """Exact search: sort the utterance-internal values once; predicting the top k positions for
     every k at the end of a run of equal values gives every distinct segmentation a cutoff can."""
     internal = ~g.first
@@ -221,7 +218,7 @@ def _cutoff_between(sorted_desc: np.ndarray, k: int) -> float:
     return mid if highest_out <= mid < lowest_in else highest_out
 
 
-def _grid_search(x: np.ndarray, g: _Gold, metric: str, n_grid: int = 41) -> float:
+def _grid_search(x: np.ndarray, g: Gold, metric: str, n_grid: int = 41) -> float:
     """Token/type metrics: a quantile grid, then a finer grid between the best point's
     neighbours (each candidate costs one full scoring, so the search is kept small)."""
     internal = x[~g.first]
@@ -235,7 +232,7 @@ def _grid_search(x: np.ndarray, g: _Gold, metric: str, n_grid: int = 41) -> floa
     return _best_candidate(x, g, metric, np.unique(np.linspace(lo, hi, 21)))
 
 
-def _best_candidate(x: np.ndarray, g: _Gold, metric: str, candidates: np.ndarray) -> float:
+def _best_candidate(x: np.ndarray, g: Gold, metric: str, candidates: np.ndarray) -> float:
     scores = np.array([g.score(threshold(x, g.lengths, float(c)))[metric] for c in candidates])
     return float(candidates[len(scores) - 1 - int(np.argmax(scores[::-1]))])  # highest of ties
 
@@ -268,10 +265,10 @@ class Segmentation:
 
 def _fair_cutoffs(
     cues: Cues,
-    gold: _Gold,
+    gold: Gold,
     names: Sequence[str],
     cutoff_cues: Cues | None,
-    cutoff_gold: _Gold | None,
+    cutoff_gold: Gold | None,
     metric: str,
 ) -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
     """Per cue: a cutoff per phoneme of `cues`, and the distinct cutoffs used (see module doc)."""
@@ -317,15 +314,15 @@ def segmentations(
     """
     if (cutoff_cues is None) != (cutoff_gold is None):
         raise ConfigError("give both cutoff_cues and cutoff_gold (the cutoff split), or neither")
-    cg = _Gold(cutoff_gold) if cutoff_gold is not None else None
-    return _segmentations(cues, _Gold(gold), cutoff_cues, cg, metric, strategies)
+    cg = Gold(cutoff_gold) if cutoff_gold is not None else None
+    return segment_all(cues, Gold(gold), cutoff_cues, cg, metric, strategies)
 
 
-def _segmentations(
+def segment_all(
     cues: Cues,
-    g: _Gold,
+    g: Gold,
     cutoff_cues: Cues | None,
-    cg: _Gold | None,
+    cg: Gold | None,
     metric: str,
     strategies: Sequence[str],
 ) -> list[Segmentation]:
@@ -396,13 +393,13 @@ def table_from_cues(
     """One row per cue x strategy: cue, strategy, oracle, cutoffs and the 12 scores; sorted."""
     if (cutoff_cues is None) != (cutoff_gold is None):
         raise ConfigError("give both cutoff_cues and cutoff_gold (the cutoff split), or neither")
-    g = _Gold(gold)
-    cg = _Gold(cutoff_gold) if cutoff_gold is not None else None
-    segs = _segmentations(cues, g, cutoff_cues, cg, metric, strategies)
-    return _scored(g, segs, metric)
+    g = Gold(gold)
+    cg = Gold(cutoff_gold) if cutoff_gold is not None else None
+    segs = segment_all(cues, g, cutoff_cues, cg, metric, strategies)
+    return scored_table(g, segs, metric)
 
 
-def _scored(g: _Gold, segs: Sequence[Segmentation], metric: str) -> list[dict[str, Any]]:
+def scored_table(g: Gold, segs: Sequence[Segmentation], metric: str) -> list[dict[str, Any]]:
     return sort_table([_row(s, g.score(s.starts)) for s in segs], metric)
 
 
@@ -514,229 +511,7 @@ def format_table(table: Sequence[Mapping[str, Any]]) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="seg-tune segment",
-        description=(
-            "Read word boundaries out of a trained model: every cue x strategy scored against "
-            "the gold segmentation of DATA. Fair cutoffs (strategy 'threshold', 'vote_threshold') "
-            "are chosen on --cutoff-data, or without it by two-fold cross-fitting on DATA (chosen "
-            "on one half, applied to the other); 'threshold_oracle' chooses on DATA itself."
-        ),
-    )
-    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="exported model folder")
-    parser.add_argument("data", type=Path, metavar="DATA", help="corpus to segment and score")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (all scores)")
-    parser.add_argument(
-        "--cutoff-data", type=Path, metavar="FILE", help="split to choose cutoffs on"
-    )
-    parser.add_argument("--write-segmentation", type=Path, metavar="FILE", help="tagged output")
-    parser.add_argument("--cue", choices=(*CUE_NAMES, VOTE_CUE), help="cue of the written output")
-    parser.add_argument("--strategy", choices=STRATEGIES, help="strategy of the written output")
-    parser.add_argument(
-        "--metric",
-        default=DEFAULT_METRIC,
-        choices=SCORE_KEYS,
-        help="cutoffs maximise this; rows sorted by it",
-    )
-    parser.add_argument(
-        "--context", type=int, help="window in tokens (default n_positions, max 128)"
-    )
-    parser.add_argument(
-        "--stride", type=int, help="window step in tokens (default context - context // 4)"
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
-    parser.add_argument("--device", default=None, help="torch device (default: cpu)")
-    parser.add_argument("--max-utterances", type=int, metavar="N", help="first N utterances only")
-    parser.add_argument(
-        "--format", choices=("tagged", "text"), default="tagged", help="DATA format"
-    )
-    parser.add_argument(
-        "--boundary-token",
-        nargs="+",
-        action="extend",
-        metavar="TOK",
-        help=(
-            f"word-boundary token(s) of tagged files (default: {' '.join(DEFAULT_BOUNDARY_TOKENS)}); "
-            "the first one is written (after each word; between words for WORD_BOUNDARY)"
-        ),
-    )
-    return parser
+if __name__ == "__main__":  # `python -m seg_tune.segment`: the command is `seg_tune.cli.segment`
+    from seg_tune.cli.segment import main
 
-
-def _is_model_config(path: Path) -> bool:
-    """Whether `path` is a Hugging Face model config (it names its model_type)."""
-    try:
-        return "model_type" in json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-def _load_model(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    inner = model_dir / "best_model"
-    if (inner / "config.json").is_file() and not _is_model_config(model_dir / "config.json"):
-        # a run folder (`seg-tune train --out`, whose config.json is the run's) or an
-        # experiment folder: its best model
-        print(f"seg_tune.segment: {model_dir} is a run folder; using {inner}", file=sys.stderr)
-        model_dir = inner
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(
-            f"{model_dir}: not a model directory (no config.json); pass the folder a training run "
-            "exported (final_model or best_model) or one written by save_pretrained"
-        )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # the CLI's output is the table, not loading bars
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(
-            f"{model_dir}: the model or tokenizer cannot be loaded: {first}"
-        ) from None
-    return model, tokenizer
-
-
-def _load_data(path: Path, args: argparse.Namespace, tokens: tuple[str, ...]) -> list[Utterance]:
-    utts = load_text(path) if args.format == "text" else load_tagged(path, tokens)
-    return utts[: args.max_utterances] if args.max_utterances else utts
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    for key in ("max_utterances", "batch_size", "context", "stride"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} {value}: must be a positive integer")
-    out = args.write_segmentation
-    if out is not None and out.is_dir():
-        raise ConfigError(f"--write-segmentation {out}: is a folder; give a file path")
-    if (args.cue or args.strategy) and not out:
-        raise ConfigError("--cue and --strategy choose what --write-segmentation writes; give it")
-    vote_strategy = args.strategy in VOTE_STRATEGIES
-    if args.cue == VOTE_CUE and args.strategy and not vote_strategy:
-        raise ConfigError(
-            f"--cue {VOTE_CUE} goes with a vote strategy: {', '.join(VOTE_STRATEGIES)}"
-        )
-    if vote_strategy and args.cue not in (None, VOTE_CUE):
-        raise ConfigError(f"--strategy {args.strategy} uses all cues; drop --cue {args.cue}")
-
-
-def _chosen(
-    segs: Sequence[Segmentation], table: Sequence[Mapping], args: argparse.Namespace
-) -> Segmentation:
-    """The segmentation to write: the best row matching --cue/--strategy (fair rows only unless
-    the oracle strategy was asked for)."""
-    rows = [
-        r
-        for r in table
-        if (args.cue is None or r["cue"] == args.cue)
-        and (args.strategy is None or r["strategy"] == args.strategy)
-    ]
-    row = best_row(rows, args.metric, include_oracle=args.strategy in ORACLE_STRATEGIES)
-    return next(s for s in segs if s.cue == row["cue"] and s.strategy == row["strategy"])
-
-
-def _write(path: Path, gold: _Gold, seg: Segmentation, token: str) -> None:
-    cuts = np.cumsum(gold.lengths)[:-1]
-    utts = [
-        Utterance.from_word_starts(u.phonemes, flags.tolist())
-        for u, flags in zip(gold.utterances, np.split(seg.starts, cuts), strict=True)
-    ]
-    convention = "between" if token == "WORD_BOUNDARY" else "after"
-    try:
-        write_tagged(path, utts, token, convention)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot write the segmentation: {exc.strerror}") from None
-
-
-def _warn_unknown(
-    tokenizer: PreTrainedTokenizerBase, utts: Sequence[Utterance], path: Path
-) -> None:
-    vocab = tokenizer.get_vocab()
-    unknown = sorted({p for u in utts for p in u.phonemes if p not in vocab})
-    if unknown:
-        shown = " ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        print(
-            f"warning: {path}: {len(unknown)} phoneme type(s) not in the model's vocabulary "
-            f"({shown}); the model reads them as UNK",
-            file=sys.stderr,
-        )
-
-
-def _score_all(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    data: list[Utterance],
-    cutoff_data: list[Utterance] | None,
-    window: Window,
-    args: argparse.Namespace,
-) -> tuple[_Gold, list[Segmentation], list[dict[str, Any]]]:
-    cues = compute_cues(model, tokenizer, data, window)
-    cutoff_cues = compute_cues(model, tokenizer, cutoff_data, window) if cutoff_data else None
-    gold = _Gold(data)
-    cutoff_gold = _Gold(cutoff_data) if cutoff_data else None
-    segs = _segmentations(cues, gold, cutoff_cues, cutoff_gold, args.metric, STRATEGIES)
-    return gold, segs, _scored(gold, segs, args.metric)
-
-
-def _report(
-    args: argparse.Namespace,
-    window: Window,
-    gold: _Gold,
-    table: list[dict[str, Any]],
-) -> str:
-    """The --json object, or the header line, table and best row."""
-    context, stride = window.context, window.stride
-    best = best_row(table, args.metric)
-    how = f"chosen on {args.cutoff_data}" if args.cutoff_data else "two-fold cross-fitting on DATA"
-    n_utts, n_phonemes = len(gold.lengths), int(gold.lengths.sum())
-    if args.json:
-        info = {
-            "model": str(args.model_dir),
-            "data": str(args.data),
-            "n_utterances": n_utts,
-            "n_phonemes": n_phonemes,
-            "context": context,
-            "stride": stride,
-            "metric": args.metric,
-            "fair_cutoffs": how,
-        }
-        return json.dumps({**info, "rows": table, "best": best}, indent=1)
-    return "\n".join(
-        [
-            f"{args.data}: {n_utts} utterances, {n_phonemes} phonemes; model {args.model_dir} "
-            f"(context {context}, stride {stride}); fair cutoffs {how}, maximising {args.metric}",
-            format_table(table),
-            f"best (not oracle): {best['cue']}/{best['strategy']} "
-            f"{args.metric} {best[args.metric]:.4f}",
-        ]
-    )
-
-
-def _run(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    _check_args(args)
-    tokens = tuple(args.boundary_token or DEFAULT_BOUNDARY_TOKENS)
-    model, tokenizer = _load_model(args.model_dir)
-    data = _load_data(args.data, args, tokens)
-    cutoff_data = _load_data(args.cutoff_data, args, tokens) if args.cutoff_data else None
-    _warn_unknown(tokenizer, data, args.data)
-    window = Window.for_model(model, args.context, args.stride, args.batch_size, args.device)
-    gold, segs, table = _score_all(model, tokenizer, data, cutoff_data, window, args)
-    print(_report(args, window, gold, table))
-    if args.write_segmentation:
-        seg = _chosen(segs, table, args)
-        _write(args.write_segmentation, gold, seg, tokens[0])
-        print(f"wrote the {seg.name} segmentation to {args.write_segmentation}", file=sys.stderr)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `seg-tune segment` / `python -m seg_tune.segment`; returns the exit status."""
-    return run_cli(_run, argv)
-
-
-if __name__ == "__main__":
     sys.exit(main())

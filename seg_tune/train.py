@@ -33,9 +33,8 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast, get_scheduler
 from transformers.utils import logging as hf_logging
 
 from seg_tune import checkpoint as ckpt
-from seg_tune.config import DataConfig, RunConfig, load_run_config
+from seg_tune.config import DataConfig, RunConfig
 from seg_tune.corpus import Utterance, format_warnings
-from seg_tune.errors import ArgumentParser, run_cli
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
 from seg_tune.tokenizer import (
@@ -403,7 +402,7 @@ class _Trainer:
                         self.model, self.data.tokenizer, self.export_dir / "best_model", self.cfg
                     )
             if self.progress and bar.disable:
-                print(_summary_line(metrics), flush=True)
+                print(summary_line(metrics), flush=True)
             self.session.report(metrics, self._checkpointer(metrics) if checkpoint_due else None)
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         bar.close()
@@ -412,7 +411,7 @@ class _Trainer:
         return metrics
 
 
-def _summary_line(metrics: dict[str, Any]) -> str:
+def summary_line(metrics: dict[str, Any]) -> str:
     shown = [
         "step",
         "train_loss",
@@ -471,58 +470,7 @@ class LocalSession:
             self.checkpoints.save(int(metrics["step"]), checkpoint)
 
 
-def _run(argv: list[str] | None) -> int:
-    parser = ArgumentParser(
-        prog="seg-tune train", description="Train one phoneme language model (resumes from --out)."
-    )
-    parser.add_argument("config", type=Path, help="run config YAML (data/model/training sections)")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="run folder: checkpoints, metrics, models"
-    )
-    parser.add_argument("--steps", type=int, help="override training.steps")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    cfg = load_run_config(args.config)
-    if args.steps is not None:
-        cfg = cfg.with_overrides({"training.steps": args.steps})
-    session = LocalSession(args.out, cfg.training.keep_checkpoints, args.device)
-    resumed = session.checkpoints.latest()
-    print(
-        f"seg_tune.train: {cfg.data.train.describe()}; "
-        + (f"resuming from {resumed}" if resumed else f"new run in {args.out}"),
-        flush=True,
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "config.json").write_text(cfg.model_dump_json(indent=1), encoding="utf-8")
-    try:
-        metrics = train_loop(cfg, session, export_dir=args.out)
-    except KeyboardInterrupt:
-        print(
-            "seg_tune.train: interrupted; run the same command again to resume from the last "
-            "checkpoint",
-            file=sys.stderr,
-        )
-        return 130
-    if not metrics:  # resumed at its last step: nothing left to train or report
-        print(
-            f"seg_tune.train: already done: {resumed} is at the end of its step budget; "
-            f"models in {args.out}/final_model and {args.out}/best_model (raise "
-            "training.steps or give --steps to train on)",
-            flush=True,
-        )
-        return 0
-    print(
-        f"seg_tune.train: done: {_summary_line(metrics)}; models in {args.out}/final_model and "
-        f"{args.out}/best_model",
-        flush=True,
-    )
-    return 0
+if __name__ == "__main__":  # `python -m seg_tune.train`: the command is `seg_tune.cli.train`
+    from seg_tune.cli.train import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `seg-tune train` / `python -m seg_tune.train`; returns the exit status."""
-    return run_cli(_run, argv)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -351,7 +351,9 @@ def test_local_run_token_is_private_and_every_port_on_loopback(
         assert old_token.read_text() == "0" * 64 and _mode(old_token) == 0o644
         assert sorted(p.name for p in (home / ".ray").iterdir()) == ["auth_token", "seg_tune"]
 
-        _wait_for(running_and(lambda: _checkpoint_steps(storage / "smoke")), 240, "a checkpoint")
+        _wait_for(
+            running_and(lambda: _checkpoint_steps(storage / "smoke-smoke")), 240, "a checkpoint"
+        )
         sockets = _listening(proc.pid)
         # the dashboard with the token file's token, not with the old ~/.ray/auth_token
         assert _http_status(f"http://{url}/api/version", token) == 200

@@ -18,7 +18,7 @@ from conftest import REPO
 from test_run import _env, _space, _start
 
 from seg_tune.cli.run import EXIT_FAILED, EXIT_FINISHED, _final_line
-from seg_tune.sweep.load import load_space
+from seg_tune.sweep.load import load_space, smoke
 from seg_tune.sweep.spec import changed_keys
 
 FAULTS = REPO / "tests" / "faults"
@@ -93,7 +93,7 @@ def test_a_sweep_whose_trials_all_fail_exits_1_and_says_why(tmp_path: Path) -> N
     proc = _start(REPO / "search_spaces/smoke.yaml", storage, log, "--smoke", env=env)
     assert proc.wait(timeout=400) == EXIT_FAILED, log.read_text()[-4000:]
     out = log.read_text()
-    exp = storage / "smoke"
+    exp = storage / "smoke-smoke"  # a --smoke run has a folder of its own
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["format"] == 2 and summary["outcome"] == "failed"
     assert summary["finished"] is False and summary["n_failed"] == 3
@@ -172,7 +172,8 @@ def test_a_failing_hub_push_keeps_summary_model_and_report(tmp_path: Path) -> No
 
 def test_a_changed_space_file_is_refused_on_resume(tmp_path: Path) -> None:
     """An experiment folder started with num_samples 3 is not resumed with 4 (Tune would keep 3
-    and every resume would end 'stopped'), nor by its --smoke run; wandb changes are fine."""
+    and every resume would end 'stopped'), nor by a --smoke run sent into it with --name; wandb
+    changes are fine."""
     space = _space(tmp_path)
     storage = tmp_path / "results"
     exp = storage / "smoke"
@@ -185,7 +186,7 @@ def test_a_changed_space_file_is_refused_on_resume(tmp_path: Path) -> None:
     result = _run(changed, storage)
     assert result.returncode == 2
     assert "experiment.num_samples" in result.stderr and "--fresh" in result.stderr
-    result = _run(space, storage, "--smoke")
+    result = _run(space, storage, "--smoke", "--name", "smoke")  # a smoke run into the real folder
     assert result.returncode == 2 and "give it its own --name" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -204,3 +205,17 @@ def test_a_changed_space_file_is_refused_on_resume(tmp_path: Path) -> None:
         "base.training.batch_size",
         "space.training.lr.max",
     ]
+
+
+def test_a_smoke_run_has_a_folder_and_wandb_group_of_its_own(tmp_path: Path) -> None:
+    """`run f.yaml --smoke` then `run f.yaml`: the real run must not resume the finished smoke run
+    (it would end 'stopped', exit 3, on every try), nor share its wandb group."""
+    space = _space(tmp_path)
+    spec = load_space(space)
+    small = smoke(spec)
+    assert (spec.experiment.name, small.experiment.name) == ("smoke", "smoke-smoke")
+    assert (spec.wandb.group, small.wandb.group) == ("smoke", "smoke-smoke")
+    doc = yaml.safe_load(space.read_text())
+    doc["wandb"] = {"group": "mine", "mode": "disabled"}
+    space.write_text(yaml.safe_dump(doc))
+    assert smoke(load_space(space)).wandb.group == "mine"  # a group the file sets is kept

@@ -1,6 +1,6 @@
 """The experiment report: Markdown content, ordering, plots, edge cases and the CLI.
 
-Experiment folders are built by hand in the shape seg_tune.sweep.results writes (summary.json format 1,
+Experiment folders are built by hand in the shape seg_tune.sweep.summary writes (summary.json format 1,
 best_model/segmentation.json with rows as seg_tune.segment produces them).
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from seg_tune.cli.report import main
 from seg_tune.metrics import SCORE_KEYS
 from seg_tune.report import (
     HYPERPARAMETERS_PNG,
@@ -24,7 +25,6 @@ from seg_tune.report import (
     STOP_MARKER_GID,
     hyperparameter_figure,
     learning_curves_figure,
-    main,
     write_report,
 )
 from seg_tune.sweep.summary import read_experiment

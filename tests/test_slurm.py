@@ -200,7 +200,12 @@ def _job_env(base: dict[str, str], tmp: Path) -> dict[str, str]:
 
 
 def submit(
-    slurm: Slurm, tmp: Path, space: Path | None, *driver_args: str, sbatch: list[str]
+    slurm: Slurm,
+    tmp: Path,
+    space: Path | None,
+    *driver_args: str,
+    sbatch: list[str],
+    env: dict[str, str] | None = None,
 ) -> Job:
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "seg_tune-%j.out"
@@ -208,7 +213,7 @@ def submit(
     out = subprocess.run(
         [*cmd, str(SCRIPT), *([str(space)] if space else []), *driver_args],
         cwd=REPO,
-        env=_job_env(slurm.env, tmp),
+        env={**_job_env(slurm.env, tmp), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -396,6 +401,28 @@ def test_a_job_without_space_file_exits_2_at_once(slurm: Slurm, tmp_path: Path) 
     assert not _ray_tmp_dirs(job)
 
 
+def test_a_gpu_job_with_a_cpu_torch_exits_2_at_once(slurm: Slurm, tmp_path: Path) -> None:
+    """./setup.sh on a login node without nvidia-smi installs CPU torch: a job that holds GPUs
+    must then fail at once with the way out, not train every trial on the CPU. (This SLURM has
+    no GPUs: the job is told it holds one the way SLURM tells it, SLURM_GPUS_ON_NODE.)"""
+    import torch
+
+    assert torch.version.cuda is None  # the CPU build these tests run with
+    job = submit(
+        slurm,
+        tmp_path,
+        REPO / "search_spaces" / "smoke.yaml",
+        "--smoke",
+        sbatch=["--time=10"],  # --signal=B:USR1@300: a shorter limit signals the job at once
+        env={"SLURM_GPUS_ON_NODE": "1"},
+    )
+    state = job.wait_end(120)
+    assert (state["JobState"], state["ExitCode"]) == ("FAILED", "2:0"), job.text()
+    errors = [line for line in job.text().splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "is a CPU build" in errors[0] and "setup.sh" in errors[0], errors
+    assert not _ray_tmp_dirs(job) and not (tmp_path / "results").exists()
+
+
 def test_two_node_job_runs_the_smoke_sweep_on_one_ray_cluster(slurm: Slurm, tmp_path: Path):
     """One job on n1+n2 (1 CPU each, so two concurrent trials need both nodes): one Ray cluster
     of 2 nodes, trials on both, the dashboard behind token authentication, a clean end."""
@@ -428,7 +455,7 @@ def test_two_node_job_runs_the_smoke_sweep_on_one_ray_cluster(slurm: Slurm, tmp_
 
     state = job.state()
     assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), job.text()[-5000:]
-    exp = job.storage / "smoke"
+    exp = job.storage / "smoke-smoke"  # a --smoke run: a folder of its own
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["finished"] is True
     assert len(summary["trials"]) == summary["num_samples"] == 3

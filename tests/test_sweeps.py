@@ -368,6 +368,7 @@ def test_random_pausing_sweep_joins_a_cluster_is_interrupted_while_paused_and_re
         assert proc.wait(timeout=60) == 3, log.read_text()[-4000:]
         out = log.read_text()
         assert "run the same command again to resume" in out
+        assert "Tuner.restore" not in out and "Trials did not complete" not in out  # Ray's advice
         assert "from another machine" not in out  # the hint for a cluster of its own
 
         waiting = _state(exp)["paused"]  # trial -> rung, as the stop left it

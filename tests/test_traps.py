@@ -103,3 +103,23 @@ def test_run_folder_missing_output_folder_and_a_finished_rerun(tmp_path: Path) -
     assert tp.returncode == 0, tp.stderr
     assert f"wrote the forward/relative TP segmentation to {tp_out}" in tp.stderr
     assert len(load_tagged(tp_out)) == 40
+
+
+def test_fresh_says_how_much_the_moved_aside_folders_hold(tmp_path: Path) -> None:
+    """`--fresh` never deletes: the line it prints counts the `.old-*` folders of the name and
+    their size, so that they do not pile up unseen."""
+    from seg_tune.cli.run import _kept
+    from seg_tune.sweep.layout import Layout
+
+    layout = Layout.of(tmp_path, "exp")
+    for name, size in (
+        ("exp.old-20261201-101010", 1_500_000),
+        ("exp.old-20261202-090909", 500_000),
+    ):
+        (tmp_path / name / "tune").mkdir(parents=True)
+        (tmp_path / name / "tune" / "blob").write_bytes(b"x" * size)
+    (tmp_path / "exp2.old-20261201-101010").mkdir()  # another experiment's: not counted
+    (tmp_path / "exp2.old-20261201-101010" / "blob").write_bytes(b"x" * 9_000_000)
+    assert _kept(layout) == (
+        "2 moved-aside folders of exp, 2.0 MB in all; never deleted: remove them yourself when done"
+    )

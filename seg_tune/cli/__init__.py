@@ -17,10 +17,6 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-# The commands whose code has moved here (the science modules still hold their own).
-COMMAND_MODULES = {"run": "seg_tune.cli.run"}
-
-
 def _usage() -> str:
     lines = [
         "usage: seg-tune SUBCOMMAND [ARGS...]   (seg-tune SUBCOMMAND --help for its options)",
@@ -42,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    module = COMMAND_MODULES.get(name, f"seg_tune.{name}")
-    return importlib.import_module(module).main(rest)
+    return importlib.import_module(f"seg_tune.cli.{name}").main(rest)
 
 
 if __name__ == "__main__":

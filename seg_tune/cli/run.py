@@ -17,7 +17,9 @@ worked, 1 trials failed (beyond failure.allow_failed_trials) or a post-sweep ste
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import logging
 import os
 import signal
 import sys
@@ -26,11 +28,24 @@ from pathlib import Path
 from typing import Any
 
 from seg_tune.checkpoint import atomic_write_text
-from seg_tune.errors import ArgumentParser, ConfigError, DataError, SegTuneError
+from seg_tune.cli.common import ArgumentParser
+from seg_tune.errors import ConfigError, DataError, SegTuneError
 from seg_tune.sweep import cluster as local_cluster
 from seg_tune.sweep.layout import Layout
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def _add_host_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default=os.environ.get(local_cluster.HOST_ENV) or local_cluster.LOOPBACK,
+        metavar="ADDRESS",
+        help=f"address of a local cluster's Ray services (default: ${local_cluster.HOST_ENV}, else {local_cluster.LOOPBACK}: "
+        "every Ray port on loopback, nothing reachable from other machines); this machine's "
+        "address, or 'auto' (or 0.0.0.0) for Ray's choice, lets other machines join: Ray then "
+        "listens on all interfaces, still with token authentication. Ignored with --address",
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("RAY_ADDRESS") or None,
         help="join this Ray cluster (default: RAY_ADDRESS, else start one)",
     )
-    local_cluster.add_host_argument(parser)
+    _add_host_argument(parser)
     parser.add_argument(
         "--fresh",
         action="store_true",
@@ -57,13 +72,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="shrink the budget to a ~1-minute check of the file; all else real",
+        help="shrink the budget to a ~1-minute check of the file, in its own folder "
+        "(<name>-smoke); all else real",
     )
     parser.add_argument("--no-report", action="store_true", help="skip the Markdown report")
     return parser.parse_args(argv)
 
 
 # ---------------------------------------------------------------------- stopping
+
+
+class _RayResumeAdvice(logging.Filter):
+    """Drops Tune's own advice after a stop (`Resume experiment with: Tuner.restore(...)`, and
+    `Trials did not complete: [...]`): the way to resume is our command, which the final line
+    gives, and failed trials are counted there too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith("Trials did not complete") or "Resume experiment" in text)
 
 
 @dataclass
@@ -96,14 +122,15 @@ def run(args: argparse.Namespace) -> int:
         spec = smoke(spec)
     for notice in spec.notices:
         print(f"seg_tune.run: notice: {notice}", flush=True)
-    name = args.name or spec.experiment.name
+    name = args.name or spec.experiment.name  # a --smoke spec is named <name>-smoke
     layout = Layout.of(args.storage, name)
     exp_dir = layout.root
     if args.fresh and exp_dir.exists():
         moved = layout.moved_aside()
         exp_dir.rename(moved)
-        print(f"seg_tune.run: --fresh: moved the old experiment to {moved}", flush=True)
+        print(f"seg_tune.run: --fresh: moved the old experiment to {moved} ({_kept(layout)})")
     _refuse_changed_space(spec, layout, smoke=args.smoke)
+    _refuse_cpu_torch_for_gpus(spec)
     corpus = read_data(spec)  # every source read and checked once (DataError: exit 2)
 
     # Before Ray is imported: its C++ config reads these once.
@@ -116,14 +143,17 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from seg_tune.sweep.asha import check_ray
     from seg_tune.sweep.results import finish
     from seg_tune.sweep.trial import placement_problem
     from seg_tune.sweep.tuner import Sweep, can_restore
 
+    check_ray()  # before Ray starts: an untested Ray is refused (exit 2)
     context = local_cluster.start_ray(args.address, spec.experiment.max_concurrent, args.host)
     local_cluster.print_dashboard(context, joined=bool(args.address))
     stop = StopRequest()
     stop.install()
+    logging.getLogger("ray.tune.tune").addFilter(_RayResumeAdvice())
     try:
         sweep = Sweep(spec, layout, corpus)
         if (problem := placement_problem(sweep.settings, ray.nodes())) is not None:
@@ -175,6 +205,34 @@ def _final_line(outcome: Any, spec: Any, exp_dir: Path, signals: list[str]) -> i
     word = "done" if status == EXIT_FINISHED else "ended"
     print(f"seg_tune.run: {word}. {outcome.best_line}", flush=True)
     return status
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _kept(layout: Layout) -> str:
+    """What the moved-aside experiments of this name hold, so that they do not pile up unseen."""
+    old = sorted(layout.root.parent.glob(f"{glob.escape(layout.name)}.old-*"))
+    total = sum(_size(p) for p in old)
+    return (
+        f"{len(old)} moved-aside folder{'s' if len(old) != 1 else ''} of {layout.name}, "
+        f"{total / 1e6:,.1f} MB in all; never deleted: remove them yourself when done"
+    )
+
+
+def _refuse_cpu_torch_for_gpus(spec: Any) -> None:
+    """Trials that ask for GPUs with a CPU build of torch (./setup.sh on a login node without
+    nvidia-smi installs one) would all train on the CPU: refuse the sweep (exit 2) at once."""
+    import torch
+
+    if spec.resources.gpus_per_worker > 0 and torch.version.cuda is None:
+        raise ConfigError(
+            f"{spec.source_path}: resources.gpus_per_worker = {spec.resources.gpus_per_worker:g} "
+            f"but torch {torch.__version__} is a CPU build (no CUDA); install the CUDA build: "
+            "on a GPU node (nvidia-smi works) run `rm -rf .venv && ./setup.sh`, or anywhere "
+            "`TORCH_SPEC=torch ./setup.sh` in a fresh .venv; or set gpus_per_worker: 0"
+        )
 
 
 def _refuse_changed_space(spec: Any, layout: Layout, *, smoke: bool) -> None:

@@ -19,6 +19,7 @@ change, and read it back the first time they are used after a restore:
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,33 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.errors import ConfigError
 from seg_tune.sweep.rungs import keeps_rung, rung_steps
+
+# --------------------------------------------------------------------- Ray's internals
+
+# The Ray minor these classes were tested with. They subclass Ray's ASHAScheduler,
+# ConcurrencyLimiter and BasicVariantGenerator and use their private state, which Ray changes
+# between minors without notice: ASHAScheduler's `_brackets`, `_trial_info`, `_max_t`,
+# `_time_attr`, `_metric`, `_mode`, `_num_stopped`, a bracket's `_rungs`, and
+# BasicVariantGenerator's `_live_trials`. `build_tuner` calls `check_ray` before building any.
+TESTED_RAY = (2, 60)
+
+
+def check_ray(version: str | None = None) -> None:
+    """Refuse (ConfigError, exit 2) a Ray whose minor is not the tested one."""
+    if version is None:
+        version = importlib.metadata.version("ray")
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        found = ()
+    if found != TESTED_RAY:
+        tested = ".".join(map(str, TESTED_RAY))
+        raise ConfigError(
+            f"ray {version} is installed; seg_tune's schedulers are tested with ray {tested}.x "
+            f"only: install it with pip install 'ray[tune,train,default]=={tested}.*' "
+            "(or re-run ./setup.sh)"
+        )
+
 
 FORMAT_VERSION = 1
 
@@ -135,33 +163,6 @@ class PersistentASHA(_SavedState, ASHAScheduler):
         if trial.trial_id in self._trial_info:
             super().on_trial_remove(tune_controller, trial)
             self._save()
-
-
-# --------------------------------------------------------------------- Ray's internals
-
-# The Ray minor these classes were tested with: they subclass Ray's ASHA, limiter and variant
-# generator and read their private state (`_trial_info`, `_brackets`, `_rungs`, `_live_trials`),
-# which Ray changes between minors without notice.
-TESTED_RAY = (2, 60)
-
-
-def check_ray(version: str | None = None) -> None:
-    """Refuse (ConfigError, exit 2) a Ray whose minor is not the tested one."""
-    if version is None:
-        import ray
-
-        version = ray.__version__
-    try:
-        found = tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
-        found = ()
-    if found != TESTED_RAY:
-        tested = ".".join(map(str, TESTED_RAY))
-        raise ConfigError(
-            f"ray {version} is installed; seg_tune's schedulers are tested with ray {tested}.x "
-            f"only: install it with pip install 'ray[tune,train,default]=={tested}.*' "
-            "(or re-run ./setup.sh)"
-        )
 
 
 def load_stopped(state_path: Path) -> dict[str, int]:

@@ -24,7 +24,6 @@ Joining (`--address`): the token is the user's (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_P
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import os
@@ -41,18 +40,6 @@ HOST_ENV = "SEG_TUNE_RAY_HOST"
 TOKEN_DIR_ENV = "SEG_TUNE_TOKEN_DIR"
 LOCAL_TOKEN_NAME = "local.token"
 TOKEN_BYTES = 32  # 64 hex characters, as Ray's own `ray get-auth-token --generate`
-
-
-def add_host_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--host",
-        default=os.environ.get(HOST_ENV) or LOOPBACK,
-        metavar="ADDRESS",
-        help=f"address of a local cluster's Ray services (default: ${HOST_ENV}, else {LOOPBACK}: "
-        "every Ray port on loopback, nothing reachable from other machines); this machine's "
-        "address, or 'auto' (or 0.0.0.0) for Ray's choice, lets other machines join: Ray then "
-        "listens on all interfaces, still with token authentication. Ignored with --address",
-    )
 
 
 # ---------------------------------------------------------------------- the token file

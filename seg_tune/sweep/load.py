@@ -1,4 +1,7 @@
-"""Space files -> `ExperimentSpec`: their format, validation, corner checks and smoke runs.
+"""Space files -> `ExperimentSpec`: reading, validation, corner checks and smoke runs.
+
+The file format is documented in `search_spaces/README.md` (seg_tune's own syntax, the
+distributions, the W&B sweep syntax and what `--smoke` shrinks).
 
 `python -m seg_tune.run SPACE.yaml` reads one YAML file. Everything is checked here, in well under
 a second and before Ray starts, so that a bad file fails at once with one line naming the key, the
@@ -10,83 +13,6 @@ combination when there are at most 4096, so no trial can fail on a bad sample.
 The distributions (a `space` value each) are in `seg_tune.sweep.distributions`, the conversion of W&B
 sweep files in `seg_tune.sweep.wandb`; this module reads files, builds and checks the spec and
 shrinks it for smoke runs; `seg_tune.sweep.tuner` makes the Ray Tune objects.
-
-## seg_tune's own syntax (every section and key optional)
-
-    experiment:  {name: <file stem>, description: null, metric: valid_loss, mode: <the metric's>,
-                  num_samples: 10 (1 for grid), max_concurrent: 2, max_steps: <training.steps>}
-    data:        a `seg_tune.config.DataConfig` (default: the embedded synthetic corpus)
-    model:       `ModelConfig` defaults shared by every trial
-    training:    `TrainingConfig` defaults; `training.steps` is replaced by experiment.max_steps
-    space:       {DOTTED.KEY: DISTRIBUTION, ...}   keys: fields of model., training. or data.
-    scheduler:   {type: asha, grace_period_steps: max_steps // 10, reduction_factor: 3, brackets: 1,
-                  promotion: auto} or {type: fifo}; ASHA's time attribute is the reported `step`,
-                 max_t = max_steps, rungs at grace x rf^k up to 90% of max_steps (a later rung
-                 would hold trials for under a tenth of their budget; both ASHA kinds use these
-                 rungs). promotion: pause = a trial waits at each rung, checkpointed there, until
-                 it ranks among the rung's best while fewer than 1 in rf of the rung's trials
-                 have gone on (`seg_tune.sweep.asha.PromotingASHA`),
-                 continue = Ray's stop-or-continue on arrival; auto = pause, or continue for Ray
-                 Train trials (workers > 1 or use_ray_train: always) and for brackets > 1
-    searcher:    {type: optuna | random | grid, seed: 0, startup_trials: 10}   optuna = seeded TPE
-    resources:   {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}   (GPUs may be fractional)
-    failure:     {max_retries: 2, allow_failed_trials: 0}   retries per trial; trials that may
-                 end in ERROR with exit status 0 (more: the sweep exits 1, naming the first)
-    checkpoints: {keep: <training.keep_checkpoints>}        checkpoints kept per trial
-    wandb:       {project: seg_tune, entity: null, group: <experiment name>, mode: auto}
-                 mode auto = online when WANDB_API_KEY is set, else offline; or online/offline/disabled
-    hub:         {repo_id: null, private: true}   push the best model; the token comes from the
-                 environment only (a `token` or `api_key` key in the file is refused)
-
-Relative data paths are relative to the working directory at load time and are made absolute (Ray
-trials run in other directories). `experiment.max_steps` is every trial's step budget and ASHA's
-max_t; a trial with `training.epochs` set gets its budget from the epochs instead (see
-`TrainingConfig`), and ASHA still stops it at max_steps at the latest.
-
-## Distributions (a `space` value)
-
-    {type: choice, values: [a, b, ...]}        non-empty; scalars (numbers, strings, bools, null)
-    {type: uniform, min: 0.0, max: 0.3}        min < max
-    {type: loguniform, min: 1.0e-4, max: 1.0e-2}   0 < min < max; bounds are values, not logs
-    {type: int, min: 2, max: 6, step: 2}       min <= max, step >= 1; the multiples of step from
-                                               min up to max (min must be a multiple of step)
-    {type: quniform, min: 0, max: 1, q: 0.1}   uniform, rounded to a multiple of q
-    {type: qloguniform, min: 8, max: 256, q: 8}    loguniform, rounded to a multiple of q
-    {type: fixed, value: 32}  or just  32      a constant (shown in each trial's config)
-
-Type names may be written as above or in their short/other forms: categorical = choice, randint
-and int_uniform = int, q_uniform = quniform, constant = fixed. A mapping without `type` is a
-choice when it has `values` and fixed when it has `value`. A bare YAML list is refused (write a
-choice or a fixed list explicitly). Quantized distributions whose min, max and q are integers give
-integers. W&B's `log_uniform` (bounds in log space) is refused here: write loguniform with values.
-
-## W&B sweep syntax (a file with top-level `parameters` or `method`)
-
-`method` bayes/random/grid -> searcher optuna/random/grid; `metric: {name, goal:
-minimize|maximize}` -> experiment.metric/mode (valid.loss -> valid_loss, valid.bpp -> valid_bpp,
-train.loss -> train_loss); `run_cap` -> num_samples (default 20, 1 for grid; a notice says so);
-`early_terminate: {type: hyperband, min_iter | max_iter+s, eta}` -> ASHA with grace_period_steps
-= min_iter x training.eval_every_steps (W&B counts iterations as metric reports) and
-reduction_factor = eta; no early_terminate -> fifo. `name`/`description` -> experiment,
-`project`/`entity` -> wandb; `program`/`command` are ignored with a notice. Parameters: `values`
--> choice, `value` -> fixed, `distribution:` categorical, constant, int_uniform, uniform,
-q_uniform, log_uniform (bounds are natural logs: exp(min)..exp(max)), log_uniform_values,
-q_log_uniform, q_log_uniform_values; without `distribution`, integer min/max mean int_uniform and
-other min/max uniform (as W&B infers). Parameter names of the original TransformerSegmentation
-project map onto ours (dropout, hidden_size, inner_linear, n_layers, lr, momentum, epochs,
-sequence_length); another undotted name that is the field name of exactly one of model./training.
-maps onto it; dotted names pass through. If momentum is searched and no optimizer is fixed, the
-optimizer becomes sgd (with a notice). Our own sections may sit beside the W&B keys; a value given
-both ways must agree.
-
-## Smoke runs
-
-`smoke(spec)` keeps the file's objective, searcher, wandb, checkpoints and validation and shrinks
-the budget to about a minute on a laptop: at most 3 samples (1 for grid, whose lists are cut to at
-most 3 points), 2 at a time, 40 steps, ASHA grace <= 10, evaluation every 10 steps on 100
-utterances, preset 400k with 64 positions, at most 1500 utterances (the synthetic corpus, or the
-file's corpus capped with max_utterances). Searched model/training sizes are clamped to small
-values (SMOKE_CAPS) and training.epochs is not searched.
 """
 
 from __future__ import annotations
@@ -125,7 +51,7 @@ from seg_tune.sweep.keys import OUR_SECTIONS, SPACE_KEYS, check_metric, unknown_
 from seg_tune.sweep.spec import (
     AshaScheduler,
     Checkpoints,
-    Experiment,
+    ExperimentSection,
     ExperimentSpec,
     Failure,
     FifoScheduler,
@@ -194,7 +120,7 @@ def _build(
             hint = "; W&B sweep keys need 'parameters' or 'method'" if key in WANDB_KEYS else ""
             raise unknown_key(source, str(key), OUR_SECTIONS, hint)
     _refuse_secrets(doc, source)
-    exp = _section(Experiment, doc.get("experiment"), "experiment", source)
+    exp = _section(ExperimentSection, doc.get("experiment"), "experiment", source)
     searcher = _section(Searcher, doc.get("searcher"), "searcher", source)
     sched = _scheduler_section(doc.get("scheduler"), source)
     resources = _section(Resources, doc.get("resources"), "resources", source)
@@ -326,7 +252,7 @@ def _parse_space(data: Any, source: str, labels: dict[str, str]) -> dict[str, _D
     return space
 
 
-def _max_steps(exp: Experiment, run_doc: dict[str, Any], notices: list[str]) -> int:
+def _max_steps(exp: ExperimentSection, run_doc: dict[str, Any], notices: list[str]) -> int:
     given = run_doc["training"].get("steps")
     if exp.max_steps is None:
         if isinstance(given, int) and not isinstance(given, bool) and given >= 1:
@@ -386,7 +312,7 @@ def _absolute_paths(run_doc: dict[str, Any]) -> None:
             src["name"] = str(Path(src["name"]).resolve())
 
 
-def _objective(exp: Experiment, source: str, labels: dict[str, str]) -> tuple[str, str]:
+def _objective(exp: ExperimentSection, source: str, labels: dict[str, str]) -> tuple[str, str]:
     metric = check_metric(exp.metric, labels.get("experiment.metric", "experiment.metric"), source)
     better = REPORTED_METRICS[metric]
     mode = exp.mode or better
@@ -504,6 +430,7 @@ def _resolve_scheduler(
 
 
 SMOKE_STEPS = 40
+SMOKE_SUFFIX = "-smoke"  # of a smoke run's experiment name
 SMOKE_UTTERANCES = 1500
 SMOKE_VALID_UTTERANCES = 300
 # Caps on searched values in a smoke run (small model, short context, small evaluations).
@@ -531,10 +458,15 @@ _SMALL_PRESETS = tuple(PRESETS)[:2]
 
 
 def smoke(spec: ExperimentSpec) -> ExperimentSpec:
-    """The same experiment shrunk to about a minute on a laptop (validated again)."""
+    """The same experiment shrunk to about a minute on a laptop (validated again), named
+    `<name>-smoke`: its folder and wandb group are its own, so that the real run never resumes
+    (or mixes its runs with) the smoke run."""
     doc = spec.document()
     grid = spec.searcher.type == "grid"
     exp = doc["experiment"]
+    if doc["wandb"]["group"] == exp["name"]:  # the default group: it follows the new name
+        doc["wandb"]["group"] = None
+    exp["name"] = f"{exp['name']}{SMOKE_SUFFIX}"
     exp["num_samples"] = 1 if grid else min(exp["num_samples"], 3)
     exp["max_concurrent"] = min(exp["max_concurrent"], 2)
     exp["max_steps"] = SMOKE_STEPS

@@ -26,7 +26,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # --------------------------------------------------------------------------- sections
 
 
-class Experiment(Strict):
+class ExperimentSection(Strict):
     name: str | None = None  # default: the file's stem
     description: str | None = None
     metric: str = "valid_loss"
@@ -36,7 +36,7 @@ class Experiment(Strict):
     max_steps: int | None = Field(None, ge=1)  # default: training.steps
 
     @model_validator(mode="after")
-    def _check_name(self) -> Experiment:
+    def _check_name(self) -> ExperimentSection:
         if self.name is not None and not _NAME_RE.match(self.name):
             raise ValueError(
                 f"name {self.name!r}: use letters, digits, '.', '_' or '-' (it names folders)"
@@ -133,7 +133,7 @@ class Hub(Strict):
 class ExperimentSpec(Strict):
     """A validated search-space file, resolved (defaults filled) and ready for Ray Tune."""
 
-    experiment: Experiment  # every field set
+    experiment: ExperimentSection  # every field set
     base: RunConfig  # data/model/training defaults, fixed values applied, steps = max_steps
     base_data: dict[str, Any]  # the sparse dict `base` came from; trial configs start from it
     space: dict[str, Distribution]
