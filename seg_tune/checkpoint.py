@@ -2,8 +2,10 @@
 
 A checkpoint is a folder:
 
-    meta.json    {"format": 2, "step": int, "data_position": {...}, "best_valid_loss": ...,
-                  "metrics": {...}, "written_at": ISO time}      (written last)
+    meta.json    {"format": 2, "step": int, "data_position": {...}, "best": {"step", "value"}
+                  (the run's best evaluation so far on training.select_metric), "is_best": this
+                  checkpoint is that evaluation's, "segmentation": {...}, "metrics": {...},
+                  "written_at": ISO time}      (written last; older ones hold "best_valid_loss")
     config.json  the resolved RunConfig
     state.pt     {"model", "optimizer", "scheduler": state_dicts, "rng": {...}}
                  (plain tensors and containers: loaded with torch.load(weights_only=True))

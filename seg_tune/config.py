@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from seg_tune import corpus
 from seg_tune.errors import ConfigError, FieldError
+from seg_tune.metrics import REPORTED_METRICS
 from seg_tune.model import PRESETS
 
 
@@ -164,6 +165,25 @@ class TrainingConfig(Strict):
     log_every_steps: int = Field(10, ge=1)
     seed: int = 0
     threads: int | None = Field(None, ge=1)  # torch threads per worker; None = leave as is
+    # The best checkpoint (and a standalone run's best_model/) is the evaluation with the best
+    # value of this reported metric; a sweep sets its objective here. An evaluation that did not
+    # compute it (segmentation not due at that step) does not count.
+    select_metric: str = "valid_loss"
+    select_mode: Literal["min", "max"] = "min"
+
+    @model_validator(mode="after")
+    def _check_select(self) -> TrainingConfig:
+        if self.select_metric not in REPORTED_METRICS:
+            raise ValueError(
+                f"select_metric {self.select_metric!r} is not a reported metric; e.g. "
+                "valid_loss, seg_boundary_noedge_fscore (see seg_tune.metrics.REPORTED_METRICS)"
+            )
+        if self.select_mode != REPORTED_METRICS[self.select_metric]:
+            raise ValueError(
+                f"select_mode {self.select_mode!r}: {self.select_metric} is better when "
+                f"{'lower' if REPORTED_METRICS[self.select_metric] == 'min' else 'higher'}"
+            )
+        return self
 
 
 class RunConfig(Strict):

@@ -37,8 +37,14 @@ SEGMENTATION_METRICS: dict[str, str] = {
 REPORTED_METRICS: dict[str, str] = {**TRAINING_METRICS, **SEGMENTATION_METRICS}
 """Every metric name reported, with the mode ("min"/"max") in which it is better."""
 
+# Reported by a training run with every result: 1 when this evaluation is the run's best so far
+# on its selection metric (training.select_metric), else 0. A checkpoint written with a 1 holds the
+# best model so far; the tuner keeps checkpoints by this score (besides the latest, for resume).
+BEST_SO_FAR = "best_so_far"
+
 TUNE_BOOKKEEPING: frozenset[str] = frozenset(
     {
+        BEST_SO_FAR,
         "checkpoint_dir_name",
         "checkpoint_path",
         "should_checkpoint",
@@ -58,4 +64,5 @@ TUNE_BOOKKEEPING: frozenset[str] = frozenset(
         "training_iteration",
     }
 )
-"""Keys Ray Tune (and Train's report callback) add to every result: not training metrics."""
+"""Keys of a result that are not training metrics: those Ray Tune (and Train's report callback)
+add to every result, and BEST_SO_FAR (bookkeeping for checkpoint retention)."""

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
-STOP_MARKER_GID = "asha_stop"  # gid of the scatter of ASHA stops, so tests can find it
+STOP_MARKER_GID = "asha_stop"
+MODEL_MARKER_GID = "best_model_step"  # gid of the star at best_model's step  # gid of the scatter of ASHA stops, so tests can find it
 
 # The strategies of seg_tune.segment in its order; not imported, since seg_tune.segment pulls in
 # torch (seconds) and the report only needs the names to order columns. Unknown ones go last.
@@ -195,6 +196,18 @@ def _best_section(exp: ExperimentSummary) -> str:
     metrics = mapping(best.get("metrics"), "best metrics")
     lines = [f"## Best trial: {_code(str(best.get('trial_id')))}", ""]
     lines.append(f"Steps trained: {_fmt(best.get('steps_trained'))}.")
+    if exp.model_step is not None:
+        chosen = mapping(best.get("chosen_metrics"), "best chosen_metrics")
+        metrics = chosen or metrics
+        how = (
+            "its best evaluation of the objective"
+            if exp.summary.get("scope", "best") == "best"
+            else "its last evaluation (experiment.scope: last)"
+        )
+        lines.append(
+            f"`best_model/` is this trial at step {exp.model_step}: {how}. "
+            "The metrics below are that evaluation's."
+        )
     if best.get("trial_id") not in {t.trial_id for t in exp.trials}:
         lines.append("(This trial is not among the summary's trials.)")
     lines.append("")
@@ -466,6 +479,22 @@ def _draw_curves(ax: Axes, exp: ExperimentSummary, metric: str, rungs: Sequence[
                 marker=".",
                 ms=3,
                 label=t.trial_id if labelled else None,
+            )
+    step = exp.model_step
+    best = next((t for t in exp.trials if t.trial_id == exp.best_id), None)
+    if metric == exp.metric and step is not None and best is not None:
+        at = [finite_number(h.get(metric)) for h in best.history if h.get(STEP) == step]
+        if at and at[0] is not None:
+            ax.scatter(
+                [step],
+                [at[0]],
+                marker="*",
+                s=220,
+                color="gold",
+                edgecolors="black",
+                zorder=6,
+                label=f"best_model: step {step}",
+                gid=MODEL_MARKER_GID,
             )
     stops = stop_points(exp.trials, metric)
     if stops:

@@ -35,6 +35,7 @@ from transformers.utils import logging as hf_logging
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import DataConfig, RunConfig
 from seg_tune.corpus import Utterance, format_warnings
+from seg_tune.metrics import BEST_SO_FAR
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
 from seg_tune.tokenizer import (
@@ -266,14 +267,17 @@ class _Trainer:
             num_training_steps=self.steps,
         )
         self.step = self.resumed_from_step = 0
-        self.best_valid_loss = math.inf
+        # the best evaluation so far on training.select_metric: {"step", "value"} (None: none yet)
+        self.best: dict[str, float] | None = None
         self.last_seg: dict[str, float | str] = {}
+        self.seg_fresh = False  # the last evaluation computed the segmentation scores
         if restored is not None:
             self._load(restored)
 
     # ------------------------------------------------------------------ checkpoints
 
     def _load(self, folder: Path) -> None:
+        t = self.cfg.training
         state, meta = ckpt.read_checkpoint(folder)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -281,7 +285,10 @@ class _Trainer:
         ckpt.set_rng_state(state["rng"])
         self.step = int(meta["step"])
         self.resumed_from_step = self.step
-        self.best_valid_loss = float(meta.get("best_valid_loss", math.inf))
+        self.best = meta.get("best")
+        old = meta.get("best_valid_loss")  # format 1 kept only the best loss (its step unknown)
+        if self.best is None and t.select_metric == "valid_loss" and old is not None:
+            self.best = {"step": -1, "value": float(old)} if math.isfinite(old) else None
         self.last_seg = dict(meta.get("segmentation", {}))
 
     def _write(self, folder: Path, metrics: dict[str, Any]) -> None:
@@ -297,7 +304,8 @@ class _Trainer:
             meta={
                 "step": self.step,
                 "data_position": {"epoch": epoch, "batch_in_epoch": within},
-                "best_valid_loss": self.best_valid_loss,
+                "best": self.best,  # the run's best so far (at `step` itself when is_best)
+                "is_best": bool(metrics.get(BEST_SO_FAR)),
                 "segmentation": self.last_seg,
                 "metrics": metrics,
             },
@@ -338,6 +346,7 @@ class _Trainer:
             or self.step % t.segment_every_steps == 0
             or self.step == self.steps
         )
+        self.seg_fresh = seg_due
         if seg_due and self.session.rank == 0:
             self.last_seg = segmentation_scores(
                 self.model, self.data, self.cfg, self.session.device
@@ -351,6 +360,19 @@ class _Trainer:
             "resumed_from_step": self.resumed_from_step,  # 0: this attempt started from scratch
             **self.last_seg,
         }
+
+    def _improved(self, metrics: dict[str, Any]) -> bool:
+        """Whether this evaluation is the best so far on training.select_metric (a segmentation
+        score counts only when it was computed at this step, not carried over)."""
+        t = self.cfg.training
+        value = metrics.get(t.select_metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if t.select_metric.startswith(("seg_", "spike_")) and not self.seg_fresh:
+            return False
+        if self.best is None:
+            return True
+        return value < self.best["value"] if t.select_mode == "min" else value > self.best["value"]
 
     def run(self) -> dict[str, Any]:
         t = self.cfg.training
@@ -394,9 +416,11 @@ class _Trainer:
             metrics = self.evaluate(
                 window_loss / window_steps, tokens_per_step * window_steps / elapsed
             )
-            improved = metrics["valid_loss"] < self.best_valid_loss
+            improved = self._improved(metrics)
+            metrics[BEST_SO_FAR] = int(improved)
             if improved:
-                self.best_valid_loss = metrics["valid_loss"]
+                self.best = {"step": self.step, "value": float(metrics[t.select_metric])}
+                checkpoint_due = True  # the best model so far is kept as a checkpoint
                 if rank0 and self.export_dir is not None:
                     export_model(
                         self.model, self.data.tokenizer, self.export_dir / "best_model", self.cfg

@@ -191,3 +191,82 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path: Path, content: str, expecte
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and str(config) in lines[0], result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def overfitting_config(**training: object) -> RunConfig:
+    """A run whose validation loss falls, then rises (80 utterances, half held out, a constant
+    lr of 1e-2, no dropout): its best evaluation comes well before its end."""
+    settings = {
+        "steps": 120,
+        "lr": 1e-2,
+        "warmup_steps": 0,
+        "lr_schedule": "constant",
+        "eval_every_steps": 10,
+        "checkpoint_every_steps": 60,
+    }
+    doc = tiny_run_config(**{**settings, **training})
+    doc["data"]["train"]["n_utterances"] = 80
+    doc["data"]["valid_fraction"] = 0.5
+    doc["model"].update(dropout=0.0, n_embd=64)
+    return validate(RunConfig, doc, source="test")
+
+
+def test_the_best_evaluation_is_flagged_and_checkpointed_and_survives_a_resume(
+    tmp_path: Path,
+) -> None:
+    """best_so_far is 1 exactly at each new minimum of the selection metric (valid_loss), a
+    checkpoint is written there (besides the periodic ones) recording it, and a resumed run
+    carries the best on instead of starting it over."""
+    cfg = overfitting_config()
+    session = LocalSession(tmp_path / "run", keep=20)
+    train_loop(cfg, session, progress=False)
+    losses = [(h["step"], h["valid_loss"]) for h in session.history]
+    new_minima = [s for i, (s, v) in enumerate(losses) if all(v < w for _, w in losses[:i])]
+    assert [h["step"] for h in session.history if h["best_so_far"]] == new_minima
+    best_step = new_minima[-1]
+    assert best_step < cfg.training.steps, f"the plant did not overfit: {losses}"
+    written = {}
+    for folder in session.checkpoints.all():
+        _, meta = read_checkpoint(folder)
+        written[meta["step"]] = meta
+    assert set(new_minima) <= set(written), (new_minima, sorted(written))  # every new best
+    assert written[best_step]["is_best"] and written[best_step]["best"]["step"] == best_step
+    final = written[cfg.training.steps]
+    assert not final["is_best"] and final["best"]["step"] == best_step
+    assert final["best"]["value"] == min(v for _, v in losses)
+
+    # Stop at step 60 (before the best), resume to the end: the same flags as in one go.
+    half = LocalSession(tmp_path / "half", keep=20)
+    train_loop(cfg.with_overrides({"training.steps": 60}), half, progress=False)
+    # (a shorter run has another lr schedule length; the schedule is constant: same steps)
+    resumed = LocalSession(tmp_path / "half", keep=20)
+    train_loop(cfg, resumed, progress=False)
+    flags = [h["best_so_far"] for h in half.history + resumed.history]
+    assert flags == [h["best_so_far"] for h in session.history]
+
+
+def test_a_segmentation_score_carried_over_is_not_a_new_best(tmp_path: Path) -> None:
+    """With segment_every_steps above eval_every_steps, the evaluations between two scorings
+    repeat the last score: they must not count as a best (nor checkpoint) on it."""
+    cfg = overfitting_config(
+        steps=40,
+        segment_utterances=30,
+        segment_every_steps=20,
+        select_metric="seg_boundary_noedge_fscore",
+        select_mode="max",
+    )
+    session = LocalSession(tmp_path / "run", keep=20)
+    train_loop(cfg, session, progress=False)
+    by_step = {h["step"]: h for h in session.history}
+    key = "seg_boundary_noedge_fscore"
+    # scored at 10 (none yet), 20, and 40 (the end); 30 carries 20's score over
+    assert by_step[30][key] == by_step[20][key]
+    flagged = [step for step, h in by_step.items() if h["best_so_far"]]
+    assert flagged[0] == 10 and 30 not in flagged and set(flagged) <= {10, 20, 40}, flagged
+
+
+def test_select_metric_must_be_reported_and_its_mode_right() -> None:
+    with pytest.raises(Exception, match="select_metric 'valid_los' is not a reported metric"):
+        validate(RunConfig, tiny_run_config(select_metric="valid_los"), source="x")
+    with pytest.raises(Exception, match="select_mode 'max': valid_loss is better when lower"):
+        validate(RunConfig, tiny_run_config(select_mode="max"), source="x")

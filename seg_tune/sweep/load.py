@@ -129,6 +129,12 @@ def _build(
     wandb = _section(Wandb, doc.get("wandb"), "wandb", source)
     hub = _section(Hub, doc.get("hub"), "hub", source)
     run_doc = _run_doc(doc, source)
+    for key in ("select_metric", "select_mode"):
+        if key in run_doc["training"]:
+            raise ConfigError(
+                f"{source}: key 'training.{key}': a sweep selects each trial's best checkpoint on "
+                "its objective; set experiment.metric (and experiment.mode) instead"
+            )
     space = _parse_space(doc.get("space"), source, labels)
 
     max_steps = _max_steps(exp, run_doc, notices)
@@ -223,6 +229,8 @@ def _run_doc(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
 _FORBIDDEN_SPACE_KEYS = {
     "training.steps": "set experiment.max_steps (every trial's budget and ASHA's max_t)",
     "training.keep_checkpoints": "set checkpoints.keep",
+    "training.select_metric": "a trial's best checkpoint is its best on experiment.metric",
+    "training.select_mode": "a trial's best checkpoint is its best on experiment.metric",
 }
 
 

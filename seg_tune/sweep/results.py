@@ -77,20 +77,41 @@ def export_best_model(
     return seg
 
 
-def latest_checkpoint(layout: Layout, trial_id: str, trial_dir: Path | None) -> Path | None:
-    """The newest complete checkpoint of a trial, wherever its path kept it: the trial folder
-    (single-worker trials) or the trial's Ray Train run under `train_runs/`."""
+def _checkpoints(
+    layout: Layout, trial_id: str, trial_dir: Path | None
+) -> list[tuple[int, Path, dict]]:
+    """(step, folder, meta) of every complete checkpoint of a trial, wherever its path kept it:
+    the trial folder (single-worker trials) or the trial's Ray Train run under `train_runs/`."""
     roots = [layout.train_run(trial_id)]
     if trial_dir is not None:
         roots.append(trial_dir)
-    found: list[tuple[int, Path]] = []
+    found = []
     for root in roots:
-        for meta in root.glob("checkpoint_*/meta.json") if root.is_dir() else ():
+        for path in root.glob("checkpoint_*/meta.json") if root.is_dir() else ():
             try:
-                found.append((int(json.loads(meta.read_text("utf-8"))["step"]), meta.parent))
+                meta = json.loads(path.read_text("utf-8"))
+                found.append((int(meta["step"]), path.parent, meta))
             except (ValueError, KeyError, OSError):
                 continue
-    return max(found)[1] if found else None
+    return sorted(found, key=lambda item: item[0])
+
+
+def latest_checkpoint(layout: Layout, trial_id: str, trial_dir: Path | None) -> Path | None:
+    """The newest complete checkpoint of a trial (where it resumes from)."""
+    found = _checkpoints(layout, trial_id, trial_dir)
+    return found[-1][1] if found else None
+
+
+def best_checkpoint(layout: Layout, trial_id: str, trial_dir: Path | None) -> Path | None:
+    """The checkpoint of a trial's best evaluation on the objective: the newest one written at a
+    new best (`is_best`, kept by the tuner's checkpoint config however long the trial went on).
+    None when it has none (checkpoints written before seg_tune recorded it)."""
+    found = [
+        folder
+        for _, folder, meta in _checkpoints(layout, trial_id, trial_dir)
+        if meta.get("is_best")
+    ]
+    return found[-1] if found else None
 
 
 def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
@@ -110,6 +131,7 @@ def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
             status = "PAUSED"
         trial_dir = Path(trial.path) if trial.path else None
         checkpoint = latest_checkpoint(layout, trial.trial_id, trial_dir)
+        best = best_checkpoint(layout, trial.trial_id, trial_dir)
         records.append(
             TrialRecord(
                 trial_id=trial.trial_id,
@@ -118,6 +140,7 @@ def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
                 metrics=dict(trial.last_result or {}),
                 history=read_history(trial_dir, metric) if trial_dir else [],
                 checkpoint_dir=str(checkpoint) if checkpoint else None,
+                best_checkpoint_dir=str(best) if best else None,
                 stopped_at_step=stopped.get(trial.trial_id),
                 **_error_of(trial, trial_dir),
             )
@@ -192,6 +215,7 @@ def finish(spec: Any, layout: Layout, *, interrupted: bool, report: bool) -> Out
         max_steps=e.max_steps,
         outcome=outcome,
         data_description=spec.base.data.train.describe(),
+        scope=e.scope,
     )
     summary.write(layout, content)
     failed = [t for t in trials if t.status == "ERROR"]
@@ -204,15 +228,21 @@ def finish(spec: Any, layout: Layout, *, interrupted: bool, report: bool) -> Out
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             step_failures.append(f"{step}: {type(exc).__name__}: {first}")
 
-    best = best_trial(trials, e.metric, e.mode)
+    best = best_trial(trials, e.metric, e.mode, e.scope)
     ended = outcome != "stopped"
-    if ended and best is not None and best.checkpoint_dir:
-        checkpoint = Path(best.checkpoint_dir)
-        attempt("best model export", lambda: export_best_model(checkpoint, layout.best_model))
+    chosen = content["best"]
+    if ended and best is not None:
+        # scope best: the checkpoint of its best evaluation; scope last (or a trial whose
+        # checkpoints predate that record): its latest
+        folder = best.best_checkpoint_dir if e.scope == "best" else None
+        folder = folder or best.checkpoint_dir
+        if folder:
+            attempt("best model export", lambda: export_best_model(Path(folder), layout.best_model))
     if best is None:
         line = f"no trial reported {e.metric}; see {layout.root}"
     else:
-        line = f"best trial {best.trial_id}: {e.metric}={best.metrics[e.metric]:.4g}"
+        value = chosen["chosen_metrics"].get(e.metric, best.value(e.metric, e.mode, e.scope))
+        line = f"best trial {best.trial_id}: {e.metric}={value:.4g} at step {chosen['step']}"
     if report:
         from seg_tune.report import write_report
 

@@ -34,6 +34,10 @@ class ExperimentSection(Strict):
     num_samples: int | None = Field(None, ge=1)  # default 10 (1 for grid: runs of the whole grid)
     max_concurrent: int = Field(2, ge=1)
     max_steps: int | None = Field(None, ge=1)  # default: training.steps
+    # how the best trial (and best_model/) is chosen: "best" = on each trial's best evaluation of
+    # the objective, whose checkpoint is kept; "last" = on its last. ASHA's rungs always compare
+    # the values reported at the rung: trials are judged at the same budget, as ASHA assumes.
+    scope: Literal["best", "last"] = "best"
 
     @model_validator(mode="after")
     def _check_name(self) -> ExperimentSection:
@@ -156,6 +160,9 @@ class ExperimentSpec(Strict):
         if unknown:
             raise ValueError(f"parameters not in the search space: {unknown}")
         overrides = {key: self.space[key].coerce(value) for key, value in params.items()}
+        # the best checkpoint of a trial is its best on the experiment's objective
+        overrides["training.select_metric"] = self.experiment.metric
+        overrides["training.select_mode"] = self.experiment.mode
         if rungs := self.pause_rungs():  # a trial paused at a rung resumes from that very step
             overrides["training.checkpoint_at_steps"] = rungs
         return validate(RunConfig, with_dotted(self.base_data, overrides), source=self.source_path)

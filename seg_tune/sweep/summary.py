@@ -1,15 +1,21 @@
 """summary.json: its versioned schema, written AND read here (nothing else parses it).
 
-Format 2: the objective (`metric`, `mode`), `num_samples`, `scheduler`, `searcher`, `data`,
+Format 3: the objective (`metric`, `mode`), `scope` (how the best trial is chosen: "best", on
+each trial's best evaluation, or "last", on its last), `num_samples`, `scheduler`, `searcher`, `data`,
 `outcome` ("finished": every trial finished, stopped early by ASHA included; "failed": every
 trial ended but some in ERROR; "stopped": the sweep was interrupted or trials are left),
-`finished` (outcome == "finished"), `n_failed`, `best` (trial_id, config, metrics, steps_trained)
-and `trials`: one entry per trial with trial_id, status, config (the sampled parameters), metrics
-(the last reported), steps_trained, stopped_early (ASHA stopped it) and stopped_at_step, error
+`finished` (outcome == "finished"), `n_failed`, `best` (trial_id, config, metrics (its last),
+steps_trained, `step` and `chosen_metrics`: the evaluation it was chosen on, whose checkpoint
+best_model/ holds) and `trials`: one entry per trial with trial_id, status, config (the sampled
+parameters), metrics (the last reported) and steps_trained (its last step), `best` ({step,
+metrics} of its best evaluation on the objective, or null), stopped_early (ASHA stopped it) and
+stopped_at_step, error
 (for a trial in ERROR: {"reason": its exception's first line, "file": the path of Tune's error
 file}, else null), and its history (one entry per evaluation: step and the main metrics;
-duplicates from a restore removed). Format 1 had no outcome, n_failed or error, and its
-`finished` meant "every trial ended", failed ones included; it is still read.
+duplicates from a restore removed). Format 2 had no scope and no best evaluation (its best trial
+was chosen on the last values, its model was the last checkpoint); format 1 also had no outcome,
+n_failed or error, and its `finished` meant "every trial ended", failed ones included. Both are
+still read.
 
 The reader (`read_experiment`) checks the file once and normalises it for the report: absent
 dicts and lists are empty, NaN (written as null) is missing, configs are dotted.
@@ -30,8 +36,8 @@ from seg_tune.metrics import STEP, TUNE_BOOKKEEPING
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.values import flatten, plain
 
-FORMAT = 2  # written
-READ_FORMATS = (1, 2)  # read
+FORMAT = 3  # written
+READ_FORMATS = (1, 2, 3)  # read
 OUTCOMES = ("finished", "failed", "stopped")
 HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
 _EXP_HINT = "EXP_DIR must be an experiment folder written by seg_tune.run (it holds summary.json)"
@@ -48,7 +54,8 @@ class TrialRecord:
     config: dict[str, Any]
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-    checkpoint_dir: str | None = None
+    checkpoint_dir: str | None = None  # its latest checkpoint
+    best_checkpoint_dir: str | None = None  # the checkpoint of its best evaluation
     stopped_at_step: int | None = None
     error: str | None = None  # ERROR trials: the exception's first line
     error_file: str | None = None  # ERROR trials: Tune's error.txt
@@ -57,17 +64,38 @@ class TrialRecord:
     def steps_trained(self) -> int:
         return int(self.metrics.get("step", 0) or 0)
 
+    def best(self, metric: str, mode: str) -> dict[str, Any] | None:
+        """Its best evaluation on `metric` (the earliest of equal ones: a segmentation score
+        carried over to later evaluations is not new), from its history."""
+        scored = [h for h in self.history if _finite(h.get(metric))]
+        if not scored:
+            return None
+        sign = -1.0 if mode == "max" else 1.0
+        return min(scored, key=lambda h: (sign * h[metric], h[STEP]))
 
-def best_trial(trials: Sequence[TrialRecord], metric: str, mode: str) -> TrialRecord | None:
-    scored = [
-        t
-        for t in trials
-        if isinstance(t.metrics.get(metric), (int, float)) and math.isfinite(t.metrics[metric])
-    ]
+    def value(self, metric: str, mode: str, scope: str) -> float | None:
+        """What ranks it: its best value (`scope` best) or its last reported one (last)."""
+        if scope == "best":
+            best = self.best(metric, mode)
+            if best is not None:
+                return float(best[metric])
+        last = self.metrics.get(metric)
+        return float(last) if _finite(last) else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def best_trial(
+    trials: Sequence[TrialRecord], metric: str, mode: str, scope: str = "best"
+) -> TrialRecord | None:
+    """The best trial by `TrialRecord.value` (its best evaluation, or its last for scope last)."""
+    scored = [t for t in trials if t.value(metric, mode, scope) is not None]
     if not scored:
         return None
     pick = max if mode == "max" else min
-    return pick(scored, key=lambda t: t.metrics[metric])
+    return pick(scored, key=lambda t: t.value(metric, mode, scope))
 
 
 def build(
@@ -81,9 +109,11 @@ def build(
     max_steps: int,
     outcome: str,
     data_description: str | None = None,
+    scope: str = "best",
 ) -> dict[str, Any]:
     def entry(t: TrialRecord) -> dict[str, Any]:
         metrics = {k: v for k, v in t.metrics.items() if k not in TUNE_BOOKKEEPING}
+        top = t.best(metric, mode)
         return {
             "trial_id": t.trial_id,
             "status": t.status,
@@ -95,10 +125,13 @@ def build(
             "error": None
             if t.status != "ERROR"
             else {"reason": t.error or "unknown", "file": t.error_file},
+            "best": None
+            if top is None
+            else {"step": top[STEP], "metrics": {k: v for k, v in top.items() if k != STEP}},
             "history": t.history,
         }
 
-    best = best_trial(trials, metric, mode)
+    best = best_trial(trials, metric, mode, scope)
     experiment = space.get("experiment", {})
     return plain(
         {
@@ -107,6 +140,7 @@ def build(
             "space_file": space.get("source_path"),
             "metric": metric,
             "mode": mode,
+            "scope": scope,
             "num_samples": num_samples,
             "outcome": outcome,
             "finished": outcome == "finished",
@@ -114,13 +148,7 @@ def build(
             "scheduler": {**space.get("scheduler", {}), "max_steps": experiment.get("max_steps")},
             "searcher": space.get("searcher", {}),
             "data": data_description,
-            "best": None
-            if best is None
-            else {
-                k: v
-                for k, v in entry(best).items()
-                if k in ("trial_id", "config", "metrics", "steps_trained")
-            },
+            "best": None if best is None else _best_entry(entry(best), scope),
             "trials": [entry(t) for t in sorted(trials, key=lambda t: t.trial_id)],
         },
         finite=True,
@@ -131,6 +159,16 @@ def write(layout: Layout, content: dict[str, Any]) -> Path:
     """summary.json, atomically (a kill leaves the old one or the new one, never half)."""
     atomic_write_text(layout.summary, json.dumps(content, indent=1))
     return layout.summary
+
+
+def _best_entry(trial: dict[str, Any], scope: str) -> dict[str, Any]:
+    """The summary's `best`: the best trial's id, config and steps, and the step and metrics of
+    the evaluation it was chosen on (its best, or its last for scope last): the model's step."""
+    out = {k: trial[k] for k in ("trial_id", "config", "metrics", "steps_trained")}
+    chosen = trial["best"] if scope == "best" and trial["best"] is not None else None
+    out["step"] = chosen["step"] if chosen else trial["steps_trained"]
+    out["chosen_metrics"] = chosen["metrics"] if chosen else trial["metrics"]
+    return out
 
 
 # --------------------------------------------------------------------------- reading
@@ -171,6 +209,12 @@ class ExperimentSummary:
     trials: list[TrialSummary]
     best: dict[str, Any] | None
     segmentation: dict[str, Any] | None
+
+    @property
+    def model_step(self) -> int | None:
+        """The step of the evaluation best_model/ was chosen on (formats 1-2: not recorded)."""
+        step = None if self.best is None else finite_number(self.best.get("step"))
+        return None if step is None else int(step)
 
     @property
     def best_id(self) -> str | None:

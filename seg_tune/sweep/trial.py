@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from seg_tune.config import RunConfig
+from seg_tune.metrics import BEST_SO_FAR
 from seg_tune.train import Checkpointer, PreparedCorpus, train_loop
 
 TRIAL_RESOURCE = "seg_tune_trial"
@@ -188,7 +189,11 @@ def run_trial(
             name=tune.get_context().get_trial_id(),  # stable: a restarted trial resumes
             storage_path=settings.train_storage,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_retries),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=settings.keep_checkpoints,
+                checkpoint_score_attribute=BEST_SO_FAR,  # as `tuner.checkpoint_config`
+                checkpoint_score_order="max",
+            ),
             callbacks=[TuneReportCallback()],
         ),
     )

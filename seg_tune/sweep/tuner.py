@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from seg_tune.metrics import STEP
+from seg_tune.metrics import BEST_SO_FAR, STEP
 from seg_tune.sweep.distributions import (
     Choice,
     Fixed,
@@ -170,12 +170,21 @@ def build_tuner(
             name=TUNE_DIR,
             storage_path=str(layout.root),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=keep_checkpoints or spec.checkpoints.keep
-            ),
+            checkpoint_config=checkpoint_config(keep_checkpoints or spec.checkpoints.keep),
             callbacks=list(callbacks),
             verbose=1,
         ),
+    )
+
+
+def checkpoint_config(keep: int | None) -> Any:
+    """Which checkpoints a trial keeps: the latest (always: it resumes from there) and the `keep`
+    newest of those written at a new best of the objective (`BEST_SO_FAR` = 1), so that the
+    best model survives however long the trial goes on after it."""
+    from ray import tune
+
+    return tune.CheckpointConfig(
+        num_to_keep=keep, checkpoint_score_attribute=BEST_SO_FAR, checkpoint_score_order="max"
     )
 
 
