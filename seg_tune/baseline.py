@@ -36,6 +36,7 @@ import numpy as np
 
 from seg_tune.corpus import Utterance
 from seg_tune.errors import ConfigError
+from seg_tune.metrics import SCORE_LABELS, TABLE_SCORES
 from seg_tune.score import Scorer
 
 Direction = Literal["forward", "backward", "mi"]
@@ -150,21 +151,16 @@ def tp_all_scores(utterances: Sequence[Utterance]) -> dict[str, dict[str, float]
 
 # --------------------------------------------------------------------------- presentation
 
-_ALL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("token_F", "token_fscore"),
-    ("type_F", "type_fscore"),
-    ("b_all_F", "boundary_all_fscore"),
-    ("b_noedge_P", "boundary_noedge_precision"),
-    ("b_noedge_R", "boundary_noedge_recall"),
-    ("b_noedge_F", "boundary_noedge_fscore"),
-)
+_ALL_COLUMNS: tuple[tuple[str, str], ...] = tuple((SCORE_LABELS[k], k) for k in TABLE_SCORES)
 
 
 def format_all_table(results: dict[str, dict[str, float]]) -> str:
     """One row per combination, the F-scores and the boundary_noedge precision/recall."""
-    lines = [f"{'':<20}" + "".join(f"{title:>12}" for title, _ in _ALL_COLUMNS)]
+    width = max(12, *(len(title) + 2 for title, _ in _ALL_COLUMNS))
+    lines = [f"{'':<20}" + "".join(f"{title:>{width}}" for title, _ in _ALL_COLUMNS)]
     for name, scores in results.items():
-        lines.append(f"{name:<20}" + "".join(f"{scores[key]:>12.4f}" for _, key in _ALL_COLUMNS))
+        row = "".join(f"{scores[key]:>{width}.4f}" for _, key in _ALL_COLUMNS)
+        lines.append(f"{name:<20}{row}")
     return "\n".join(lines)
 
 

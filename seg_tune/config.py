@@ -40,17 +40,17 @@ class DataSource(Strict):
     kind: Literal["synthetic", "tagged", "text", "hf"] = "synthetic"
     # tagged, text: a local file
     path: str | None = None
-    boundary_tokens: tuple[str, ...] = corpus.DEFAULT_BOUNDARY_TOKENS
+    boundary_tokens: tuple[str, ...] = corpus.DEFAULT_BOUNDARY_TOKENS  # word-boundary spellings
     # hf: a dataset on the hub or in a local folder
     name: str | None = None
-    config: str | None = None
-    split: str = "train"
-    column: str = "text"
-    format: Literal["tagged", "text"] = "tagged"
+    config: str | None = None  # hf: the dataset config (e.g. a language of IPA-CHILDES)
+    split: str = "train"  # hf: the split
+    column: str = "text"  # hf: the column holding the utterances
+    format: Literal["tagged", "text"] = "tagged"  # hf: how the column is written
     # synthetic: the embedded corpus
     n_utterances: int = Field(6000, ge=1)
-    seed: int = 0
-    lexicon_size: int = Field(400, ge=1)
+    seed: int = 0  # synthetic: the corpus seed
+    lexicon_size: int = Field(400, ge=1)  # synthetic: distinct words
     # any kind: keep the first N utterances
     max_utterances: int | None = Field(None, ge=1)
 
@@ -96,8 +96,8 @@ class DataSource(Strict):
 
 class DataConfig(Strict):
     train: DataSource = DataSource()
-    valid: DataSource | None = None
-    valid_fraction: float = Field(0.1, gt=0, lt=1)
+    valid: DataSource | None = None  # null: the last valid_fraction of train is held out
+    valid_fraction: float = Field(0.1, gt=0, lt=1)  # of train, when valid is null
 
     def load(self) -> tuple[list[corpus.Utterance], list[corpus.Utterance]]:
         """Train and validation utterances; without `valid`, the tail of train is held out."""
@@ -116,13 +116,13 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     """GPT-2 shape. A preset fills layers/width/heads; explicit values override it."""
 
-    preset: Literal["400k", "800k", "1M", "5M", "19M"] | None = "800k"
+    preset: Literal["400k", "800k", "1M", "5M", "19M"] | None = "800k"  # the size (parameters)
     n_layer: int = Field(0, ge=0)  # 0 = from the preset
-    n_embd: int = Field(0, ge=0)
-    n_head: int = Field(0, ge=0)
+    n_embd: int = Field(0, ge=0)  # width; 0 = from the preset
+    n_head: int = Field(0, ge=0)  # attention heads; 0 = from the preset
     n_inner: int | None = Field(None, ge=1)  # feed-forward width; None = 4 * n_embd
-    n_positions: int = Field(256, ge=2)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    n_positions: int = Field(256, ge=2)  # the longest context, in tokens
+    dropout: float = Field(0.1, ge=0, lt=1)  # on embeddings, attention and residuals
 
     @model_validator(mode="after")
     def _resolve(self) -> ModelConfig:
@@ -142,34 +142,34 @@ class ModelConfig(Strict):
 
 
 class TrainingConfig(Strict):
-    steps: int = Field(2000, ge=1)
+    steps: int = Field(2000, ge=1)  # optimizer steps (a sweep: experiment.max_steps)
     epochs: float | None = Field(None, gt=0)  # when set: steps = ceil(epochs * blocks / batch)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1)  # sequences per step (over all workers)
     block_size: int = Field(128, ge=2)  # tokens per training sequence (<= model.n_positions)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd uses momentum
+    lr: float = Field(1e-3, gt=0)  # peak learning rate (after warmup)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = Field(0.01, ge=0)  # decoupled (AdamW); L2 for sgd
+    warmup_steps: int = Field(100, ge=0)  # linear warmup from 0 to lr
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"  # decay after warmup
     grad_clip: float = Field(1.0, ge=0)  # 0 = no clipping
-    eval_every_steps: int = Field(200, ge=1)
+    eval_every_steps: int = Field(200, ge=1)  # validation loss (and segmentation) every N
     eval_max_batches: int | None = Field(None, ge=1)  # None = the whole validation split
     segment_every_steps: int = Field(0, ge=0)  # 0 = at every evaluation
     segment_utterances: int = Field(500, ge=0)  # validation subset scored; 0 = no segmentation
-    checkpoint_every_steps: int = Field(500, ge=1)
+    checkpoint_every_steps: int = Field(500, ge=1)  # and at every new best evaluation
     # also evaluate and checkpoint at these steps (the tuner sets ASHA's rungs here, so that a
     # trial paused at a rung resumes from that very step)
     checkpoint_at_steps: tuple[int, ...] = ()
-    keep_checkpoints: int = Field(2, ge=1)
-    log_every_steps: int = Field(10, ge=1)
-    seed: int = 0
+    keep_checkpoints: int = Field(2, ge=1)  # newest kept (a sweep: the newest bests + latest)
+    log_every_steps: int = Field(10, ge=1)  # progress bar updates
+    seed: int = 0  # model init and batch order
     threads: int | None = Field(None, ge=1)  # torch threads per worker; None = leave as is
     # The best checkpoint (and a standalone run's best_model/) is the evaluation with the best
     # value of this reported metric; a sweep sets its objective here. An evaluation that did not
     # compute it (segmentation not due at that step) does not count.
     select_metric: str = "valid_loss"
-    select_mode: Literal["min", "max"] = "min"
+    select_mode: Literal["min", "max"] = "min"  # the direction in which it is better
 
     @model_validator(mode="after")
     def _check_select(self) -> TrainingConfig:

@@ -10,6 +10,39 @@ SCORE_KEYS: tuple[str, ...] = tuple(
     for kind in ("token", "type", "boundary_all", "boundary_noedge")
     for measure in ("precision", "recall", "fscore")
 )
+# What every table (segment, baseline, score, the report) calls each level and score. "boundary"
+# is boundary_noedge, the field's headline (utterance edges, boundaries for free, left out);
+# "boundary+edges" counts them.
+LEVEL_LABELS: dict[str, str] = {
+    "token": "token",
+    "type": "type",
+    "boundary_all": "boundary+edges",
+    "boundary_noedge": "boundary",
+}
+SCORE_LABELS: dict[str, str] = {
+    f"{level}_{measure}": f"{label} {measure[0].upper()}"
+    for level, label in LEVEL_LABELS.items()
+    for measure in ("precision", "recall", "fscore")
+}
+# The scores the tables show, in this order (--json and summary.json have all 12).
+TABLE_SCORES: tuple[str, ...] = (
+    "boundary_noedge_fscore",
+    "boundary_noedge_precision",
+    "boundary_noedge_recall",
+    "boundary_all_fscore",
+    "token_fscore",
+    "type_fscore",
+)
+
+# Titles for plots and tables (the key itself is shown beside them in small print).
+METRIC_TITLES: dict[str, str] = {
+    "valid_loss": "validation loss (nats per token)",
+    "valid_bpp": "validation bits per phoneme",
+    "train_loss": "training loss (nats per token)",
+    "tokens_per_s": "training speed (tokens/s)",
+    **{f"seg_{key}": f"{label} (best fair cue x strategy)" for key, label in SCORE_LABELS.items()},
+}
+
 CUE_NAMES: tuple[str, ...] = (
     "loss",
     "entropy",

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seg_tune.errors import DataError
-from seg_tune.metrics import CUE_NAMES, REPORTED_METRICS, SCORE_KEYS, STEP
+from seg_tune.metrics import (
+    CUE_NAMES,
+    METRIC_TITLES,
+    REPORTED_METRICS,
+    SCORE_KEYS,
+    SCORE_LABELS,
+    STEP,
+    TABLE_SCORES,
+)
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import (
     ExperimentSummary,
@@ -48,7 +56,8 @@ if TYPE_CHECKING:
 LEARNING_CURVES_PNG = "learning_curves.png"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
 STOP_MARKER_GID = "asha_stop"
-MODEL_MARKER_GID = "best_model_step"  # gid of the star at best_model's step  # gid of the scatter of ASHA stops, so tests can find it
+MODEL_MARKER_GID = "best_model_step"  # gid of the star at best_model's step
+TP_LINE_GID = "tp_baseline"  # gid of the best TP baseline's line  # gid of the scatter of ASHA stops, so tests can find it
 
 # The strategies of seg_tune.segment in its order; not imported, since seg_tune.segment pulls in
 # torch (seconds) and the report only needs the names to order columns. Unknown ones go last.
@@ -66,14 +75,7 @@ _KEY_METRICS = (
     "seg_best",
     *(f"spike_{cue}_bf" for cue in CUE_NAMES),
 )
-_BASELINE_COLUMNS = (
-    ("token F", "token_fscore"),
-    ("type F", "type_fscore"),
-    ("boundary_all F", "boundary_all_fscore"),
-    ("boundary_noedge P", "boundary_noedge_precision"),
-    ("boundary_noedge R", "boundary_noedge_recall"),
-    ("boundary_noedge F", "boundary_noedge_fscore"),
-)
+_BASELINE_COLUMNS = tuple((SCORE_LABELS[k], k) for k in TABLE_SCORES)
 _LEGEND_MAX_TRIALS = 10  # above this, only the best trial and the ASHA marker get legend entries
 _LOG_SPAN_DECADES = 1.5
 _DASH = "–"
@@ -257,14 +259,16 @@ def _trials_section(exp: ExperimentSummary) -> str:
                 t.status,
                 _fmt(t.steps_trained),
                 _stopped(t),
-                _fmt(t.value(exp.metric)),
+                _fmt(exp.objective(t)),
                 _fmt(t.value(second)),
                 *(_fmt(t.config.get(k)) for k in keys),
             ]
         )
+    which = "best evaluation's" if exp.by_best else "last reported"
     note = (
-        f"Sorted by the last reported {_code(exp.metric)}, {_better(exp.metric, exp.mode)}; "
-        f"trials without it last. {_DASH}: not reported (or NaN)."
+        f"Sorted by each trial's {which} {_code(exp.metric)}, {_better(exp.metric, exp.mode)} "
+        f"(the column shows it; {_code(second)}: the last reported); trials without it last. "
+        f"{_DASH}: not reported (or NaN)."
     )
     return "## Trials\n\n" + note + "\n\n" + _table(header, rows, right)
 
@@ -278,8 +282,9 @@ def _plots_section(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
             f"![learning curves]({plots[LEARNING_CURVES_PNG]})",
             "",
             f"{_code(exp.metric)} and {_code(_second_metric(exp.metric))} at each evaluation; "
-            "the best trial in black, a red x where ASHA stopped a trial, dotted lines at "
-            "ASHA's rungs.",
+            "the best trial in black, a gold star at the step best_model/ is from, a red x "
+            "where ASHA stopped a trial, dotted lines at ASHA's rungs, a dashed red line at "
+            "the best TP baseline.",
             "",
         ]
     else:
@@ -290,8 +295,9 @@ def _plots_section(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
             "",
             f"![objective against each hyperparameter]({plots[HYPERPARAMETERS_PNG]})",
             "",
-            "Each trial's last reported objective; the best trial as a red star, trials stopped "
-            "early by ASHA hollow.",
+            f"Each trial's {'best' if exp.by_best else 'last reported'} objective; the best "
+            "trial as a red star, trials stopped early by ASHA hollow. Each plot has an SVG "
+            "beside it in plots/ (for slides).",
         ]
     else:
         lines.append("The trials' configs have no hyperparameters to plot.")
@@ -321,17 +327,55 @@ def _cue_strategy_table(rows: Sequence[Mapping[str, Any]], best: Mapping[str, An
     return _table(header, body, [False, *([True] * len(strategies))])
 
 
+def _best_baseline(seg: Mapping[str, Any]) -> tuple[str, float] | None:
+    """The TP combination with the highest boundary F, and that F."""
+    scored = [
+        (combo, v)
+        for combo, scores in mapping(seg.get("tp_baseline"), "tp_baseline").items()
+        if isinstance(scores, Mapping) and (v := finite_number(scores.get(_SEG_KEY))) is not None
+    ]
+    return max(scored, key=lambda item: item[1]) if scored else None
+
+
+def _baseline_verdict(seg: Mapping[str, Any]) -> str:
+    """Whether the model beats the best TP baseline on boundary F, in one sentence."""
+    model = finite_number(mapping(seg.get("best"), "segmentation best").get(_SEG_KEY))
+    tp = _best_baseline(seg)
+    if model is None or tp is None:
+        return ""
+    combo, value = tp
+    label = SCORE_LABELS[_SEG_KEY]
+    if value > model:
+        return (
+            f"**The TP baseline {_escape(combo)} beats the model** on {label} "
+            f"({_score(value)} against {_score(model)}): this model segments worse than "
+            "transitional probabilities on the same utterances."
+        )
+    return (
+        f"The model beats every TP baseline on {label} ({_score(model)} against "
+        f"{_score(value)}, TP {_escape(combo)})."
+    )
+
+
 def _baseline_table(seg: Mapping[str, Any]) -> str:
     best = mapping(seg.get("best"), "segmentation best")
     header = ["segmentation", *(title for title, _ in _BASELINE_COLUMNS)]
+    model = finite_number(best.get(_SEG_KEY)) if best else None
+    tp = _best_baseline(seg)
+    winner = "model" if tp is None or (model is not None and model >= tp[1]) else tp[0]
     body = []
     if best:
         name = f"model: {best.get('cue')}/{best.get('strategy')}"
-        body.append([f"**{_escape(name)}**", *(_score(best.get(k)) for _, k in _BASELINE_COLUMNS)])
+        shown = f"**{_escape(name)}**" if winner == "model" else _escape(name)
+        body.append([shown, *(_score(best.get(k)) for _, k in _BASELINE_COLUMNS)])
     for combo, scores in mapping(seg.get("tp_baseline"), "tp_baseline").items():
         scores = scores if isinstance(scores, Mapping) else {}
+        name = f"TP {_escape(combo)}"
         body.append(
-            [f"TP {_escape(combo)}", *(_score(scores.get(k)) for _, k in _BASELINE_COLUMNS)]
+            [
+                f"**{name}**" if combo == winner else name,
+                *(_score(scores.get(k)) for _, k in _BASELINE_COLUMNS),
+            ]
         )
     return _table(header, body, [False, *([True] * len(_BASELINE_COLUMNS))])
 
@@ -344,8 +388,7 @@ def _top_rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
             -(finite_number(r.get(_SEG_KEY)) or 0),
         )
     )
-    header = ["cue", "strategy", *(k.replace("_", " ").replace("fscore", "F") for k in SCORE_KEYS)]
-    header = [h.replace(" precision", " P").replace(" recall", " R") for h in header]
+    header = ["cue", "strategy", *(SCORE_LABELS[k] for k in SCORE_KEYS)]
     body = [
         [_code(str(r["cue"])), _code(str(r["strategy"])), *(_score(r.get(k)) for k in SCORE_KEYS)]
         for r in fair[:_TOP_ROWS]
@@ -379,7 +422,10 @@ def _segmentation_section(exp: ExperimentSummary) -> str:
             _cue_strategy_table(rows, best),
             "",
         ]
-    parts += ["### Against the transitional-probability baseline", "", _baseline_table(seg), ""]
+    parts += ["### Against the transitional-probability baseline", ""]
+    if verdict := _baseline_verdict(seg):
+        parts += [verdict + " The better of the two in bold.", ""]
+    parts += [_baseline_table(seg), ""]
     if rows:
         parts += [
             f"### The best {min(_TOP_ROWS, sum(not r.get('oracle') for r in rows))} fair rows, "
@@ -511,8 +557,20 @@ def _draw_curves(ax: Axes, exp: ExperimentSummary, metric: str, rungs: Sequence[
         )
     for step in rungs:
         ax.axvline(step, color="grey", ls=":", lw=0.8, zorder=0)
+    if metric == exp.metric == f"seg_{_SEG_KEY}" and exp.segmentation is not None:
+        tp = _best_baseline(exp.segmentation)
+        if tp is not None:  # the reference a model must beat
+            ax.axhline(
+                tp[1],
+                color="tab:red",
+                ls="--",
+                lw=1.2,
+                zorder=1,
+                label=f"best TP baseline ({tp[0]}, best_model's utterances)",
+                gid=TP_LINE_GID,
+            )
     better = _better(metric, exp.mode if metric == exp.metric else None)
-    ax.set_title(f"{metric} ({better})" if better else metric, fontsize=10)
+    _title(ax, metric, better)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     if not drawn:
@@ -520,11 +578,18 @@ def _draw_curves(ax: Axes, exp: ExperimentSummary, metric: str, rungs: Sequence[
     return drawn
 
 
+def _title(ax: Axes, key: str, better: str = "") -> None:
+    """A human title; the key (as the files name it) in small print as the y label."""
+    human = METRIC_TITLES.get(key, key)
+    ax.set_title(f"{human}{f' ({better})' if better else ''}", fontsize=10, loc="center")
+    ax.set_ylabel(key, fontsize=7, color="dimgrey")  # the key, as the files name it
+
+
 def learning_curves_figure(exp: ExperimentSummary) -> Figure | None:
     """The objective and a loss against step for every trial; None when no trial has a curve."""
     if not any(t.history for t in exp.trials):
         return None
-    fig = _new_figure(11.0, 4.2)
+    fig = _new_figure(11.0, 4.8)
     left, right = fig.subplots(1, 2)
     rungs = _rungs(exp.summary.get("scheduler"))
     drawn = _draw_curves(left, exp, exp.metric, rungs)
@@ -540,11 +605,20 @@ def learning_curves_figure(exp: ExperimentSummary) -> Figure | None:
         fig.legend(
             list(entries.values()),
             list(entries),
-            loc="outside right upper",
+            loc="outside lower center",
+            ncols=min(4, len(entries)),
             fontsize=8,
             frameon=False,
         )
-    fig.suptitle(f"{exp.summary.get('name') or exp.path.name}: learning curves", fontsize=11)
+    title = f"{exp.summary.get('name') or exp.path.name}: learning curves"
+    budgets = {  # the trials that ran to their end: their budgets
+        t.steps_trained
+        for t in exp.trials
+        if t.status == "TERMINATED" and t.steps_trained and t.stop_step is None
+    }
+    if len(budgets) > 1:  # e.g. an epochs budget: say so, the lines end at different steps
+        title += f" (trials with budgets of {min(budgets)} to {max(budgets)} steps)"
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -561,9 +635,31 @@ def _log_scale(values: Sequence[float]) -> bool:
     return min(values) > 0 and math.log10(max(values) / min(values)) > _LOG_SPAN_DECADES
 
 
-def _draw_parameter(ax: Axes, exp: ExperimentSummary, key: str) -> None:
-    trials = [t for t in exp.trials if key in t.config and t.value(exp.metric) is not None]
-    ax.set_title(key, fontsize=9)
+_PARAM_TITLES = {
+    "training.lr": "learning rate",
+    "training.weight_decay": "weight decay",
+    "training.batch_size": "batch size",
+    "training.block_size": "context (tokens)",
+    "training.warmup_steps": "warmup steps",
+    "training.momentum": "momentum",
+    "training.epochs": "epochs",
+    "training.optimizer": "optimizer",
+    "model.dropout": "dropout",
+    "model.n_layer": "layers",
+    "model.n_embd": "width",
+    "model.n_head": "attention heads",
+    "model.preset": "model size",
+}
+_LOG_TYPES = ("loguniform", "qloguniform")
+
+
+def _draw_parameter(ax: Axes, exp: ExperimentSummary, key: str, kind: str | None) -> None:
+    """The objective against one hyperparameter: a log axis for a log distribution, one tick
+    per value for a choice (numbers in order), a linear axis otherwise."""
+    trials = [t for t in exp.trials if key in t.config and exp.objective(t) is not None]
+    human = _PARAM_TITLES.get(key, key)
+    ax.set_title(human, fontsize=9)
+    ax.set_xlabel(key, fontsize=7, color="dimgrey")  # the key, as the space file names it
     ax.grid(alpha=0.3)
     if not trials:
         ax.text(
@@ -577,16 +673,19 @@ def _draw_parameter(ax: Axes, exp: ExperimentSummary, key: str) -> None:
         )
         return
     raw = [t.config[key] for t in trials]
-    if _categorical(raw):
-        labels = sorted({_label(v) for v in raw})
+    if _categorical(raw) or kind == "choice":
+        values = sorted(
+            set(raw), key=lambda v: (finite_number(v) is None, finite_number(v) or 0, _label(v))
+        )
+        labels = [_label(v) for v in values]
         xs = [float(labels.index(_label(v))) for v in raw]
         ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=8)
         ax.set_xlim(-0.5, len(labels) - 0.5)
     else:
         xs = [float(v) for v in raw]
-        if _log_scale(xs):
+        if kind in _LOG_TYPES or (kind is None and _log_scale(xs)):
             ax.set_xscale("log")
-    ys = [t.value(exp.metric) for t in trials]
+    ys = [exp.objective(t) for t in trials]
     for x, y, t in zip(xs, ys, trials, strict=True):
         if t.trial_id == exp.best_id:
             ax.scatter([x], [y], marker="*", s=160, color="red", zorder=4, edgecolors="black")
@@ -605,14 +704,19 @@ def hyperparameter_figure(exp: ExperimentSummary) -> Figure | None:
     nrows = math.ceil(len(keys) / ncols)
     fig = _new_figure(3.6 * ncols, 2.8 * nrows + 0.4)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    from seg_tune.sweep.spec import saved_distribution_types
+
+    kinds = saved_distribution_types(Layout(exp.path).space)
     for ax, key in zip(axes, keys, strict=False):
-        _draw_parameter(ax, exp, key)
+        _draw_parameter(ax, exp, key, kinds.get(key))
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
     for ax in axes[::ncols]:
-        ax.set_ylabel(exp.metric, fontsize=8)
+        ax.set_ylabel(METRIC_TITLES.get(exp.metric, exp.metric), fontsize=8)
     fig.suptitle(
-        f"{exp.metric} ({_better(exp.metric, exp.mode)}) against each hyperparameter", fontsize=10
+        f"{METRIC_TITLES.get(exp.metric, exp.metric)} ({_better(exp.metric, exp.mode)}) against "
+        "each hyperparameter (a star: the best trial; hollow: stopped early by ASHA)",
+        fontsize=10,
     )
     return fig
 
@@ -631,7 +735,9 @@ def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def _save_png(fig: Figure, path: Path) -> None:
-    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    """The PNG (for the report) and an SVG beside it (for slides and papers: it scales)."""
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    _replace_atomically(path.with_suffix(".svg"), lambda tmp: fig.savefig(tmp, format="svg"))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -660,6 +766,7 @@ def write_plots(exp: ExperimentSummary) -> dict[str, str]:
     for name, fig in figures.items():
         if fig is None:
             (plots_dir / name).unlink(missing_ok=True)
+            (plots_dir / name).with_suffix(".svg").unlink(missing_ok=True)
             continue
         _save_png(fig, plots_dir / name)
         links[name] = f"{plots_dir.name}/{name}"

@@ -28,6 +28,7 @@ import numpy as np
 
 from seg_tune.corpus import Utterance
 from seg_tune.errors import DataError, location
+from seg_tune.metrics import LEVEL_LABELS
 from seg_tune.metrics import SCORE_KEYS as SCORE_KEYS  # the 12 keys every score dict has
 
 LEVELS: tuple[str, ...] = ("token", "type", "boundary_all", "boundary_noedge")
@@ -194,7 +195,7 @@ def format_table(scores: dict[str, float]) -> str:
     lines = [f"{'':<16}{'P':>8}{'R':>8}{'F':>8}"]
     for level in LEVELS:
         p, r, f = (scores[f"{level}_{m}"] for m in ("precision", "recall", "fscore"))
-        lines.append(f"{level:<16}{p:>8.4f}{r:>8.4f}{f:>8.4f}")
+        lines.append(f"{LEVEL_LABELS[level]:<16}{p:>8.4f}{r:>8.4f}{f:>8.4f}")
     return "\n".join(lines)
 
 

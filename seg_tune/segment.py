@@ -38,7 +38,7 @@ import numpy as np
 from seg_tune.corpus import Utterance
 from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
 from seg_tune.errors import ConfigError, DataError
-from seg_tune.metrics import SCORE_KEYS
+from seg_tune.metrics import SCORE_KEYS, SCORE_LABELS, TABLE_SCORES
 from seg_tune.score import Scorer
 
 if TYPE_CHECKING:
@@ -476,14 +476,7 @@ def evaluate_segmentation(
 
 # --------------------------------------------------------------------------- presentation
 
-_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("BF", "boundary_noedge_fscore"),
-    ("BP", "boundary_noedge_precision"),
-    ("BR", "boundary_noedge_recall"),
-    ("BF-all", "boundary_all_fscore"),
-    ("WF", "token_fscore"),
-    ("LF", "type_fscore"),
-)
+_COLUMNS: tuple[tuple[str, str], ...] = tuple((SCORE_LABELS[k], k) for k in TABLE_SCORES)
 
 
 def _format_cutoffs(cutoffs: Sequence[float] | None) -> str:
@@ -492,18 +485,21 @@ def _format_cutoffs(cutoffs: Sequence[float] | None) -> str:
 
 def format_table(table: Sequence[Mapping[str, Any]]) -> str:
     """A readable table (a subset of the scores; --json has all 12): oracle rows marked."""
-    head = f"{'cue':<24}{'strategy':<18}" + "".join(f"{t:>8}" for t, _ in _COLUMNS)
+    widths = [max(8, len(title) + 2) for title, _ in _COLUMNS]
+    head = f"{'cue':<24}{'strategy':<18}" + "".join(
+        f"{t:>{w}}" for (t, _), w in zip(_COLUMNS, widths, strict=True)
+    )
     lines = [head + "  cutoff", "-" * (len(head) + 16)]
     for r in table:
-        scores = "".join(f"{r[key]:>8.4f}" for _, key in _COLUMNS)
+        scores = "".join(f"{r[key]:>{w}.4f}" for (_, key), w in zip(_COLUMNS, widths, strict=True))
         mark = "  ORACLE" if r["oracle"] else ""
         lines.append(
             f"{r['cue']:<24}{r['strategy']:<18}{scores}  {_format_cutoffs(r['cutoffs'])}{mark}"
         )
     lines.append(
-        "BF = boundary_noedge F, BP/BR its precision/recall, BF-all with utterance edges, "
-        "WF token F, LF type F. ORACLE rows choose the cutoff on the scored data itself: "
-        "an upper bound, not a fair score."
+        "boundary = boundary_noedge (utterance edges left out), boundary+edges counts them; "
+        "token = words, type = lexicon. ORACLE rows choose the cutoff on the scored data "
+        "itself: an upper bound, not a fair score."
     )
     return "\n".join(lines)
 

@@ -303,8 +303,8 @@ def test_cli_table_and_written_segmentation(data_file: Path, tmp_path: Path) -> 
     assert [line.split()[0] for line in proc.stdout.strip().splitlines()[1:]] == [
         "token",
         "type",
-        "boundary_all",
-        "boundary_noedge",
+        "boundary+edges",
+        "boundary",
     ]
     assert shown(load_tagged(out)) == REPEATS_EXPECTED["forward", "absolute"]
 

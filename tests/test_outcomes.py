@@ -20,6 +20,7 @@ from test_run import _env, _space, _start
 from seg_tune.cli.run import EXIT_FAILED, EXIT_FINISHED, _final_line
 from seg_tune.sweep.load import load_space, smoke
 from seg_tune.sweep.spec import changed_keys
+from seg_tune.sweep.summary import FORMAT as SUMMARY_FORMAT
 
 FAULTS = REPO / "tests" / "faults"
 
@@ -95,7 +96,7 @@ def test_a_sweep_whose_trials_all_fail_exits_1_and_says_why(tmp_path: Path) -> N
     out = log.read_text()
     exp = storage / "smoke-smoke"  # a --smoke run has a folder of its own
     summary = json.loads((exp / "summary.json").read_text())
-    assert summary["format"] == 2 and summary["outcome"] == "failed"
+    assert summary["format"] == SUMMARY_FORMAT and summary["outcome"] == "failed"
     assert summary["finished"] is False and summary["n_failed"] == 3
     assert [t["status"] for t in summary["trials"]] == ["ERROR"] * 3
     for trial in summary["trials"]:

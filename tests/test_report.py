@@ -286,6 +286,8 @@ def test_plots_are_valid_pngs_linked_from_the_report(tmp_path: Path) -> None:
         assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 300
         assert pixels.std() > 0.05  # not a blank canvas
         assert f"](plots/{name})" in text
+        svg = path.with_suffix(".svg").read_text()  # for slides: the same plot, scalable
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg and len(svg) > 10_000
     assert not [p for p in exp.rglob("*") if ".tmp" in p.name]
 
 
@@ -314,8 +316,11 @@ def test_learning_curves_mark_asha_stops_and_highlight_the_best(tmp_path: Path) 
 def test_hyperparameter_panels_scale_and_categories(tmp_path: Path) -> None:
     fig = hyperparameter_figure(read_experiment(make_experiment(tmp_path)))
     assert fig is not None
+    # a human title, the key in small print under it (a key without a title is its own title)
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
-    assert set(panels) == {"training.lr", "model.dropout", "model.activation"}
+    assert set(panels) == {"learning rate", "dropout", "model.activation"}
+    panels["training.lr"], panels["model.dropout"] = panels["learning rate"], panels["dropout"]
+    assert panels["training.lr"].get_xlabel() == "training.lr"
     # lr of the trials with an objective spans 1e-4 .. 1e-2: two decades, so log
     assert panels["training.lr"].get_xscale() == "log"
     assert panels["model.dropout"].get_xscale() == "linear"
@@ -355,13 +360,17 @@ def test_segmentation_tables_and_tp_baseline(tmp_path: Path) -> None:
 
     tp = seg[seg.index("### Against the transitional") :]
     rows = {r[0]: r for r in table_rows(tp)}
+    head = next(ln for ln in tp.splitlines() if ln.startswith("| segmentation"))
+    columns = [c.strip() for c in head.strip("|").split(" | ")]
+    bf = columns.index("boundary F")  # the names every table uses (metrics.SCORE_LABELS)
+    assert columns[0] == "segmentation" and "boundary R" in columns and "token F" in columns
     assert table_rows(tp)[0][0] == "**model: boundary_prob/spike**"
     assert {
         f"TP {d}/{t}" for d in ("forward", "backward", "mi") for t in ("relative", "absolute")
     } <= set(rows)
-    assert rows["TP forward/relative"][-1] == "0.643"
-    assert rows["TP mi/relative"][-1] == "0.720"
-    assert rows["**model: boundary_prob/spike**"][-1] == "0.776"
+    assert rows["TP forward/relative"][bf] == "0.643"
+    assert rows["TP mi/relative"][bf] == "0.720"
+    assert rows["**model: boundary_prob/spike**"][bf] == "0.776"
 
     top = table_rows(seg[seg.index("### The best 5 fair rows") :])
     assert [(r[0], r[1]) for r in top] == [
@@ -551,3 +560,64 @@ def test_cli_error_via_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_report_says_when_a_baseline_beats_the_model(tmp_path: Path) -> None:
+    """The model's row is bold only when it wins; when a TP baseline beats it on boundary F,
+    the report says so and bolds that baseline."""
+    exp = make_experiment(tmp_path / "wins")
+    text = write_report(exp).read_text()
+    tp = section(text, "Best model's segmentation")
+    assert "The model beats every TP baseline on boundary F (0.776 against 0.720" in tp
+    assert [r[0] for r in table_rows(tp[tp.index("### Against") :])][:1] == [
+        "**model: boundary_prob/spike**"
+    ]
+
+    exp = make_experiment(tmp_path / "loses")
+    seg = json.loads((exp / "best_model" / "segmentation.json").read_text())
+    seg["tp_baseline"]["mi/relative"]["boundary_noedge_fscore"] = 0.812
+    (exp / "best_model" / "segmentation.json").write_text(json.dumps(seg))
+    text = write_report(exp).read_text()
+    tp = section(text, "Best model's segmentation")
+    assert (
+        "**The TP baseline mi/relative beats the model** on boundary F (0.812 against 0.776)" in tp
+    )
+    names = [r[0] for r in table_rows(tp[tp.index("### Against") :])]
+    assert names[0] == "model: boundary_prob/spike" and "**TP mi/relative**" in names
+    assert sum(name.startswith("**") for name in names) == 1
+
+
+def test_plots_follow_the_space_and_show_the_tp_baseline(tmp_path: Path) -> None:
+    """With the experiment's space.json: a log axis for a loguniform key whatever its span, one
+    tick per value for a numeric choice; the learning curves carry the best TP baseline."""
+    from seg_tune.report import TP_LINE_GID
+
+    exp = make_experiment(tmp_path)
+    space = {
+        "space": {
+            "training.lr": {"type": "loguniform", "min": 1e-3, "max": 2e-3},
+            "model.dropout": {"type": "choice", "values": [0.0, 0.1, 0.2]},
+        }
+    }
+    (exp / "space.json").write_text(json.dumps(space))
+    summary = json.loads((exp / "summary.json").read_text())
+    for t in summary["trials"]:  # lr within a factor 2: the span alone would give a linear axis
+        if "training.lr" in t["config"]:
+            t["config"]["training.lr"] = 1e-3 + (hash(t["trial_id"]) % 10) * 1e-4
+    (exp / "summary.json").write_text(json.dumps(summary))
+    fig = hyperparameter_figure(read_experiment(exp))
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert panels["learning rate"].get_xscale() == "log"
+    ticks = [t.get_text() for t in panels["dropout"].get_xticklabels()]
+    read = read_experiment(exp)
+    plotted = {
+        t.config["model.dropout"]
+        for t in read.trials
+        if "model.dropout" in t.config and read.objective(t) is not None
+    }
+    assert len(plotted) >= 2 and ticks == [json.dumps(v) for v in sorted(plotted)]
+
+    curves = learning_curves_figure(read_experiment(exp))
+    lines = [ln for ln in curves.axes[0].lines if ln.get_gid() == TP_LINE_GID]
+    assert len(lines) == 1 and list(lines[0].get_ydata()) == [0.720, 0.720]  # mi/relative
+    assert "best TP baseline (mi/relative" in lines[0].get_label()

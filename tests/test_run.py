@@ -379,6 +379,14 @@ def _intervals(exp: Path, trial_id: str) -> tuple[float, float]:
     return first["timestamp"] - first["time_total_s"], float(last["timestamp"])
 
 
+# A CPU torch that says it is a CUDA build (tests/faults/sitecustomize.py): GPU trials pass
+# seg_tune's refusal of a CPU torch, and train on the CPU (there is no GPU here).
+FAKE_CUDA_BUILD = {
+    "PYTHONPATH": str(REPO / "tests" / "faults"),
+    "SEG_TUNE_TEST_FAKE_CUDA_BUILD": "1",
+}
+
+
 def test_fractional_gpus_share_a_gpu(tmp_path: Path) -> None:
     """gpus_per_worker 0.5 on a cluster with one GPU and CPUs for three: two trials share the GPU
     at a time, never three. (No GPU here: Ray is told the node has one and the trials' torch
@@ -391,7 +399,7 @@ def test_fractional_gpus_share_a_gpu(tmp_path: Path) -> None:
         replace={"scheduler": {"type": "fifo"}},
     )
     storage, log = tmp_path / "results", tmp_path / "driver.log"
-    env = _env(RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": 1, "CPU": 3}))
+    env = _env(RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": 1, "CPU": 3}), **FAKE_CUDA_BUILD)
     proc = _start(space, storage, log, "--no-report", env=env)
     assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
     exp = storage / "smoke"
@@ -436,7 +444,7 @@ def test_trial_that_fits_nowhere_exits_2(tmp_path: Path) -> None:
     """A trial asking for more GPUs than any node has: one line naming the key, exit 2, instead
     of Tune waiting forever for resources."""
     space = _space(tmp_path, resources={"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 2})
-    env = _env(RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": 1}))
+    env = _env(RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": 1}), **FAKE_CUDA_BUILD)
     result = subprocess.run(
         [sys.executable, "-m", "seg_tune.run", str(space), "--storage", str(tmp_path / "r")],
         cwd=REPO,

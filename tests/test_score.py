@@ -291,8 +291,8 @@ def test_cli_table_has_one_row_per_level(worked_files: tuple[Path, Path]) -> Non
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split() == ["P", "R", "F"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert list(rows) == ["token", "type", "boundary_all", "boundary_noedge"]
-    assert [float(v) for v in rows["boundary_all"]] == pytest.approx([2 / 3] * 3, abs=1e-4)
+    assert list(rows) == ["token", "type", "boundary+edges", "boundary"]  # metrics.LEVEL_LABELS
+    assert [float(v) for v in rows["boundary+edges"]] == pytest.approx([2 / 3] * 3, abs=1e-4)
 
 
 def test_cli_boundary_token_option(tmp_path: Path) -> None:

@@ -123,3 +123,79 @@ def test_fresh_says_how_much_the_moved_aside_folders_hold(tmp_path: Path) -> Non
     assert _kept(layout) == (
         "2 moved-aside folders of exp, 2.0 MB in all; never deleted: remove them yourself when done"
     )
+
+
+def test_every_table_names_the_scores_alike() -> None:
+    """segment, baseline, score and the report call each score by one name (`SCORE_LABELS`);
+    no `BR` column (read as the Brent corpus) is left."""
+    from seg_tune.baseline import format_all_table
+    from seg_tune.metrics import LEVEL_LABELS, SCORE_KEYS, SCORE_LABELS, TABLE_SCORES
+    from seg_tune.report import _baseline_table
+    from seg_tune.score import LEVELS
+    from seg_tune.score import format_table as score_table
+    from seg_tune.segment import format_table as segment_table
+
+    scores = {key: 0.5 for key in SCORE_KEYS}
+    row = {"cue": "loss", "strategy": "spike", "oracle": False, "cutoffs": None, **scores}
+    tables = {
+        "segment": segment_table([row]),
+        "baseline": format_all_table({"forward/relative": scores}),
+        "report": _baseline_table({"best": row, "tp_baseline": {"forward/relative": scores}}),
+    }
+    for name, text in tables.items():
+        for key in TABLE_SCORES:
+            assert SCORE_LABELS[key] in text, (name, key, text)
+        header = text.splitlines()[0]
+        assert "BR" not in header.split() and "b_noedge" not in text, (name, header)
+    levels = [line[:16].strip() for line in score_table(scores).splitlines()[1:]]
+    assert levels == [LEVEL_LABELS[level] for level in LEVELS]
+    assert levels == ["token", "type", "boundary+edges", "boundary"]
+
+
+def test_print_defaults_lists_every_key_with_its_default_and_meaning(tmp_path: Path) -> None:
+    """`seg-tune train --print-defaults` and `seg-tune run --print-defaults`: valid YAML that
+    loads to the defaults, every key commented with its type (and a meaning where the model has
+    one), the distributions listed."""
+    from seg_tune.config import RunConfig, validate
+    from seg_tune.sweep.distributions import _DISTRIBUTIONS
+    from seg_tune.sweep.keys import OUR_SECTIONS, SPACE_KEYS
+    from seg_tune.sweep.load import load_space
+
+    train = subprocess.run(
+        [sys.executable, "-m", "seg_tune.train", "--print-defaults"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert train.returncode == 0, train.stderr
+    assert validate(RunConfig, yaml.safe_load(train.stdout), source="printed") == RunConfig()
+    for key in SPACE_KEYS:  # every dotted field of a run config, with a comment
+        leaf = key.rsplit(".", 1)[1]
+        assert any(
+            line.strip().startswith(f"{leaf}:") and "  # " in line
+            for line in train.stdout.splitlines()
+        ), key
+    assert "lr: 0.001  # float; peak learning rate (after warmup)" in train.stdout
+
+    run = subprocess.run(
+        [sys.executable, "-m", "seg_tune.run", "--print-defaults"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    printed, empty = tmp_path / "printed.yaml", tmp_path / "empty.yaml"
+    printed.write_text(run.stdout)
+    empty.write_text("")
+    doc = yaml.safe_load(run.stdout)
+    assert set(doc) == set(OUR_SECTIONS)
+    got, want = load_space(printed).to_dict(), load_space(empty).to_dict()
+    for d in (got, want):
+        d.pop("source_path")
+        d["experiment"].pop("name")
+        d["wandb"].pop("group")
+    assert got == want  # the printout is the defaults
+    for kind in _DISTRIBUTIONS:
+        assert f"#   {kind}: " in run.stdout

@@ -50,7 +50,15 @@ def _add_host_argument(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="seg-tune run", description=__doc__.splitlines()[0])
-    parser.add_argument("space", type=Path, help="search-space YAML file (see search_spaces/)")
+    parser.add_argument(
+        "space", type=Path, nargs="?", help="search-space YAML file (see search_spaces/)"
+    )
+    parser.add_argument(
+        "--print-defaults",
+        action="store_true",
+        help="print every section and key of a space file with its default and meaning, the "
+        "distributions, and exit",
+    )
     parser.add_argument("--name", help="experiment name (default: experiment.name in the file)")
     parser.add_argument(
         "--storage",
@@ -116,6 +124,14 @@ class StopRequest:
 
 def run(args: argparse.Namespace) -> int:
     from seg_tune.sweep.load import load_space, smoke
+
+    if args.print_defaults:
+        from seg_tune.defaults import space_reference
+
+        print(space_reference(), end="")
+        return EXIT_FINISHED
+    if args.space is None:
+        raise ConfigError("seg-tune run: give a search-space file SPACE.yaml (or --print-defaults)")
 
     spec = load_space(args.space)  # ConfigError (exit 2) before anything expensive
     if args.smoke:

@@ -10,6 +10,7 @@ import torch
 
 from seg_tune.cli.common import ArgumentParser, run_cli
 from seg_tune.config import load_run_config
+from seg_tune.defaults import run_config_reference
 from seg_tune.train import (
     LocalSession,
     summary_line,
@@ -21,13 +22,23 @@ def _run(argv: list[str] | None) -> int:
     parser = ArgumentParser(
         prog="seg-tune train", description="Train one phoneme language model (resumes from --out)."
     )
-    parser.add_argument("config", type=Path, help="run config YAML (data/model/training sections)")
     parser.add_argument(
-        "--out", type=Path, required=True, help="run folder: checkpoints, metrics, models"
+        "config", type=Path, nargs="?", help="run config YAML (data/model/training sections)"
     )
+    parser.add_argument("--out", type=Path, help="run folder: checkpoints, metrics, models")
     parser.add_argument("--steps", type=int, help="override training.steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--print-defaults",
+        action="store_true",
+        help="print every key of a run config with its default and meaning, and exit",
+    )
     args = parser.parse_args(argv)
+    if args.print_defaults:
+        print(run_config_reference(), end="")
+        return 0
+    if args.config is None or args.out is None:
+        parser.error("give CONFIG and --out DIR (or --print-defaults)")
     cfg = load_run_config(args.config)
     if args.steps is not None:
         cfg = cfg.with_overrides({"training.steps": args.steps})

@@ -47,6 +47,8 @@ class _Distribution(Strict):
 
 
 class Choice(_Distribution):
+    """One of `values` (numbers, strings, booleans or null)."""
+
     type: Literal["choice"] = "choice"
     values: tuple[Any, ...]
 
@@ -80,6 +82,8 @@ class Choice(_Distribution):
 
 
 class Fixed(_Distribution):
+    """A constant: every trial gets `value`."""
+
     type: Literal["fixed"] = "fixed"
     value: Any
 
@@ -119,6 +123,8 @@ def _interior(lo: float, hi: float, log: bool = False) -> float:
 
 
 class Uniform(_Distribution):
+    """Uniform between min and max."""
+
     type: Literal["uniform"] = "uniform"
     min: int | float
     max: int | float
@@ -143,6 +149,8 @@ class Uniform(_Distribution):
 
 
 class LogUniform(_Distribution):
+    """Log-uniform between min and max (0 < min; the bounds are values, not logs)."""
+
     type: Literal["loguniform"] = "loguniform"
     min: int | float
     max: int | float
@@ -171,6 +179,8 @@ class LogUniform(_Distribution):
 
 
 class IntRange(_Distribution):
+    """The multiples of `step` from min up to max."""
+
     type: Literal["int"] = "int"
     min: int
     max: int
@@ -271,6 +281,8 @@ class _Quantized(_Distribution):
 
 
 class QUniform(_Quantized):
+    """Uniform, rounded to a multiple of q."""
+
     type: Literal["quniform"] = "quniform"
 
     @model_validator(mode="after")
@@ -288,6 +300,8 @@ class QUniform(_Quantized):
 
 
 class QLogUniform(_Quantized):
+    """Log-uniform, rounded to a multiple of q."""
+
     type: Literal["qloguniform"] = "qloguniform"
 
     @model_validator(mode="after")

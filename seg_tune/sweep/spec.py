@@ -28,11 +28,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class ExperimentSection(Strict):
     name: str | None = None  # default: the file's stem
-    description: str | None = None
-    metric: str = "valid_loss"
+    description: str | None = None  # free text, shown in the report
+    metric: str = "valid_loss"  # the objective: a reported metric (seg_tune.metrics)
     mode: Literal["min", "max"] | None = None  # default: the direction in which metric is better
     num_samples: int | None = Field(None, ge=1)  # default 10 (1 for grid: runs of the whole grid)
-    max_concurrent: int = Field(2, ge=1)
+    max_concurrent: int = Field(2, ge=1)  # trials training at once (paused ones not counted)
     max_steps: int | None = Field(None, ge=1)  # default: training.steps
     # how the best trial (and best_model/) is chosen: "best" = on each trial's best evaluation of
     # the objective, whose checkpoint is kept; "last" = on its last. ASHA's rungs always compare
@@ -49,10 +49,10 @@ class ExperimentSection(Strict):
 
 
 class AshaScheduler(Strict):
-    type: Literal["asha"] = "asha"
+    type: Literal["asha"] = "asha"  # or fifo: every trial runs its whole budget
     grace_period_steps: int | None = Field(None, ge=1)  # default: max_steps // 10
-    reduction_factor: float = Field(3, gt=1)
-    brackets: int = Field(1, ge=1)
+    reduction_factor: float = Field(3, gt=1)  # 1 in rf trials leaves each rung
+    brackets: int = Field(1, ge=1)  # Hyperband-style brackets (continue only)
     # pause: a trial waits at a rung until it ranks among the rung's best within a budget of 1
     # in rf (seg_tune.sweep.asha.PromotingASHA); continue: Ray's stop-or-continue on arrival; auto:
     # pause, but continue for Ray Train trials (pausing one can leak its worker group, ray
@@ -65,7 +65,7 @@ class FifoScheduler(Strict):
 
 
 class Searcher(Strict):
-    type: Literal["optuna", "random", "grid"] = "optuna"
+    type: Literal["optuna", "random", "grid"] = "optuna"  # optuna = seeded TPE
     seed: int | None = 0  # None: unseeded
     # optuna: trials sampled at random before TPE models the results (None: Optuna's default,
     # 10); fewer suit small budgets, where ASHA then has more comparable trials to stop
@@ -80,7 +80,7 @@ class Searcher(Strict):
 
 class Resources(Strict):
     workers: int = Field(1, ge=1)  # Ray Train workers per trial (DDP when > 1)
-    cpus_per_worker: int | float = Field(1, gt=0)
+    cpus_per_worker: int | float = Field(1, gt=0)  # also the torch threads of a worker
     gpus_per_worker: int | float = Field(0, ge=0)  # fractional: several small trials share a GPU
     # auto: a one-worker trial trains inside its Tune trainable (faster start, same checkpoints,
     # resume and metrics); always: every trial is a Ray Train TorchTrainer job
@@ -112,15 +112,17 @@ class Checkpoints(Strict):
 
 
 class Wandb(Strict):
-    project: str = "seg_tune"
-    entity: str | None = None
+    project: str = "seg_tune"  # the wandb project
+    entity: str | None = None  # the wandb team or user; null: your default
     group: str | None = None  # default: the experiment's name
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    mode: Literal["auto", "online", "offline", "disabled"] = (
+        "auto"  # auto: online with WANDB_API_KEY
+    )
 
 
 class Hub(Strict):
     repo_id: str | None = None  # e.g. "user/childes-gpt2"; None = do not push
-    private: bool = True
+    private: bool = True  # the hub repository's visibility (token: HF_TOKEN only)
 
     @model_validator(mode="after")
     def _check_repo(self) -> Hub:
@@ -249,3 +251,19 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         for key in set(before) | set(after)
         if key.startswith(SAME_ON_RESUME) and before.get(key) != after.get(key)
     )
+
+
+def saved_distribution_types(space_json: Any) -> dict[str, str]:
+    """The distribution type of each searched key in a saved `ExperimentSpec.to_dict()` (the
+    experiment folder's space.json), e.g. {"training.lr": "loguniform"}; {} when unreadable."""
+    import json
+    from pathlib import Path
+
+    try:
+        saved = json.loads(Path(space_json).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    space = saved.get("space") if isinstance(saved, dict) else None
+    if not isinstance(space, dict):
+        return {}
+    return {k: str(d.get("type")) for k, d in space.items() if isinstance(d, dict)}

@@ -186,6 +186,13 @@ class TrialSummary:
     steps_trained: int | None
     stop_step: int | None  # where ASHA stopped it; None when it was not stopped early
     error: dict[str, Any] | None = None  # a trial in ERROR: {"reason", "file"}
+    best: dict[str, Any] | None = None  # format 3: its best evaluation {"step", "metrics"}
+
+    def best_value(self, metric: str) -> float | None:
+        """`metric` at its best evaluation of the objective (format 3), else None."""
+        if self.best is None:
+            return None
+        return finite_number(mapping(self.best.get("metrics"), "best metrics").get(metric))
 
     def value(self, metric: str) -> float | None:
         """The last reported value of `metric` (the history's when `metrics` lacks it), or None;
@@ -220,12 +227,22 @@ class ExperimentSummary:
     def best_id(self) -> str | None:
         return None if self.best is None else str(self.best.get("trial_id"))
 
+    @property
+    def by_best(self) -> bool:
+        """Whether trials are ranked by their best evaluation (scope best, format 3)."""
+        return self.summary.get("scope", "last") == "best"
+
+    def objective(self, t: TrialSummary) -> float | None:
+        """What ranks a trial: its best evaluation's objective (scope best), else its last."""
+        best = t.best_value(self.metric) if self.by_best else None
+        return best if best is not None else t.value(self.metric)
+
     def ranked(self) -> list[TrialSummary]:
         """Trials best first by the objective; trials without a value last, in summary order."""
         sign = -1.0 if self.mode == "max" else 1.0
 
         def key(t: TrialSummary) -> tuple[bool, float]:
-            v = t.value(self.metric)
+            v = self.objective(t)
             return (v is None, 0.0 if v is None else sign * v)
 
         return sorted(self.trials, key=key)
@@ -287,6 +304,7 @@ def _trial(raw: Any, where: str) -> TrialSummary:
         steps_trained=None if steps is None else int(steps),
         stop_step=None if stop is None else int(stop),
         error=mapping(raw["error"], f"{where} error") if raw.get("error") else None,
+        best=mapping(raw["best"], f"{where} best") if raw.get("best") else None,
     )
 
 

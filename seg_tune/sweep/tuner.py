@@ -159,8 +159,14 @@ def build_tuner(
 
     check_ray()
     if restore:
+        # The same param_space again (resuming a changed space is refused before this): without
+        # it Tune's status table loses its hyperparameter columns after a restore.
         return tune.Tuner.restore(
-            str(layout.tune), trainable=trainable, resume_unfinished=True, resume_errored=True
+            str(layout.tune),
+            trainable=trainable,
+            param_space=param_space(spec),
+            resume_unfinished=True,
+            resume_errored=True,
         )
     return tune.Tuner(
         trainable,
