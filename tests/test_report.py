@@ -608,6 +608,13 @@ def test_plots_follow_the_space_and_show_the_tp_baseline(tmp_path: Path) -> None
     fig = hyperparameter_figure(read_experiment(exp))
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
     assert panels["learning rate"].get_xscale() == "log"
+    # within one decade: labels at 1, 2, 5 as plain numbers, none on the minor ticks (they
+    # overlapped)
+    from matplotlib.ticker import NullFormatter
+
+    axis = panels["learning rate"].xaxis
+    assert isinstance(axis.get_minor_formatter(), NullFormatter)
+    assert axis.get_major_formatter()(0.002, 0) == "0.002"
     ticks = [t.get_text() for t in panels["dropout"].get_xticklabels()]
     read = read_experiment(exp)
     plotted = {
