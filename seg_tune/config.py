@@ -141,6 +141,13 @@ class ModelConfig(Strict):
         return self
 
 
+class EarlyStopping(Strict):
+    """Stop a run whose selection metric has not improved for a while (a normal finish)."""
+
+    patience_evals: int = Field(..., ge=1)  # evaluations without an improvement before it stops
+    min_delta: float = Field(0.0, ge=0)  # an improvement smaller than this does not count
+
+
 class TrainingConfig(Strict):
     steps: int = Field(2000, ge=1)  # optimizer steps (a sweep: experiment.max_steps)
     epochs: float | None = Field(None, gt=0)  # when set: steps = ceil(epochs * blocks / batch)
@@ -170,6 +177,9 @@ class TrainingConfig(Strict):
     # compute it (segmentation not due at that step) does not count.
     select_metric: str = "valid_loss"
     select_mode: Literal["min", "max"] = "min"  # the direction in which it is better
+    # null: train the whole budget; {patience_evals: N, min_delta: x}: stop after N evaluations
+    # without an improvement of more than x on select_metric (a sweep: on its objective)
+    early_stopping: EarlyStopping | None = None
 
     @model_validator(mode="after")
     def _check_select(self) -> TrainingConfig:

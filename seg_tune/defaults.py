@@ -80,7 +80,9 @@ def describe(cls: type[BaseModel], indent: int = 0, skip: tuple[str, ...] = ()) 
     for name, info in cls.model_fields.items():
         if name in skip:
             continue
-        value = info.get_default(call_default_factory=True)  # as declared, not as resolved
+        value = (  # as declared, not as resolved
+            None if info.is_required() else info.get_default(call_default_factory=True)
+        )
         sub = _submodel(info.annotation)
         note = notes.get(name, "")
         if sub is not None and isinstance(value, BaseModel):
@@ -94,7 +96,13 @@ def describe(cls: type[BaseModel], indent: int = 0, skip: tuple[str, ...] = ()) 
             shown = list(shown)
         comment = "; ".join(part for part in (_type_name(info.annotation), note) if part)
         lines.append(f"{pad}{name}: {_scalar(shown)}  # {comment}")
+        if sub is not None and value is None and sub.__name__ not in _SHOWN_ELSEWHERE:
+            # off by default: its keys, commented out, for when it is turned on
+            lines += [f"{pad}#   {line.strip()}" for line in describe(sub)]
     return lines
+
+
+_SHOWN_ELSEWHERE = ("DataSource",)  # data.valid: its keys are those of data.train
 
 
 def run_config_reference() -> str:

@@ -74,10 +74,13 @@ REPORTED_METRICS: dict[str, str] = {**TRAINING_METRICS, **SEGMENTATION_METRICS}
 # on its selection metric (training.select_metric), else 0. A checkpoint written with a 1 holds the
 # best model so far; the tuner keeps checkpoints by this score (besides the latest, for resume).
 BEST_SO_FAR = "best_so_far"
+# Reported (as "patience") with the last result of a run that early stopping ended.
+STOPPED_BY = "stopped_by"
 
 TUNE_BOOKKEEPING: frozenset[str] = frozenset(
     {
         BEST_SO_FAR,
+        STOPPED_BY,
         "checkpoint_dir_name",
         "checkpoint_path",
         "should_checkpoint",

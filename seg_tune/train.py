@@ -35,7 +35,7 @@ from transformers.utils import logging as hf_logging
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import DataConfig, RunConfig
 from seg_tune.corpus import Utterance, format_warnings
-from seg_tune.metrics import BEST_SO_FAR
+from seg_tune.metrics import BEST_SO_FAR, STOPPED_BY
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
 from seg_tune.tokenizer import (
@@ -271,6 +271,10 @@ class _Trainer:
         self.best: dict[str, float] | None = None
         self.last_seg: dict[str, float | str] = {}
         self.seg_fresh = False  # the last evaluation computed the segmentation scores
+        # early stopping: evaluations since the last improvement by more than min_delta, and
+        # the value that improvement reached
+        self.patience: dict[str, Any] = {"evals": 0, "reference": None}
+        self.stopped_early = False
         if restored is not None:
             self._load(restored)
 
@@ -290,6 +294,9 @@ class _Trainer:
         if self.best is None and t.select_metric == "valid_loss" and old is not None:
             self.best = {"step": -1, "value": float(old)} if math.isfinite(old) else None
         self.last_seg = dict(meta.get("segmentation", {}))
+        self.patience = dict(meta.get("patience") or self.patience)
+        # a run that early stopping ended stays ended: a rerun does not train on
+        self.stopped_early = (meta.get("metrics") or {}).get(STOPPED_BY) == "patience"
 
     def _write(self, folder: Path, metrics: dict[str, Any]) -> None:
         epoch, within = self.sampler.position(self.step)
@@ -306,6 +313,7 @@ class _Trainer:
                 "data_position": {"epoch": epoch, "batch_in_epoch": within},
                 "best": self.best,  # the run's best so far (at `step` itself when is_best)
                 "is_best": bool(metrics.get(BEST_SO_FAR)),
+                "patience": self.patience,  # early stopping's count survives a resume
                 "segmentation": self.last_seg,
                 "metrics": metrics,
             },
@@ -374,6 +382,29 @@ class _Trainer:
             return True
         return value < self.best["value"] if t.select_mode == "min" else value > self.best["value"]
 
+    def _out_of_patience(self, metrics: dict[str, Any]) -> bool:
+        """Early stopping: whether `patience_evals` evaluations in a row failed to improve the
+        selection metric by more than `min_delta` (evaluations that did not compute it, such as
+        a segmentation not due, do not count either way)."""
+        t = self.cfg.training
+        rule = t.early_stopping
+        value = metrics.get(t.select_metric)
+        if rule is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if t.select_metric.startswith(("seg_", "spike_")) and not self.seg_fresh:
+            return False
+        reference = self.patience["reference"]
+        gain = (
+            None
+            if reference is None
+            else (reference - value if t.select_mode == "min" else value - reference)
+        )
+        if gain is None or gain > rule.min_delta:
+            self.patience = {"evals": 0, "reference": float(value)}
+            return False
+        self.patience = {**self.patience, "evals": self.patience["evals"] + 1}
+        return self.patience["evals"] >= rule.patience_evals
+
     def run(self) -> dict[str, Any]:
         t = self.cfg.training
         rank0 = self.session.rank == 0
@@ -395,7 +426,7 @@ class _Trainer:
                 flush=True,
             )
         self.model.train()
-        while self.step < self.steps:
+        while self.step < self.steps and not self.stopped_early:
             window_loss += self.train_step()
             window_steps += 1
             bar.update(1)
@@ -418,6 +449,10 @@ class _Trainer:
             )
             improved = self._improved(metrics)
             metrics[BEST_SO_FAR] = int(improved)
+            stop = self._out_of_patience(metrics)
+            if stop:  # a normal finish, checkpointed (a resume must not train on)
+                metrics[STOPPED_BY] = "patience"
+                checkpoint_due = True
             if improved:
                 self.best = {"step": self.step, "value": float(metrics[t.select_metric])}
                 checkpoint_due = True  # the best model so far is kept as a checkpoint
@@ -429,6 +464,8 @@ class _Trainer:
                 print(summary_line(metrics), flush=True)
             self.session.report(metrics, self._checkpointer(metrics) if checkpoint_due else None)
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+            if stop:
+                break
         bar.close()
         if rank0 and self.export_dir is not None:
             export_model(self.model, self.data.tokenizer, self.export_dir / "final_model", self.cfg)

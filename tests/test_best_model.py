@@ -90,3 +90,36 @@ def test_a_trial_that_peaks_early_exports_its_best_step(tmp_path: Path) -> None:
     assert len(stars) == 1 and list(stars[0].get_offsets()[0]) == pytest.approx(
         [best_step, losses[best_step]]
     )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_patience_stops_a_trial_as_a_finish_and_the_stop_survives_a_resume(
+    tmp_path: Path,
+) -> None:
+    """training.early_stopping in a real sweep: the trial ends before its budget, TERMINATED,
+    summary.json says stopped_by: patience (not ASHA), the sweep exits 0; the same command
+    again trains nothing more."""
+    doc = {
+        **OVERFITTING,
+        "training": {**OVERFITTING["training"], "early_stopping": {"patience_evals": 2}},
+    }
+    space = tmp_path / "peak.yaml"
+    space.write_text(yaml.safe_dump(doc))
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    proc = _start(space, storage, log, env=_env())
+    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+    exp = storage / "peak"
+    summary = json.loads((exp / "summary.json").read_text())
+    [trial] = summary["trials"]
+    assert trial["status"] == "TERMINATED" and summary["outcome"] == "finished"
+    assert trial["stopped_by"] == "patience" and trial["stopped_early"] is False
+    assert trial["steps_trained"] < 120
+    assert trial["steps_trained"] == trial["best"]["step"] + 2 * 10  # 2 evaluations of 10 steps
+    results = (exp / "tune" / f"trial_{trial['trial_id']}" / "result.json").read_text()
+
+    proc = _start(space, storage, log, env=_env())
+    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+    again = json.loads((exp / "summary.json").read_text())
+    assert again["trials"][0]["steps_trained"] == trial["steps_trained"]
+    assert (exp / "tune" / f"trial_{trial['trial_id']}" / "result.json").read_text() == results

@@ -270,3 +270,36 @@ def test_select_metric_must_be_reported_and_its_mode_right() -> None:
         validate(RunConfig, tiny_run_config(select_metric="valid_los"), source="x")
     with pytest.raises(Exception, match="select_mode 'max': valid_loss is better when lower"):
         validate(RunConfig, tiny_run_config(select_mode="max"), source="x")
+
+
+def test_early_stopping_ends_a_run_and_survives_a_resume(tmp_path: Path) -> None:
+    """training.early_stopping: the run ends patience_evals evaluations after its last
+    improvement (a normal finish, checkpointed, reported with stopped_by: patience); stopped
+    half-way and resumed it ends at the same step, and rerun once ended it trains no further."""
+    cfg = overfitting_config(early_stopping={"patience_evals": 2, "min_delta": 0.0})
+    whole = LocalSession(tmp_path / "whole", keep=20)
+    last = train_loop(cfg, whole, progress=False)
+    losses = [(h["step"], h["valid_loss"]) for h in whole.history]
+    improvements = [s for i, (s, v) in enumerate(losses) if all(v < w for _, w in losses[:i])]
+    end = losses[-1][0]
+    assert end < cfg.training.steps, f"never ran out of patience: {losses}"
+    assert end == improvements[-1] + 2 * cfg.training.eval_every_steps, (improvements, end)
+    assert last["stopped_by"] == "patience" and last["step"] == end
+    assert [h.get("stopped_by") for h in whole.history].count("patience") == 1
+    _, meta = read_checkpoint(whole.checkpoints.latest())
+    assert meta["step"] == end and meta["patience"]["evals"] == 2
+
+    again = LocalSession(tmp_path / "whole", keep=20)  # the same command again: nothing to do
+    assert train_loop(cfg, again, progress=False) == {} and again.history == []
+
+    # stopped at step 60 (its patience count in the checkpoint), then resumed to the end
+    half = LocalSession(tmp_path / "half", keep=20)
+    train_loop(cfg.with_overrides({"training.steps": 60}), half, progress=False)
+    rest = LocalSession(tmp_path / "half", keep=20)
+    train_loop(cfg, rest, progress=False)
+    assert [h["step"] for h in half.history + rest.history][-1] == end
+
+
+def test_early_stopping_needs_a_patience() -> None:
+    with pytest.raises(Exception, match="patience_evals"):
+        validate(RunConfig, tiny_run_config(early_stopping={"min_delta": 0.1}), source="x")

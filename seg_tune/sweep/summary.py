@@ -32,7 +32,7 @@ from typing import Any
 
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.errors import ConfigError, DataError, location
-from seg_tune.metrics import STEP, TUNE_BOOKKEEPING
+from seg_tune.metrics import STEP, STOPPED_BY, TUNE_BOOKKEEPING
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.values import flatten, plain
 
@@ -122,6 +122,12 @@ def build(
             "steps_trained": t.steps_trained,
             "stopped_early": t.stopped_at_step is not None and t.steps_trained < max_steps,
             "stopped_at_step": t.stopped_at_step,
+            # who ended it before its budget: ASHA at a rung, or its own early stopping
+            "stopped_by": "patience"
+            if t.metrics.get(STOPPED_BY) == "patience"
+            else (
+                "asha" if t.stopped_at_step is not None and t.steps_trained < max_steps else None
+            ),
             "error": None
             if t.status != "ERROR"
             else {"reason": t.error or "unknown", "file": t.error_file},
