@@ -36,7 +36,7 @@ import numpy as np
 
 from seg_tune.corpus import Utterance
 from seg_tune.errors import ConfigError
-from seg_tune.metrics import SCORE_LABELS, TABLE_SCORES
+from seg_tune.metrics import TABLE_COLUMNS
 from seg_tune.score import Scorer
 
 Direction = Literal["forward", "backward", "mi"]
@@ -151,15 +151,13 @@ def tp_all_scores(utterances: Sequence[Utterance]) -> dict[str, dict[str, float]
 
 # --------------------------------------------------------------------------- presentation
 
-_ALL_COLUMNS: tuple[tuple[str, str], ...] = tuple((SCORE_LABELS[k], k) for k in TABLE_SCORES)
-
 
 def format_all_table(results: dict[str, dict[str, float]]) -> str:
     """One row per combination, the F-scores and the boundary_noedge precision/recall."""
-    width = max(12, *(len(title) + 2 for title, _ in _ALL_COLUMNS))
-    lines = [f"{'':<20}" + "".join(f"{title:>{width}}" for title, _ in _ALL_COLUMNS)]
+    width = max(12, *(len(title) + 2 for title, _ in TABLE_COLUMNS))
+    lines = [f"{'':<20}" + "".join(f"{title:>{width}}" for title, _ in TABLE_COLUMNS)]
     for name, scores in results.items():
-        row = "".join(f"{scores[key]:>{width}.4f}" for _, key in _ALL_COLUMNS)
+        row = "".join(f"{scores[key]:>{width}.4f}" for _, key in TABLE_COLUMNS)
         lines.append(f"{name:<20}{row}")
     return "\n".join(lines)
 

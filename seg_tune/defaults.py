@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from seg_tune.sweep.keys import model_class
+
 _FIELD_RE = re.compile(r"^    (\w+)\s*:")  # a field at class level (4 spaces in)
 
 
@@ -35,13 +37,6 @@ def field_notes(cls: type[BaseModel]) -> dict[str, str]:
             notes[match.group(1)] = " ".join([*above, trailing]).strip()
         above = []
     return notes
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
 
 
 def _type_name(annotation: Any) -> str:
@@ -83,7 +78,7 @@ def describe(cls: type[BaseModel], indent: int = 0, skip: tuple[str, ...] = ()) 
         value = (  # as declared, not as resolved
             None if info.is_required() else info.get_default(call_default_factory=True)
         )
-        sub = _submodel(info.annotation)
+        sub = model_class(info.annotation)
         note = notes.get(name, "")
         if sub is not None and isinstance(value, BaseModel):
             doc = note or _doc(sub)

@@ -33,6 +33,8 @@ TABLE_SCORES: tuple[str, ...] = (
     "token_fscore",
     "type_fscore",
 )
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = tuple((SCORE_LABELS[k], k) for k in TABLE_SCORES)
+"""(column title, score key) of the scores the tables show."""
 
 # Titles for plots and tables (the key itself is shown beside them in small print).
 METRIC_TITLES: dict[str, str] = {

@@ -37,7 +37,7 @@ from seg_tune.metrics import (
     SCORE_KEYS,
     SCORE_LABELS,
     STEP,
-    TABLE_SCORES,
+    TABLE_COLUMNS,
 )
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import (
@@ -75,7 +75,6 @@ _KEY_METRICS = (
     "seg_best",
     *(f"spike_{cue}_bf" for cue in CUE_NAMES),
 )
-_BASELINE_COLUMNS = tuple((SCORE_LABELS[k], k) for k in TABLE_SCORES)
 _LEGEND_MAX_TRIALS = 10  # above this, only the best trial and the ASHA marker get legend entries
 _LOG_SPAN_DECADES = 1.5
 _DASH = "–"
@@ -359,7 +358,7 @@ def _baseline_verdict(seg: Mapping[str, Any]) -> str:
 
 def _baseline_table(seg: Mapping[str, Any]) -> str:
     best = mapping(seg.get("best"), "segmentation best")
-    header = ["segmentation", *(title for title, _ in _BASELINE_COLUMNS)]
+    header = ["segmentation", *(title for title, _ in TABLE_COLUMNS)]
     model = finite_number(best.get(_SEG_KEY)) if best else None
     tp = _best_baseline(seg)
     winner = "model" if tp is None or (model is not None and model >= tp[1]) else tp[0]
@@ -367,17 +366,17 @@ def _baseline_table(seg: Mapping[str, Any]) -> str:
     if best:
         name = f"model: {best.get('cue')}/{best.get('strategy')}"
         shown = f"**{_escape(name)}**" if winner == "model" else _escape(name)
-        body.append([shown, *(_score(best.get(k)) for _, k in _BASELINE_COLUMNS)])
+        body.append([shown, *(_score(best.get(k)) for _, k in TABLE_COLUMNS)])
     for combo, scores in mapping(seg.get("tp_baseline"), "tp_baseline").items():
         scores = scores if isinstance(scores, Mapping) else {}
         name = f"TP {_escape(combo)}"
         body.append(
             [
                 f"**{name}**" if combo == winner else name,
-                *(_score(scores.get(k)) for _, k in _BASELINE_COLUMNS),
+                *(_score(scores.get(k)) for _, k in TABLE_COLUMNS),
             ]
         )
-    return _table(header, body, [False, *([True] * len(_BASELINE_COLUMNS))])
+    return _table(header, body, [False, *([True] * len(TABLE_COLUMNS))])
 
 
 def _top_rows_table(rows: Sequence[Mapping[str, Any]]) -> str:

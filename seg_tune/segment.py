@@ -38,7 +38,7 @@ import numpy as np
 from seg_tune.corpus import Utterance
 from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
 from seg_tune.errors import ConfigError, DataError
-from seg_tune.metrics import SCORE_KEYS, SCORE_LABELS, TABLE_SCORES
+from seg_tune.metrics import SCORE_KEYS, TABLE_COLUMNS
 from seg_tune.score import Scorer
 
 if TYPE_CHECKING:
@@ -476,8 +476,6 @@ def evaluate_segmentation(
 
 # --------------------------------------------------------------------------- presentation
 
-_COLUMNS: tuple[tuple[str, str], ...] = tuple((SCORE_LABELS[k], k) for k in TABLE_SCORES)
-
 
 def _format_cutoffs(cutoffs: Sequence[float] | None) -> str:
     return "-" if not cutoffs else "/".join(f"{c:.4g}" for c in cutoffs)
@@ -485,13 +483,15 @@ def _format_cutoffs(cutoffs: Sequence[float] | None) -> str:
 
 def format_table(table: Sequence[Mapping[str, Any]]) -> str:
     """A readable table (a subset of the scores; --json has all 12): oracle rows marked."""
-    widths = [max(8, len(title) + 2) for title, _ in _COLUMNS]
+    widths = [max(8, len(title) + 2) for title, _ in TABLE_COLUMNS]
     head = f"{'cue':<24}{'strategy':<18}" + "".join(
-        f"{t:>{w}}" for (t, _), w in zip(_COLUMNS, widths, strict=True)
+        f"{t:>{w}}" for (t, _), w in zip(TABLE_COLUMNS, widths, strict=True)
     )
     lines = [head + "  cutoff", "-" * (len(head) + 16)]
     for r in table:
-        scores = "".join(f"{r[key]:>{w}.4f}" for (_, key), w in zip(_COLUMNS, widths, strict=True))
+        scores = "".join(
+            f"{r[key]:>{w}.4f}" for (_, key), w in zip(TABLE_COLUMNS, widths, strict=True)
+        )
         mark = "  ORACLE" if r["oracle"] else ""
         lines.append(
             f"{r['cue']:<24}{r['strategy']:<18}{scores}  {_format_cutoffs(r['cutoffs'])}{mark}"

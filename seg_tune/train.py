@@ -35,7 +35,7 @@ from transformers.utils import logging as hf_logging
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import DataConfig, RunConfig
 from seg_tune.corpus import Utterance, format_warnings
-from seg_tune.metrics import BEST_SO_FAR, STOPPED_BY
+from seg_tune.metrics import BEST_SO_FAR, SEGMENTATION_METRICS, STOPPED_BY
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
 from seg_tune.tokenizer import (
@@ -369,38 +369,36 @@ class _Trainer:
             **self.last_seg,
         }
 
-    def _improved(self, metrics: dict[str, Any]) -> bool:
-        """Whether this evaluation is the best so far on training.select_metric (a segmentation
-        score counts only when it was computed at this step, not carried over)."""
+    def _selected(self, metrics: dict[str, Any]) -> float | None:
+        """This evaluation's value of training.select_metric, or None when it has none: not
+        reported, not finite, or a segmentation score carried over from an earlier step."""
         t = self.cfg.training
         value = metrics.get(t.select_metric)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False
-        if t.select_metric.startswith(("seg_", "spike_")) and not self.seg_fresh:
-            return False
-        if self.best is None:
-            return True
-        return value < self.best["value"] if t.select_mode == "min" else value > self.best["value"]
+            return None
+        if t.select_metric in SEGMENTATION_METRICS and not self.seg_fresh:
+            return None
+        return float(value)
 
-    def _out_of_patience(self, metrics: dict[str, Any]) -> bool:
-        """Early stopping: whether `patience_evals` evaluations in a row failed to improve the
-        selection metric by more than `min_delta` (evaluations that did not compute it, such as
-        a segmentation not due, do not count either way)."""
-        t = self.cfg.training
-        rule = t.early_stopping
-        value = metrics.get(t.select_metric)
-        if rule is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+    def _gain(self, value: float, reference: float) -> float:
+        """How much better `value` is than `reference` (negative: worse)."""
+        return reference - value if self.cfg.training.select_mode == "min" else value - reference
+
+    def _improved(self, value: float | None) -> bool:
+        """Whether this evaluation is the best so far on training.select_metric."""
+        if value is None:
             return False
-        if t.select_metric.startswith(("seg_", "spike_")) and not self.seg_fresh:
+        return self.best is None or self._gain(value, self.best["value"]) > 0
+
+    def _out_of_patience(self, value: float | None) -> bool:
+        """Early stopping: whether `patience_evals` evaluations in a row failed to improve the
+        selection metric by more than `min_delta` (evaluations without it do not count)."""
+        rule = self.cfg.training.early_stopping
+        if rule is None or value is None:
             return False
         reference = self.patience["reference"]
-        gain = (
-            None
-            if reference is None
-            else (reference - value if t.select_mode == "min" else value - reference)
-        )
-        if gain is None or gain > rule.min_delta:
-            self.patience = {"evals": 0, "reference": float(value)}
+        if reference is None or self._gain(value, reference) > rule.min_delta:
+            self.patience = {"evals": 0, "reference": value}
             return False
         self.patience = {**self.patience, "evals": self.patience["evals"] + 1}
         return self.patience["evals"] >= rule.patience_evals
@@ -447,14 +445,15 @@ class _Trainer:
             metrics = self.evaluate(
                 window_loss / window_steps, tokens_per_step * window_steps / elapsed
             )
-            improved = self._improved(metrics)
+            value = self._selected(metrics)
+            improved = self._improved(value)
             metrics[BEST_SO_FAR] = int(improved)
-            stop = self._out_of_patience(metrics)
+            stop = self._out_of_patience(value)
             if stop:  # a normal finish, checkpointed (a resume must not train on)
                 metrics[STOPPED_BY] = "patience"
                 checkpoint_due = True
             if improved:
-                self.best = {"step": self.step, "value": float(metrics[t.select_metric])}
+                self.best = {"step": self.step, "value": value}
                 checkpoint_due = True  # the best model so far is kept as a checkpoint
                 if rank0 and self.export_dir is not None:
                     export_model(

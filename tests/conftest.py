@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -65,3 +67,21 @@ def _kill_leftover_drivers():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+def free_port_block(size: int, low: int, high: int, avoid: frozenset[int] = frozenset()) -> int:
+    """The first port of `size` consecutive TCP ports, between `low` and `high`, that are free
+    now and not in `avoid` (drawn at random, so that two callers rarely pick the same block)."""
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(low, high - size)
+        if avoid & set(range(base, base + size)):
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + size):
+                    stack.enter_context(socket.socket()).bind(("", port))
+            except OSError:
+                continue
+        return base
+    raise AssertionError(f"no {size} consecutive free ports found in {low}..{high}")

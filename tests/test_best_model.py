@@ -52,16 +52,22 @@ OVERFITTING = {  # as tests/test_train.py's overfitting_config: the best is well
 }
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_a_trial_that_peaks_early_exports_its_best_step(tmp_path: Path) -> None:
+def _sweep(tmp_path: Path, doc: dict) -> tuple[Path, Path, dict]:
+    """Run the sweep `doc` to its end (exit 0; again when called again with the same folder):
+    the experiment folder, the driver's log and summary.json."""
     space = tmp_path / "peak.yaml"
-    space.write_text(yaml.safe_dump(OVERFITTING))
+    space.write_text(yaml.safe_dump(doc))
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     proc = _start(space, storage, log, env=_env())
     assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
     exp = storage / "peak"
-    summary = json.loads((exp / "summary.json").read_text())
+    return exp, log, json.loads((exp / "summary.json").read_text())
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_trial_that_peaks_early_exports_its_best_step(tmp_path: Path) -> None:
+    exp, log, summary = _sweep(tmp_path, OVERFITTING)
     [trial] = summary["trials"]
     losses = {r["step"]: r["valid_loss"] for r in _results(exp, trial["trial_id"])}
     best_step = min(losses, key=lambda s: (losses[s], s))
@@ -104,13 +110,7 @@ def test_patience_stops_a_trial_as_a_finish_and_the_stop_survives_a_resume(
         **OVERFITTING,
         "training": {**OVERFITTING["training"], "early_stopping": {"patience_evals": 2}},
     }
-    space = tmp_path / "peak.yaml"
-    space.write_text(yaml.safe_dump(doc))
-    storage, log = tmp_path / "results", tmp_path / "driver.log"
-    proc = _start(space, storage, log, env=_env())
-    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
-    exp = storage / "peak"
-    summary = json.loads((exp / "summary.json").read_text())
+    exp, _, summary = _sweep(tmp_path, doc)
     [trial] = summary["trials"]
     assert trial["status"] == "TERMINATED" and summary["outcome"] == "finished"
     assert trial["stopped_by"] == "patience" and trial["stopped_early"] is False
@@ -118,8 +118,6 @@ def test_patience_stops_a_trial_as_a_finish_and_the_stop_survives_a_resume(
     assert trial["steps_trained"] == trial["best"]["step"] + 2 * 10  # 2 evaluations of 10 steps
     results = (exp / "tune" / f"trial_{trial['trial_id']}" / "result.json").read_text()
 
-    proc = _start(space, storage, log, env=_env())
-    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
-    again = json.loads((exp / "summary.json").read_text())
+    _, _, again = _sweep(tmp_path, doc)  # the same command again
     assert again["trials"][0]["steps_trained"] == trial["steps_trained"]
     assert (exp / "tune" / f"trial_{trial['trial_id']}" / "result.json").read_text() == results

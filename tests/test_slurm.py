@@ -12,13 +12,11 @@ test) 2.5-4.5, the check of `.ci/slurm.sh stop` (on a second SLURM of its own) a
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, free_port_block
 from wandb_files import offline_runs
 
 from seg_tune.sweep.layout import Layout
@@ -338,19 +336,6 @@ def test_ci_slurm_start_is_idempotent(slurm: Slurm) -> None:
     assert {line.split()[0] for line in states if line} == set(NODES)
 
 
-def _free_port_run(size: int) -> int:
-    """The first of `size` consecutive TCP ports that are free now."""
-    for base in range(17017, 30000, 10):
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(base, base + size):
-                    stack.enter_context(socket.socket()).bind(("", port))
-            except OSError:
-                continue
-        return base
-    raise AssertionError(f"no {size} consecutive free ports")
-
-
 def test_ci_slurm_stop_cancels_jobs_and_leaves_no_daemon(tmp_path: Path) -> None:
     """`.ci/slurm.sh stop` (what .ci/run's exit trap and the `slurm` fixture rely on), on a SLURM
     of this test's own: a second instance beside the test SLURM (its own state dir, munge socket
@@ -364,7 +349,7 @@ def test_ci_slurm_stop_cancels_jobs_and_leaves_no_daemon(tmp_path: Path) -> None
     # /tmp, not pytest's tmp_path: munged (user munge) must reach its socket through the path.
     state_dir = Path(tempfile.mkdtemp(prefix="slurm-stop-", dir="/tmp"))
     state_dir.chmod(0o755)
-    env["SLURM_CI_PORT"] = str(_free_port_run(3))  # slurmctld, then n1 and n2
+    env["SLURM_CI_PORT"] = str(free_port_block(3, 17017, 30000))  # slurmctld, then n1 and n2
     pids: list[int] = []
     try:
         subprocess.run([str(SLURM_SH), "start", str(state_dir)], env=env, check=True, timeout=300)

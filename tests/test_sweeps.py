@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from conftest import DRIVERS, REPO
+from conftest import DRIVERS, REPO, free_port_block
 from test_run import _env, _results, _space, _start, _wait_for
 
 VENV_BIN = Path(sys.executable).parent
@@ -99,23 +99,6 @@ def _free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
-def _free_port_block(size: int, avoid: set[int]) -> int:
-    """The first port of `size` consecutive free ports above Ray's default worker range."""
-    rng = random.Random()
-    for _ in range(50):
-        base = rng.randrange(40000, 49000)
-        if avoid & set(range(base, base + size)):
-            continue
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(base, base + size):
-                    stack.enter_context(socket.socket()).bind(("", port))
-            except OSError:
-                continue
-        return base
-    raise AssertionError(f"no {size} consecutive free ports found")
-
-
 @dataclass
 class Head:
     address: str  # GCS address, ip:port, as `ray start` wrote it
@@ -146,7 +129,7 @@ def _ray_head(tmp: Path, num_cpus: int) -> Iterator[Head]:
     env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     ports = _free_ports(9)
     gcs, dash, agent, agent_grpc, metrics, runtime_env, node_mgr, obj_mgr, client = ports
-    workers = _free_port_block(100, avoid=set(ports))
+    workers = free_port_block(100, 40000, 49000, avoid=frozenset(ports))  # above Ray's own
     cmd = [
         str(VENV_BIN / "ray"),
         "start",

@@ -161,13 +161,7 @@ def test_print_defaults_lists_every_key_with_its_default_and_meaning(tmp_path: P
     from seg_tune.sweep.keys import OUR_SECTIONS, SPACE_KEYS
     from seg_tune.sweep.load import load_space
 
-    train = subprocess.run(
-        [sys.executable, "-m", "seg_tune.train", "--print-defaults"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    train = _cli("train", "--print-defaults")
     assert train.returncode == 0, train.stderr
     assert validate(RunConfig, yaml.safe_load(train.stdout), source="printed") == RunConfig()
     for key in SPACE_KEYS:  # every dotted field of a run config, with a comment
@@ -178,13 +172,7 @@ def test_print_defaults_lists_every_key_with_its_default_and_meaning(tmp_path: P
         ), key
     assert "lr: 0.001  # float; peak learning rate (after warmup)" in train.stdout
 
-    run = subprocess.run(
-        [sys.executable, "-m", "seg_tune.run", "--print-defaults"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    run = _cli("run", "--print-defaults")
     assert run.returncode == 0, run.stderr
     printed, empty = tmp_path / "printed.yaml", tmp_path / "empty.yaml"
     printed.write_text(run.stdout)

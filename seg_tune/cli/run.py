@@ -254,15 +254,11 @@ def _refuse_cpu_torch_for_gpus(spec: Any) -> None:
 def _refuse_changed_space(spec: Any, layout: Layout, *, smoke: bool) -> None:
     """A resumed experiment must be the one that was started: refuse (exit 2) a space file
     that changed in the space, budget, scheduler, searcher, data, model or training."""
-    from seg_tune.sweep.spec import changed_keys
+    from seg_tune.sweep.spec import changed_keys, read_saved
 
-    exp_dir, saved = layout.root, layout.space
-    if not saved.is_file():
-        return
-    try:
-        old = json.loads(saved.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return  # unreadable: Tune's own state decides
+    exp_dir, old = layout.root, read_saved(layout.space)
+    if old is None:
+        return  # none (a new experiment), or unreadable: Tune's own state decides
     changed = changed_keys(old, spec.to_dict())
     if not changed:
         return

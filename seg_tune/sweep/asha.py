@@ -39,7 +39,7 @@ from seg_tune.sweep.rungs import keeps_rung, rung_steps
 # ConcurrencyLimiter and BasicVariantGenerator and use their private state, which Ray changes
 # between minors without notice: ASHAScheduler's `_brackets`, `_trial_info`, `_max_t`,
 # `_time_attr`, `_metric`, `_mode`, `_num_stopped`, a bracket's `_rungs`, and
-# BasicVariantGenerator's `_live_trials`. `build_tuner` calls `check_ray` before building any.
+# BasicVariantGenerator's `_live_trials`. `seg_tune.cli.run` calls `check_ray` before Ray starts.
 TESTED_RAY = (2, 60)
 
 

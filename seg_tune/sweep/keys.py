@@ -39,7 +39,8 @@ def unknown_key(source: str, key: str, allowed: Iterable[str], hint: str = "") -
     return ConfigError(f"{source}: unknown key {key!r}{maybe}; allowed: {', '.join(allowed)}{hint}")
 
 
-def _model_class(annotation: Any) -> type[BaseModel] | None:
+def model_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (`X`, `X | None`), or None for a scalar field."""
     candidates = [annotation, *typing.get_args(annotation)]
     for candidate in candidates:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
@@ -51,7 +52,7 @@ def _leaf_keys(cls: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
     """Every dotted field of RunConfig that a space may set (scalars, not whole sections)."""
     keys: list[str] = []
     for name, info in cls.model_fields.items():
-        sub = _model_class(info.annotation)
+        sub = model_class(info.annotation)
         dotted = f"{prefix}{name}"
         keys.extend(_leaf_keys(sub, dotted + ".") if sub else [dotted])
     return keys

@@ -20,24 +20,14 @@ from seg_tune.checkpoint import read_checkpoint
 from seg_tune.config import RunConfig
 from seg_tune.sweep import summary
 from seg_tune.sweep.layout import Layout
-from seg_tune.sweep.summary import HISTORY_KEYS, TrialRecord, best_trial
+from seg_tune.sweep.summary import HISTORY_KEYS, TrialRecord, best_trial, results_by_step
 from seg_tune.sweep.values import plain
 
 
 def read_history(trial_dir: Path, metric: str) -> list[dict[str, Any]]:
-    """Evaluations of a trial from Tune's `result.json` (JSON lines), one per step, last wins."""
-    path = trial_dir / "result.json"
-    by_step: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                result = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if "step" in result:
-                keys = (*HISTORY_KEYS, metric)
-                by_step[int(result["step"])] = {k: result[k] for k in keys if k in result}
-    return [by_step[s] for s in sorted(by_step)]
+    """Evaluations of a trial from Tune's `result.json`, one per step: the main metrics."""
+    keys = (*HISTORY_KEYS, metric)
+    return [{k: r[k] for k in keys if k in r} for r in results_by_step(trial_dir / "result.json")]
 
 
 def export_best_model(
@@ -96,22 +86,16 @@ def _checkpoints(
     return sorted(found, key=lambda item: item[0])
 
 
-def latest_checkpoint(layout: Layout, trial_id: str, trial_dir: Path | None) -> Path | None:
-    """The newest complete checkpoint of a trial (where it resumes from)."""
-    found = _checkpoints(layout, trial_id, trial_dir)
-    return found[-1][1] if found else None
-
-
-def best_checkpoint(layout: Layout, trial_id: str, trial_dir: Path | None) -> Path | None:
-    """The checkpoint of a trial's best evaluation on the objective: the newest one written at a
-    new best (`is_best`, kept by the tuner's checkpoint config however long the trial went on).
-    None when it has none (checkpoints written before seg_tune recorded it)."""
-    found = [
-        folder
-        for _, folder, meta in _checkpoints(layout, trial_id, trial_dir)
-        if meta.get("is_best")
-    ]
-    return found[-1] if found else None
+def latest_and_best(
+    layout: Layout, trial_id: str, trial_dir: Path | None
+) -> tuple[Path | None, Path | None]:
+    """A trial's newest complete checkpoint (where it resumes from), and the checkpoint of its
+    best evaluation on the objective: the newest written at a new best (`is_best`, kept by the
+    tuner's checkpoint config however long the trial went on; None for checkpoints written
+    before seg_tune recorded it)."""
+    found = _checkpoints(layout, trial_id, trial_dir)  # every meta.json read once
+    bests = [folder for _, folder, meta in found if meta.get("is_best")]
+    return (found[-1][1] if found else None), (bests[-1] if bests else None)
 
 
 def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
@@ -130,8 +114,7 @@ def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
         if trial.trial_id in paused and status not in DONE_STATUSES:
             status = "PAUSED"
         trial_dir = Path(trial.path) if trial.path else None
-        checkpoint = latest_checkpoint(layout, trial.trial_id, trial_dir)
-        best = best_checkpoint(layout, trial.trial_id, trial_dir)
+        checkpoint, best = latest_and_best(layout, trial.trial_id, trial_dir)
         records.append(
             TrialRecord(
                 trial_id=trial.trial_id,

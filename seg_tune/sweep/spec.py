@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -253,17 +255,21 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     )
 
 
-def saved_distribution_types(space_json: Any) -> dict[str, str]:
-    """The distribution type of each searched key in a saved `ExperimentSpec.to_dict()` (the
-    experiment folder's space.json), e.g. {"training.lr": "loguniform"}; {} when unreadable."""
-    import json
-    from pathlib import Path
-
+def read_saved(space_json: Path) -> dict[str, Any] | None:
+    """A saved `ExperimentSpec.to_dict()` (the experiment folder's space.json), or None when
+    there is none or it cannot be read."""
     try:
         saved = json.loads(Path(space_json).read_text("utf-8"))
     except (OSError, ValueError):
-        return {}
-    space = saved.get("space") if isinstance(saved, dict) else None
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def saved_distribution_types(space_json: Path) -> dict[str, str]:
+    """The distribution type of each searched key in a saved spec, e.g. {"training.lr":
+    "loguniform"}; {} when there is none."""
+    saved = read_saved(space_json) or {}
+    space = saved.get("space")
     if not isinstance(space, dict):
         return {}
     return {k: str(d.get("type")) for k, d in space.items() if isinstance(d, dict)}

@@ -42,6 +42,27 @@ OUTCOMES = ("finished", "failed", "stopped")
 HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
 _EXP_HINT = "EXP_DIR must be an experiment folder written by seg_tune.run (it holds summary.json)"
 
+# --------------------------------------------------------------------------- Tune's records
+
+
+def results_by_step(*paths: Path) -> list[dict[str, Any]]:
+    """A trial's results from Tune's result.json files (JSON lines; several: the copies in
+    storage and in the driver's staging folder), one per step (the last read), by step. A line
+    cut by a kill is skipped."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for path in paths:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(result, dict) and isinstance(result.get(STEP), int):
+                by_step[result[STEP]] = result
+    return [by_step[step] for step in sorted(by_step)]
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -114,20 +135,19 @@ def build(
     def entry(t: TrialRecord) -> dict[str, Any]:
         metrics = {k: v for k, v in t.metrics.items() if k not in TUNE_BOOKKEEPING}
         top = t.best(metric, mode)
+        by_asha = t.stopped_at_step is not None and t.steps_trained < max_steps
         return {
             "trial_id": t.trial_id,
             "status": t.status,
             "config": t.config,
             "metrics": metrics,
             "steps_trained": t.steps_trained,
-            "stopped_early": t.stopped_at_step is not None and t.steps_trained < max_steps,
+            "stopped_early": by_asha,
             "stopped_at_step": t.stopped_at_step,
             # who ended it before its budget: ASHA at a rung, or its own early stopping
             "stopped_by": "patience"
             if t.metrics.get(STOPPED_BY) == "patience"
-            else (
-                "asha" if t.stopped_at_step is not None and t.steps_trained < max_steps else None
-            ),
+            else ("asha" if by_asha else None),
             "error": None
             if t.status != "ERROR"
             else {"reason": t.error or "unknown", "file": t.error_file},

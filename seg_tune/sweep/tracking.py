@@ -35,6 +35,7 @@ from ray.tune import Callback
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.metrics import TUNE_BOOKKEEPING
 from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.summary import results_by_step
 
 logger = logging.getLogger(__name__)
 
@@ -115,22 +116,13 @@ def resolve_mode(mode: WandbMode) -> Literal["online", "offline", "disabled"]:
 def _reported(trial: Any) -> list[dict[str, Any]]:
     """Tune's record of a trial's results (its result.json in storage and in the driver's
     staging folder), one per step (the last), in order of step."""
-    by_step: dict[int, dict[str, Any]] = {}
+    paths = []
     for folder in ("path", "local_path"):
         try:
-            path = Path(getattr(trial, folder), "result.json")
+            paths.append(Path(getattr(trial, folder), "result.json"))
         except (AttributeError, TypeError):  # no storage context: nothing recorded
             continue
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                result = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if isinstance(result, dict) and isinstance(result.get("step"), int):
-                by_step[result["step"]] = result
-    return [by_step[step] for step in sorted(by_step)]
+    return results_by_step(*paths)
 
 
 class WandbTrialRuns(Callback):

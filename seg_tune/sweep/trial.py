@@ -190,14 +190,23 @@ def run_trial(
             storage_path=settings.train_storage,
             failure_config=ray.train.FailureConfig(max_failures=settings.max_retries),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=settings.keep_checkpoints,
-                checkpoint_score_attribute=BEST_SO_FAR,  # as `tuner.checkpoint_config`
-                checkpoint_score_order="max",
+                **checkpoint_retention(settings.keep_checkpoints)
             ),
             callbacks=[TuneReportCallback()],
         ),
     )
     trainer.fit()
+
+
+def checkpoint_retention(keep: int | None) -> dict[str, Any]:
+    """Which checkpoints a trial keeps, for Tune's and Ray Train's CheckpointConfig alike: the
+    latest (Ray always keeps it: a trial resumes from there) and the `keep` newest of those
+    written at a new best of the objective (`BEST_SO_FAR` = 1)."""
+    return {
+        "num_to_keep": keep,
+        "checkpoint_score_attribute": BEST_SO_FAR,
+        "checkpoint_score_order": "max",
+    }
 
 
 def trial_resources(

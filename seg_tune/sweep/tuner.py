@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from seg_tune.metrics import BEST_SO_FAR, STEP
+from seg_tune.metrics import STEP
 from seg_tune.sweep.distributions import (
     Choice,
     Fixed,
@@ -26,7 +26,7 @@ from seg_tune.sweep.distributions import (
 )
 from seg_tune.sweep.layout import TUNE_DIR, Layout, trial_dirname
 from seg_tune.sweep.spec import ExperimentSpec, FifoScheduler
-from seg_tune.sweep.trial import TrialSettings
+from seg_tune.sweep.trial import TrialSettings, checkpoint_retention
 
 # --------------------------------------------------------------------------- the space
 
@@ -155,9 +155,6 @@ def build_tuner(
     unfinished and errored trials go on from their checkpoints."""
     from ray import tune
 
-    from seg_tune.sweep.asha import check_ray
-
-    check_ray()
     if restore:
         # The same param_space again (resuming a changed space is refused before this): without
         # it Tune's status table loses its hyperparameter columns after a restore.
@@ -184,14 +181,11 @@ def build_tuner(
 
 
 def checkpoint_config(keep: int | None) -> Any:
-    """Which checkpoints a trial keeps: the latest (always: it resumes from there) and the `keep`
-    newest of those written at a new best of the objective (`BEST_SO_FAR` = 1), so that the
-    best model survives however long the trial goes on after it."""
+    """Tune's CheckpointConfig: `trial.checkpoint_retention`, so that the best model survives
+    however long the trial goes on after it."""
     from ray import tune
 
-    return tune.CheckpointConfig(
-        num_to_keep=keep, checkpoint_score_attribute=BEST_SO_FAR, checkpoint_score_order="max"
-    )
+    return tune.CheckpointConfig(**checkpoint_retention(keep))
 
 
 def can_restore(layout: Layout) -> bool:
