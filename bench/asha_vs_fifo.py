@@ -5,6 +5,7 @@
         [--data ../shared/data/childes-en] [--log runs.jsonl] [--keep DIR]
         [--concurrent 2] [--gpus 0] [--asha-searcher optuna|random] [--promotion pause|continue]
     .venv/bin/python bench/asha_vs_fifo.py --report runs.jsonl
+    .venv/bin/python bench/asha_vs_fifo.py --idle EXPERIMENT_FOLDER [--concurrent 2]
 
 For each seed, runs `python -m seg_tune.run` on the same space (train.txt for training, the first
 2,000 utterances of dev.txt for validation and segmentation): with ASHA (reduction factor rf,
@@ -113,7 +114,51 @@ def run(doc: dict, storage: Path) -> tuple[dict, float]:
         stdout=subprocess.DEVNULL,
     )
     summary = json.loads((storage / doc["experiment"]["name"] / "summary.json").read_text())
+    summary["idle"] = idle_slot_time(
+        storage / doc["experiment"]["name"], doc["experiment"]["max_concurrent"]
+    )
     return summary, time.monotonic() - t0
+
+
+def busy_intervals(exp: Path) -> list[tuple[float, float, str]]:
+    """(start, end, trial) of every stretch a trial process worked: each result covers
+    [timestamp - time_this_iter_s, timestamp] (the first result of a process includes its
+    start-up: loading the corpus, restoring the checkpoint)."""
+    from seg_tune.sweep.summary import results_by_step
+
+    out = []
+    for folder in sorted((exp / "tune").glob("trial_*")):
+        for r in results_by_step(folder / "result.json"):
+            if "timestamp" in r and "time_this_iter_s" in r:
+                end = float(r["timestamp"])
+                out.append((end - float(r["time_this_iter_s"]), end, folder.name))
+    return out
+
+
+def idle_slot_time(exp: Path, slots: int) -> dict:
+    """Slot-seconds no trial used, from the first trial's start to the last one's end, and in
+    the end game: from the moment the last trial started (the searcher had no samples left)."""
+    spans = busy_intervals(exp)
+    if not spans:
+        return {}
+    first_start = {}
+    for start, _, trial in spans:
+        first_start[trial] = min(start, first_start.get(trial, start))
+    t0, t1 = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+    last_new = max(first_start.values())
+    events = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans])
+    idle = idle_end = 0.0
+    busy, prev = 0, t0
+    for t, delta in events:
+        free = max(0, slots - busy) * (t - prev)
+        idle += free
+        idle_end += max(0, slots - busy) * max(0.0, t - max(prev, last_new))
+        busy, prev = busy + delta, t
+    return {
+        "idle_slot_s": round(idle, 1),
+        "idle_end_game_slot_s": round(idle_end, 1),
+        "end_game_s": round(t1 - last_new, 1),
+    }
 
 
 def measure(summary: dict, wall: float, search: str, seed: int) -> dict:
@@ -132,6 +177,7 @@ def measure(summary: dict, wall: float, search: str, seed: int) -> dict:
         # how far the trials got: {steps trained: trials}
         "steps_histogram": dict(sorted(Counter(t["steps_trained"] for t in trials).items())),
         "wall_s": wall,
+        **summary.get("idle", {}),
     }
 
 
@@ -147,14 +193,21 @@ def markdown(rows: list[dict]) -> str:
     """The BENCHMARKS.md section: every run, then medians over seeds per search and setting."""
     out = [
         "| setting | search | seed | trial-steps | trials run to the end | best valid_loss "
-        "| best boundary_noedge F | wall |",
-        "|---|---|---|---|---|---|---|---|",
+        "| best boundary_noedge F | wall | idle slot-time (in the end game) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        idle = (
+            f"{r['idle_slot_s'] / 60:.1f} min ({r['idle_end_game_slot_s'] / 60:.1f} min"
+            f" of {r['end_game_s'] / 60:.1f})"
+            if "idle_slot_s" in r
+            else "-"
+        )
         out.append(
             f"| {setting(r)} | {r['search']} | {r['seed']} | {r['trial_steps']:,} "
             f"| {r.get('full_length', r['trials'] - r['stopped_early'])} "
-            f"| {r['best_valid_loss']:.4f} | {r['best_bf']:.3f} | {r['wall_s'] / 60:.1f} min |"
+            f"| {r['best_valid_loss']:.4f} | {r['best_bf']:.3f} | {r['wall_s'] / 60:.1f} min "
+            f"| {idle} |"
         )
     out += [
         "",
@@ -214,7 +267,16 @@ def main() -> None:
     parser.add_argument(
         "--report", type=Path, help="run nothing: print the section from a --log file"
     )
+    parser.add_argument(
+        "--idle",
+        type=Path,
+        metavar="EXPERIMENT",
+        help="run nothing: print an experiment folder's idle slot-time (--concurrent slots)",
+    )
     args = parser.parse_args()
+    if args.idle:
+        print(json.dumps(idle_slot_time(args.idle, args.concurrent)))
+        return
     if args.report:
         rows = [json.loads(line) for line in args.report.read_text().splitlines() if line]
         print(markdown(rows))

@@ -47,6 +47,9 @@ class DataSource(Strict):
     split: str = "train"  # hf: the split
     column: str = "text"  # hf: the column holding the utterances
     format: Literal["tagged", "text"] = "tagged"  # hf: how the column is written
+    where: dict[str, str | int | float | bool] | None = (
+        None  # hf: keep rows whose columns equal these
+    )
     # synthetic: the embedded corpus
     n_utterances: int = Field(6000, ge=1)
     seed: int = 0  # synthetic: the corpus seed
@@ -63,6 +66,10 @@ class DataSource(Strict):
                 raise ValueError(f"path {self.path!r}: no such file")
         if self.kind == "hf" and not self.name:
             raise ValueError("kind 'hf' needs 'name' (a dataset name or local folder)")
+        if self.where and self.kind != "hf":
+            raise ValueError(
+                f"'where' filters dataset rows: kind {self.kind!r} has none (use kind: hf)"
+            )
         return self
 
     def load(self) -> list[corpus.Utterance]:
@@ -83,6 +90,7 @@ class DataSource(Strict):
                 fmt=self.format,
                 boundary_tokens=self.boundary_tokens,
                 max_rows=self.max_utterances,
+                where=self.where,
             )
         return utts[: self.max_utterances] if self.max_utterances else utts
 
@@ -90,7 +98,8 @@ class DataSource(Strict):
         if self.kind == "synthetic":
             return f"synthetic corpus (seed {self.seed}, {self.n_utterances} utterances)"
         if self.kind == "hf":
-            return f"dataset {self.name} [{self.config or '-'}:{self.split}:{self.column}]"
+            rows = "".join(f", {k}={v}" for k, v in (self.where or {}).items())
+            return f"dataset {self.name} [{self.config or '-'}:{self.split}:{self.column}{rows}]"
         return f"{self.kind} file {self.path}"
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -230,14 +230,17 @@ def load_hf(
     fmt: Literal["tagged", "text"] = "tagged",
     boundary_tokens: Iterable[str] = DEFAULT_BOUNDARY_TOKENS,
     max_rows: int | None = None,
+    where: Mapping[str, str | int | float | bool] | None = None,
 ) -> list[Utterance]:
     """Load a dataset through `datasets.load_dataset` (a hub name, or a local folder or script).
 
-    A folder written by `Dataset.save_to_disk` is loaded with `datasets.load_from_disk`.
+    A folder written by `Dataset.save_to_disk` is loaded with `datasets.load_from_disk`. `where`
+    keeps the rows whose columns equal the given values (IPA-CHILDES: `{is_child: false}` leaves
+    out the children's own speech), before `max_rows` counts them.
     """
     import datasets  # imported here: slow to import, and only this source needs it
 
-    where = f"dataset {name!r}" + (f" (config {config!r})" if config else "")
+    source = f"dataset {name!r}" + (f" (config {config!r})" if config else "")
     try:
         if Path(name).is_dir() and (Path(name) / "dataset_info.json").exists():
             ds = datasets.load_from_disk(name)
@@ -247,11 +250,18 @@ def load_hf(
             ds = datasets.load_dataset(name, config, split=split)
     except (FileNotFoundError, ValueError, KeyError, ConnectionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{where}, split {split!r}: could not be loaded: {first}") from None
+        raise DataError(f"{source}, split {split!r}: could not be loaded: {first}") from None
     if column not in ds.column_names:
         raise DataError(
-            f"{where}, split {split!r}: no column {column!r}; columns are {ds.column_names}"
+            f"{source}, split {split!r}: no column {column!r}; columns are {ds.column_names}"
         )
+    if conditions := dict(where or {}):
+        if missing := [key for key in conditions if key not in ds.column_names]:
+            raise DataError(
+                f"{source}, split {split!r}: 'where' names no column {missing[0]!r}; "
+                f"columns are {ds.column_names}"
+            )
+        ds = ds.filter(lambda row: all(row[k] == v for k, v in conditions.items()))
     rows = ds[column] if max_rows is None else ds.select(range(min(max_rows, len(ds))))[column]
     tokens = tuple(boundary_tokens)
     utterances: list[Utterance] = []
@@ -263,14 +273,14 @@ def load_hf(
             if fmt == "tagged":
                 utt = parse_tagged_line(row, tokens)
             else:
-                _refuse_tagged_text(row, f"{where}, split {split!r}, row {i}")
+                _refuse_tagged_text(row, f"{source}, split {split!r}, row {i}")
                 utt = parse_text_line(row)
         except ValueError as exc:
-            raise DataError(f"{where}, split {split!r}, row {i}: {exc}: {row[:60]!r}") from None
+            raise DataError(f"{source}, split {split!r}, row {i}: {exc}: {row[:60]!r}") from None
         if utt is not None:
             utterances.append(utt)
             boundaries_seen = boundaries_seen or len(utt.words) > 1 or _has_token(row, tokens)
-    described = f"{where}, split {split!r}, column {column!r}"
+    described = f"{source}, split {split!r}, column {column!r}"
     if fmt == "tagged":
         _refuse_unbounded(utterances, boundaries_seen, described, tokens)
     return _nonempty(utterances, described)

@@ -70,6 +70,14 @@ SEGMENTATION_METRICS: dict[str, str] = {
     **{f"spike_{cue}_bf": "max" for cue in CUE_NAMES},
 }
 REPORTED_METRICS: dict[str, str] = {**TRAINING_METRICS, **SEGMENTATION_METRICS}
+
+
+def ci_keys(metric: str) -> tuple[str, str]:
+    """The keys of a metric's 95% bootstrap interval over the scored utterances (reported with
+    the objective's segmentation row: `seg_tune.segment.evaluate_segmentation`)."""
+    return f"{metric}_ci_low", f"{metric}_ci_high"
+
+
 """Every metric name reported, with the mode ("min"/"max") in which it is better."""
 
 # Reported by a training run with every result: 1 when this evaluation is the run's best so far

@@ -38,6 +38,7 @@ from seg_tune.metrics import (
     SCORE_LABELS,
     STEP,
     TABLE_COLUMNS,
+    ci_keys,
 )
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import (
@@ -272,6 +273,92 @@ def _trials_section(exp: ExperimentSummary) -> str:
     return "## Trials\n\n" + note + "\n\n" + _table(header, rows, right)
 
 
+def _at_rung(t: TrialSummary, metric: str, rung: float) -> float | None:
+    """The value ASHA judged a trial on at `rung`: its first evaluation at or after the rung."""
+    for h in t.history:
+        if float(h.get(STEP, -1)) >= rung:
+            return finite_number(h.get(metric))
+    return None
+
+
+def noise_section(exp: ExperimentSummary) -> str:
+    """How noisy the objective is (its bootstrap intervals over the scored utterances), and the
+    rung decisions that fell within that noise. Empty when no interval was reported."""
+    low_key, high_key = ci_keys(exp.metric)
+    widths = sorted(
+        (high - low) / 2
+        for t in exp.trials
+        for h in t.history
+        if (low := finite_number(h.get(low_key))) is not None
+        and (high := finite_number(h.get(high_key))) is not None
+    )
+    if not widths:
+        return ""
+    noise = widths[len(widths) // 2]
+    sign = 1.0 if exp.mode == "max" else -1.0
+    rows, close = [], []
+    for rung in _rungs(exp.summary.get("scheduler")):
+        judged = [
+            (t, v)
+            for t in exp.trials
+            if (t.steps_trained or 0) >= rung and (v := _at_rung(t, exp.metric, rung)) is not None
+        ]
+        went_on = [v for t, v in judged if (t.steps_trained or 0) > rung + 0.5]
+        left = [v for t, v in judged if (t.steps_trained or 0) <= rung + 0.5]
+        if not went_on or not left:
+            continue
+        weakest = min(went_on, key=lambda v: sign * v)
+        strongest = max(left, key=lambda v: sign * v)
+        gap = sign * (weakest - strongest)
+        within = gap < noise
+        if within:
+            close.append(f"{rung:g}")
+        rows.append(
+            [
+                f"{rung:g}",
+                str(len(judged)),
+                str(len(went_on)),
+                _score(weakest),
+                _score(strongest),
+                f"{gap:+.3f}" + (" **within noise**" if within else ""),
+            ]
+        )
+    lines = [
+        "## Noise in the objective",
+        "",
+        f"Each evaluation's {_code(exp.metric)} comes with a 95% bootstrap interval over the "
+        "validation utterances it was scored on (`training.segment_utterances`): the median "
+        f"half-width is ±{noise:.3f} (from ±{widths[0]:.3f} to ±{widths[-1]:.3f}). It measures "
+        "which utterances were scored; seeds and the choice of the best of the fair rows add "
+        "more. Two trials closer than this are not told apart by one evaluation.",
+    ]
+    if rows:
+        lines += [
+            "",
+            _table(
+                [
+                    "rung (step)",
+                    "trials judged",
+                    "went on",
+                    "weakest that went on",
+                    "best that stayed",
+                    "gap",
+                ],
+                rows,
+                [True, True, True, True, True, True],
+            ),
+        ]
+    if close:
+        lines += [
+            "",
+            f"**Warning:** at rung{'s' if len(close) > 1 else ''} {', '.join(close)} the trials "
+            "that went on and the best one that stayed differ by less than the noise, so those "
+            "decisions could have gone either way. A larger `training.segment_utterances` "
+            "narrows the interval (about as 1/sqrt(n)), at the cost of slower evaluations.",
+        ]
+    return "\n".join(lines)
+
+
 def _plots_section(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
     lines = ["## Plots", ""]
     if LEARNING_CURVES_PNG in plots:
@@ -441,6 +528,7 @@ def render_markdown(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
         _header(exp),
         _best_section(exp),
         _trials_section(exp),
+        noise_section(exp),
         _failed_section(exp),
         _plots_section(exp, plots),
         _segmentation_section(exp),

@@ -38,7 +38,7 @@ import numpy as np
 from seg_tune.corpus import Utterance
 from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
 from seg_tune.errors import ConfigError, DataError
-from seg_tune.metrics import SCORE_KEYS, TABLE_COLUMNS
+from seg_tune.metrics import SCORE_KEYS, TABLE_COLUMNS, ci_keys
 from seg_tune.score import Scorer
 
 if TYPE_CHECKING:
@@ -455,20 +455,24 @@ def evaluate_segmentation(
 
     Returns a flat dict: `seg_<score>` for the 12 `SCORE_KEYS` of the best non-oracle
     cue x strategy by `metric`; `seg_best`, that row's name "cue/strategy" (the one string
-    entry); and `spike_<cue>_bf`, each cue's spike boundary_noedge F-score. The model is put in
-    eval mode while the cues are computed; its train/eval mode is restored after.
+    entry); `seg_<metric>_ci_low` / `_ci_high`, a 95% bootstrap interval of that row's `metric`
+    over the utterances (`Scorer.interval`; absent for type scores); and `spike_<cue>_bf`, each
+    cue's spike boundary_noedge F-score. The model is put in eval mode while the cues are
+    computed; its train/eval mode is restored after.
     """
-    table = segment_table(
-        model,
-        tokenizer,
-        utterances,
-        window=window,
-        metric=metric,
-        strategies=FAIR_STRATEGIES,
-    )
+    cues = compute_cues(model, tokenizer, utterances, window)
+    g = Gold(utterances)
+    segs = segment_all(cues, g, None, None, metric, FAIR_STRATEGIES)
+    table = scored_table(g, segs, metric)
     best = best_row(table, metric)
     result: dict[str, float | str] = {f"seg_{key}": best[key] for key in SCORE_KEYS}
     result["seg_best"] = f"{best['cue']}/{best['strategy']}"
+    chosen = next(x for x in segs if (x.cue, x.strategy) == (best["cue"], best["strategy"]))
+    cuts = np.cumsum(g.lengths)[:-1]
+    interval = g.scorer.interval(np.split(chosen.starts, cuts), metric)
+    if interval is not None:
+        low, high = ci_keys(f"seg_{metric}")
+        result[low], result[high] = interval
     spikes = {r["cue"]: r["boundary_noedge_fscore"] for r in table if r["strategy"] == "spike"}
     result |= {f"spike_{cue}_bf": spikes[cue] for cue in CUE_NAMES}
     return result

@@ -224,7 +224,7 @@ def test_paused_trials_and_promotions_survive_a_restore(tmp_path: Path) -> None:
 
 
 def test_the_end_game_takes_the_best_to_the_budget_then_stops_the_rest(tmp_path: Path) -> None:
-    s = _promoting(tmp_path / "state.json")
+    s = _promoting(tmp_path / "state.json", max_concurrent=1)  # one slot: no fills
     a, b = _Live("a"), _Live("b")
     ctl = _Controller([a, b], finished=False)
     ctl.scheduler = s
@@ -268,6 +268,71 @@ def test_the_end_game_lets_a_late_best_go_on(tmp_path: Path) -> None:
     d.status = "TERMINATED"
     assert s.choose_trial_to_run(ctl) is None
     assert sorted(ctl.stopped) == ["a", "c"]
+
+
+def _at_rung_30(s: PromotingASHA) -> tuple[_Live, _Live, _Live]:
+    """p and q pause at rung 30 (floor(n/3) = 0 when they come); r, the third and best, goes on."""
+    p, q, r = _Live("p"), _Live("q"), _Live("r")
+    assert _feed(s, p, 30, 0.5) == TrialScheduler.PAUSE
+    assert _feed(s, q, 30, 0.4) == TrialScheduler.PAUSE
+    assert _feed(s, r, 30, 0.9) == TrialScheduler.CONTINUE
+    p.status = q.status = "PAUSED"
+    return p, q, r
+
+
+def test_the_end_game_fills_a_free_slot_with_the_next_best(tmp_path: Path) -> None:
+    """Issue 17: with no samples left, one trial running and a slot free, the best paused trial
+    fills the slot; the fill sets no bound for further fills, and what is left when nothing
+    runs ends as before."""
+    state = tmp_path / "state.json"
+    s = _promoting(state, max_concurrent=2)
+    p, q, r = _at_rung_30(s)
+    ctl = _Controller([p, q, r], finished=False)
+    ctl.scheduler = s
+    assert s.choose_trial_to_run(ctl) is None  # samples may still come: the quota rules
+    ctl.finished = True
+    assert s.choose_trial_to_run(ctl) is p  # 60 steps left for r; p needs 60: it fits
+    p.status = "RUNNING"
+    assert s.choose_trial_to_run(ctl) is None  # both slots busy
+    assert _feed(s, r, 60, 0.95) == TrialScheduler.CONTINUE
+    r.status = "TERMINATED"
+    assert s.choose_trial_to_run(ctl) is None and not ctl.stopped  # only a fill runs: no chain
+    assert _feed(s, p, 90, 0.7) == TrialScheduler.STOP
+    p.status = "TERMINATED"
+    assert s.choose_trial_to_run(ctl) is None  # nothing runs: q is not its rung's best
+    assert ctl.stopped == ["q"]
+    saved = json.loads(state.read_text())
+    assert ["p", 30, "fill"] in saved["decisions"] and saved["filled"] == {"30": ["p"]}
+    assert saved["promoted"]["30"] == ["r"]  # the fill took no promotion
+
+    # a restore knows the fills
+    again = _promoting(state, max_concurrent=2)
+    again.on_trial_add(None, _Live("x", "PENDING"))
+    assert again.filled[30] == {"p"} and again._filling == {"p"}
+
+
+def test_a_fill_must_fit_and_takes_no_quota(tmp_path: Path) -> None:
+    s = _promoting(tmp_path / "state.json", max_concurrent=2)
+    p, q, r = _at_rung_30(s)
+    assert _feed(s, r, 75, 0.9) == TrialScheduler.CONTINUE  # 15 steps left
+    ctl = _Controller([p, q, r], finished=True)
+    ctl.scheduler = s
+    assert s.choose_trial_to_run(ctl) is None  # p needs 60 > 2 x 15: it would idle the end
+    r.status = "TERMINATED"
+
+    extra = [_Live(tid) for tid in "stw"]
+    late, others = extra[2], extra[:2]
+    for trial, score in zip(others, (0.3, 0.2), strict=True):
+        assert _feed(s, trial, 30, score) == TrialScheduler.PAUSE  # n = 4, 5: k = 1, used by r
+        trial.status = "PAUSED"
+    assert _feed(s, late, 5, 0.9) == TrialScheduler.CONTINUE  # a new trial, before rung 10
+    late.status = "RUNNING"
+    ctl.trials += extra
+    assert s.choose_trial_to_run(ctl) is p  # `late` has 85 steps left: p fits
+    p.status = "RUNNING"
+    # it passes rung 10 on the way; at rung 30 n = 6 and k = 2, and only r has used the quota.
+    # Had p's fill counted, late would wait.
+    assert _feed(s, late, 30, 0.95) == TrialScheduler.CONTINUE
 
 
 def test_paused_trials_hold_no_slot_and_promotions_go_first(tmp_path: Path) -> None:

@@ -109,6 +109,27 @@ def test_hf_dataset_from_local_files_and_saved_folder(tmp_path: Path) -> None:
         load_hf(str(tmp_path / "saved"), split="train", column="text")
 
 
+def test_hf_rows_filtered_by_where_before_max_rows(tmp_path: Path) -> None:
+    """IPA-CHILDES' layout (one CSV, `is_child` beside `phonemized_utterance`): `where` keeps the
+    adults' rows, and max_rows counts the rows kept."""
+    folder = tmp_path / "Eng-NA"
+    folder.mkdir()
+    lines = ["is_child,target_child_age,phonemized_utterance"]
+    for i in range(6):
+        child = i % 2 == 1
+        lines.append(f"{child},{20 + i},{'c h' if child else 'a d'} WORD_BOUNDARY u {i}")
+    (folder / "processed.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    adults = load_hf(str(folder), column="phonemized_utterance", where={"is_child": False})
+    assert [u.words[0] for u in adults] == [("a", "d")] * 3
+    assert [u.words[1][-1] for u in adults] == ["0", "2", "4"]
+    first_two = load_hf(
+        str(folder), column="phonemized_utterance", where={"is_child": False}, max_rows=2
+    )
+    assert first_two == adults[:2]
+    with pytest.raises(DataError, match="'where' names no column 'speaker'"):
+        load_hf(str(folder), column="phonemized_utterance", where={"speaker": "MOT"})
+
+
 def test_synthetic_corpus_is_seeded_zipfian_and_varied() -> None:
     a, b, c = (
         synthetic_corpus(3000, seed=1),

@@ -259,14 +259,46 @@ def test_base_fits_a_laptop() -> None:
     assert spec.scheduler.type == "asha"
 
 
+def _childes_local(tmp_path: Path, corpus: Path) -> Path:
+    """childes.yaml with the local data block of its header comment in place of the hub's."""
+    text = (SPACES / "childes.yaml").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    start = lines.index("# local data:") + 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line[2:])
+    local = yaml.safe_load("\n".join(block).replace("data/childes-en/", f"{corpus}/"))
+    doc = yaml.safe_load(text)
+    doc["data"] = local["data"]
+    copy = tmp_path / "childes.yaml"
+    copy.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return copy
+
+
+def test_childes_reads_ipa_childes_adult_speech_with_early_stopping() -> None:
+    """As shipped (issue 17): IPA-CHILDES from the hub, children's speech left out; checking the
+    file needs no network (the dataset is loaded when the sweep starts)."""
+    spec = load_space(SPACES / "childes.yaml")
+    train = spec.base.data.train
+    assert (train.kind, train.name, train.config) == (
+        "hf",
+        "phonemetransformers/IPA-CHILDES",
+        "EnglishNA",
+    )
+    assert (train.column, train.where) == ("phonemized_utterance", {"is_child": False})
+    assert spec.base.data.valid is None and spec.base.training.early_stopping is not None
+    assert spec.experiment.scope == "best"
+    dropout = spec.space["model.dropout"].values
+    decay = spec.space["training.weight_decay"]
+    assert min(dropout) >= 0.1 and decay.min >= 0.01
+
+
 def test_childes_with_the_shared_corpus(tmp_path: Path) -> None:
     if not (CHILDES / "train.txt").is_file():
         pytest.skip(f"no shared corpus at {CHILDES}")
-    text = (SPACES / "childes.yaml").read_text(encoding="utf-8")
-    assert "data/childes-en/" in text
-    copy = tmp_path / "childes.yaml"
-    copy.write_text(text.replace("data/childes-en/", f"{CHILDES}/"), encoding="utf-8")
-    spec = load_space(copy)
+    spec = load_space(_childes_local(tmp_path, CHILDES))
     assert Path(spec.base.data.train.path).resolve() == (CHILDES / "train.txt").resolve()
     assert spec.resources.gpus_per_worker == 0.25
     # a sampled preset still decides the shape: the base's resolved shape must not stick
@@ -280,12 +312,9 @@ def test_childes_with_the_shared_corpus(tmp_path: Path) -> None:
     assert set(shrunk.space["model.preset"].values) <= {"400k", "800k"}
 
 
-def test_childes_without_the_corpus_names_the_missing_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_childes_without_the_corpus_names_the_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_space(SPACES / "childes.yaml")
+        load_space(_childes_local(tmp_path, Path("data/childes-en")))
     message = str(info.value)
     assert "'data.train'" in message and "data/childes-en/train.txt" in message
     assert "no such file" in message and "\n" not in message

@@ -628,3 +628,32 @@ def test_plots_follow_the_space_and_show_the_tp_baseline(tmp_path: Path) -> None
     lines = [ln for ln in curves.axes[0].lines if ln.get_gid() == TP_LINE_GID]
     assert len(lines) == 1 and list(lines[0].get_ydata()) == [0.720, 0.720]  # mi/relative
     assert "best TP baseline (mi/relative" in lines[0].get_label()
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def test_noise_section_flags_rung_decisions_within_the_bootstrap_interval(tmp_path: Path) -> None:
+    """Issue 19: the objective's bootstrap interval (half-width 0.05 here) against the rung
+    decisions. Rung 100: the weakest trial that went on (0.40) beat the one that stayed (0.30)
+    by 0.10, clear of the noise; rung 300: 0.62 against 0.58, within it."""
+    from seg_tune.metrics import ci_keys
+
+    low, high = ci_keys(OBJ)
+    trials = standard_trials()
+    for t in trials:
+        for h in t["history"]:
+            if isinstance(h[OBJ], float) and not math.isnan(h[OBJ]):
+                h[low], h[high] = h[OBJ] - 0.05, h[OBJ] + 0.05
+    text = write_report(make_experiment(tmp_path, trials=trials)).read_text(encoding="utf-8")
+    noise = section(text, "Noise in the objective")
+    assert "the median half-width is ±0.050" in noise
+    rows = table_rows(noise)
+    assert rows == [
+        ["100", "4", "3", "0.400", "0.300", "+0.100"],
+        ["300", "2", "1", "0.620", "0.580", "+0.040 **within noise**"],
+    ]
+    assert "**Warning:** at rung 300 the trials that went on" in noise
+
+    plain = write_report(make_experiment(tmp_path / "old")).read_text(encoding="utf-8")
+    assert "Noise in the objective" not in plain  # no interval reported: no section

@@ -107,13 +107,33 @@ def test_token_type_and_boundary_counts_on_a_small_lexicon() -> None:
     assert score(gold, pred) == approx(expected)
 
 
-def test_words_are_phoneme_sequences_not_joined_strings() -> None:
-    # ("ab",) and ("a", "b") join to the same string but are different words
+def test_type_key_phonemes_keeps_phoneme_sequences_apart() -> None:
+    # ("ab",) and ("a", "b") join to the same string but are different phoneme sequences
     gold = [Utterance((("ab",), ("a", "b")))]
     pred = [Utterance((("ab", "a"), ("b",)))]
-    result = score(gold, pred)
+    result = score(gold, pred, type_key="phonemes")
     assert result["type_precision"] == 0.0  # predicted {ab+a, b}; gold {ab, a+b}
     assert result["token_recall"] == 0.0
+    assert Scorer(gold, type_key="phonemes")._gold_lexicon.__len__() == 2
+    assert Scorer(gold)._gold_lexicon == {"ab"}  # wordseg: one type
+
+
+def test_wordseg_types_merge_when_the_symbols_concatenate_alike() -> None:
+    """wordseg joins a word's phoneme symbols with no separator: the diphthong `aɪ` and the
+    sequence `a ɪ` are one type there, two with type_key phonemes."""
+    gold = [Utterance((("aɪ",),)), Utterance((("a", "ɪ"),))]
+    pred = [Utterance((("aɪ",),)), Utterance((("a",), ("ɪ",)))]
+    wordseg = score(gold, pred)  # gold {aɪ}; predicted {aɪ, a, ɪ}
+    assert wordseg["type_precision"] == pytest.approx(1 / 3)
+    assert wordseg["type_recall"] == 1.0
+    phonemes = score(gold, pred, type_key="phonemes")  # gold {aɪ, a+ɪ}; predicted {aɪ, a, ɪ}
+    assert phonemes["type_precision"] == pytest.approx(1 / 3)
+    assert phonemes["type_recall"] == 0.5
+    assert {k: v for k, v in wordseg.items() if "type" not in k} == {
+        k: v for k, v in phonemes.items() if "type" not in k
+    }
+    with pytest.raises(ValueError, match="type_key 'chars': use one of wordseg, phonemes"):
+        Scorer(gold, type_key="chars")  # type: ignore[arg-type]
 
 
 def test_empty_corpus_scores_zero_without_crash() -> None:
@@ -169,8 +189,11 @@ def test_a_prepared_scorer_gives_the_same_scores_again_and_again() -> None:
 # --------------------------------------------------------------------------- slow reference
 
 
-def slow_reference(gold: list[Utterance], pred: list[Utterance]) -> dict[str, float]:
-    """The definitions, spelled out word by word: obviously right, and slow."""
+def slow_reference(
+    gold: list[Utterance], pred: list[Utterance], type_key: str = "wordseg"
+) -> dict[str, float]:
+    """The definitions, spelled out word by word: obviously right, and slow. A type is a word's
+    phoneme symbols joined with nothing between them (wordseg), or its phoneme tuple."""
 
     def spans(u: Utterance) -> list[tuple[int, int]]:
         out, pos = [], 0
@@ -198,8 +221,12 @@ def slow_reference(gold: list[Utterance], pred: list[Utterance]) -> dict[str, fl
         edges = {0, len(g)}
         gi, pi = gb - edges, pb - edges
         b_in = [b_in[0] + len(gi & pi), b_in[1] + len(pi), b_in[2] + len(gi)]
-    gl = {w for u in gold for w in u.words}
-    pl = {w for u in pred for w in u.words}
+
+    def key(w: tuple[str, ...]) -> object:
+        return "".join(w) if type_key == "wordseg" else w
+
+    gl = {key(w) for u in gold for w in u.words}
+    pl = {key(w) for u in pred for w in u.words}
     counts = {
         "token": tok,
         "type": [len(gl & pl), len(pl), len(gl)],
@@ -212,7 +239,7 @@ def slow_reference(gold: list[Utterance], pred: list[Utterance]) -> dict[str, fl
     return result
 
 
-words = st.lists(st.sampled_from("abc"), min_size=1, max_size=3).map(tuple)
+words = st.lists(st.sampled_from(["a", "b", "ab", "c"]), min_size=1, max_size=3).map(tuple)
 utterance = st.lists(words, min_size=1, max_size=4).map(lambda ws: Utterance(tuple(ws)))
 
 
@@ -233,6 +260,7 @@ def test_score_matches_the_slow_reference_on_random_segmentations(
     expected = slow_reference(gold, pred)
     result = score(gold, pred)
     assert result == approx(expected)
+    assert score(gold, pred, type_key="phonemes") == approx(slow_reference(gold, pred, "phonemes"))
     assert all(0.0 <= v <= 1.0 for v in result.values())
     # flags straight in (numpy or lists, position 0 forced): the same numbers
     assert score_starts(gold, [np.array(f, dtype=bool) for f in flags]) == result
@@ -252,7 +280,18 @@ def test_scoring_childes_dev_matches_the_slow_reference() -> None:
     flags = [rng.random(len(u)) < 0.3 for u in gold]
     result = score_starts(gold, flags)
     pred = [Utterance.from_word_starts(u.phonemes, f) for u, f in zip(gold, flags, strict=True)]
-    assert result == approx(slow_reference(gold, pred))
+    reference = slow_reference(gold, pred)
+    assert all(abs(result[k] - reference[k]) < 1e-9 for k in SCORE_KEYS), (result, reference)
+    strict = score_starts(gold, flags, type_key="phonemes")
+    strict_reference = slow_reference(gold, pred, "phonemes")
+    assert all(abs(strict[k] - strict_reference[k]) < 1e-9 for k in SCORE_KEYS)
+    # the conventions differ in the type scores only (English CHILDES has multi-symbol phonemes)
+    assert result["type_recall"] != strict["type_recall"]
+    assert {k for k in SCORE_KEYS if result[k] != strict[k]} <= {
+        "type_precision",
+        "type_recall",
+        "type_fscore",
+    }
 
 
 # --------------------------------------------------------------------------- CLI
@@ -293,6 +332,22 @@ def test_cli_table_has_one_row_per_level(worked_files: tuple[Path, Path]) -> Non
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     assert list(rows) == ["token", "type", "boundary+edges", "boundary"]  # metrics.LEVEL_LABELS
     assert [float(v) for v in rows["boundary+edges"]] == pytest.approx([2 / 3] * 3, abs=1e-4)
+
+
+def test_cli_type_key(tmp_path: Path) -> None:
+    gold, pred = tmp_path / "gold.txt", tmp_path / "pred.txt"
+    gold.write_text("aɪ ;eword\na ɪ ;eword\n", encoding="utf-8")
+    pred.write_text("aɪ ;eword\na ;eword ɪ ;eword\n", encoding="utf-8")
+    recall = {}
+    for key in ("wordseg", "phonemes"):
+        proc = run_cli(gold, pred, "--json", "--type-key", key)
+        assert proc.returncode == 0, proc.stderr
+        recall[key] = json.loads(proc.stdout)["type_recall"]
+    assert recall == {"wordseg": 1.0, "phonemes": 0.5}
+    default = run_cli(gold, pred, "--json")
+    assert json.loads(default.stdout)["type_recall"] == 1.0  # wordseg's, as the papers report
+    bad = run_cli(gold, pred, "--type-key", "chars")
+    assert bad.returncode == 2 and "invalid choice: 'chars'" in bad.stderr
 
 
 def test_cli_boundary_token_option(tmp_path: Path) -> None:
@@ -337,3 +392,33 @@ def test_cli_usage_error_is_one_line_exit_2(worked_files: tuple[Path, Path]) -> 
     proc = run_cli(worked_files[0])
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+
+
+# --------------------------------------------------------------------------- bootstrap interval
+
+
+@pytest.mark.parametrize(
+    "key", ["boundary_noedge_fscore", "boundary_all_precision", "token_recall", "token_fscore"]
+)
+def test_bootstrap_interval_equals_rescoring_resampled_utterances(key: str) -> None:
+    """`Scorer.interval` against the obvious way: draw utterances with replacement (the same
+    seeded draws), score each resampled corpus from scratch, take the percentiles."""
+    rng = np.random.default_rng(3)
+    gold = [
+        Utterance(tuple(tuple("ab"[: 1 + int(rng.integers(2))]) for _ in range(1 + i % 4)))
+        for i in range(40)
+    ]
+    flags = [list(rng.random(len(u)) < 0.5) for u in gold]
+    low, high = Scorer(gold).interval(flags, key, n_boot=200, seed=7)
+    draws = np.random.default_rng(7).integers(0, len(gold), size=(200, len(gold)))
+    values = [score_starts([gold[i] for i in d], [flags[i] for i in d])[key] for d in draws]
+    assert (low, high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-12)
+    assert low < score_starts(gold, flags)[key] < high
+
+
+def test_bootstrap_interval_of_a_perfect_segmentation_is_a_point_and_types_have_none() -> None:
+    gold = utts("a b ;eword c ;eword", "d ;eword e f ;eword", "g ;eword")
+    flags = [u.word_starts for u in gold]
+    assert Scorer(gold).interval(flags, "boundary_noedge_fscore") == (1.0, 1.0)
+    assert Scorer(gold).interval(flags, "type_fscore") is None  # a lexicon is no sum
+    assert Scorer(gold[:1]).interval(flags[:1], "token_fscore") is None  # one utterance

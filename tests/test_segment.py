@@ -15,7 +15,7 @@ import torch
 from seg_tune.config import ModelConfig
 from seg_tune.corpus import Utterance, load_tagged, synthetic_corpus, write_tagged
 from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
-from seg_tune.metrics import SEGMENTATION_METRICS
+from seg_tune.metrics import SEGMENTATION_METRICS, ci_keys
 from seg_tune.model import build_model
 from seg_tune.score import SCORE_KEYS, score_starts
 from seg_tune.segment import (
@@ -253,8 +253,12 @@ def test_evaluate_segmentation_for_the_training_loop(trained):
     result = evaluate_segmentation(model, tok, utts[:80], window=window)
     assert model.training
     numeric = {k: v for k, v in result.items() if k != "seg_best"}
-    assert set(numeric) == set(SEGMENTATION_METRICS)
+    low, high = ci_keys("seg_boundary_noedge_fscore")
+    assert set(numeric) == {*SEGMENTATION_METRICS, low, high}
     assert all(0.0 <= v <= 1.0 for v in numeric.values())
+    # the bootstrap interval of the objective's row holds its value, and has a width
+    assert result[low] <= result["seg_boundary_noedge_fscore"] <= result[high]
+    assert result[high] - result[low] > 0.005
     cue, strategy = str(result["seg_best"]).split("/")
     assert strategy in FAIR_STRATEGIES and cue in (*CUE_NAMES, "majority")
     spikes = [result[f"spike_{cue}_bf"] for cue in CUE_NAMES]
@@ -289,6 +293,66 @@ def test_cli_table(saved):
     oracle_rows = [r for r in rows if r[-1] == "ORACLE"]
     assert {r[1] for r in oracle_rows} == {"threshold_oracle"} and len(oracle_rows) == 8
     assert "best (not oracle)" in out.stdout
+
+
+def test_cli_cutoffs_from_chooses_row_and_cutoffs_on_the_other_split(saved, trained):
+    """Issue 11: `--cutoffs-from VALID` picks the fair row on VALID (cutoffs cross-fitted there,
+    as in training) and scores DATA once with it and with cutoffs chosen on all of VALID."""
+    model, tok, _ = trained
+    data, valid = load_tagged(saved / "data.txt"), load_tagged(saved / "cutoff.txt")
+    written = saved / "held out.txt"
+    out = run_cli(
+        saved / "model",
+        saved / "data.txt",
+        "--json",
+        "--cutoffs-from",
+        saved / "cutoff.txt",
+        "--write-segmentation",
+        written,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    window = Window.for_model(model)
+    on_valid = best_row(
+        table_from_cues(compute_cues(model, tok, valid, window), valid, strategies=FAIR_STRATEGIES)
+    )
+    assert (report["chosen_on_valid"]["cue"], report["chosen_on_valid"]["strategy"]) == (
+        on_valid["cue"],
+        on_valid["strategy"],
+    )
+    assert report["chosen_on_valid"]["boundary_noedge_fscore"] == pytest.approx(
+        on_valid["boundary_noedge_fscore"]
+    )
+    expected = next(
+        r
+        for r in table_from_cues(
+            compute_cues(model, tok, data, window),
+            data,
+            cutoff_cues=compute_cues(model, tok, valid, window),
+            cutoff_gold=valid,
+        )
+        if (r["cue"], r["strategy"]) == (on_valid["cue"], on_valid["strategy"])
+    )
+    assert {k: report["chosen"][k] for k in SCORE_KEYS} == pytest.approx(
+        {k: expected[k] for k in SCORE_KEYS}
+    )
+    assert (report["chosen"]["cutoffs"] is None) == (expected["cutoffs"] is None)
+    assert report["chosen"] in report["rows"]
+    assert [u.phonemes for u in load_tagged(written)] == [u.phonemes for u in data]
+
+    text = run_cli(saved / "model", saved / "data.txt", "--cutoffs-from", saved / "cutoff.txt")
+    assert (
+        f"chosen on {saved / 'cutoff.txt'}: {on_valid['cue']}/{on_valid['strategy']}" in text.stdout
+    )
+    both = run_cli(
+        saved / "model",
+        saved / "data.txt",
+        "--cutoffs-from",
+        saved / "cutoff.txt",
+        "--cutoff-data",
+        saved / "cutoff.txt",
+    )
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
 def test_cli_json_and_written_segmentation(saved, trained):

@@ -10,6 +10,8 @@ from seg_tune.cli.common import ArgumentParser, run_cli
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, load_tagged
 from seg_tune.metrics import SCORE_KEYS as SCORE_KEYS
 from seg_tune.score import (
+    DEFAULT_TYPE_KEY,
+    TYPE_KEYS,
     file_locator,
     format_table,
     score,
@@ -25,6 +27,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("pred", type=Path, help="predicted tagged file, same phonemes and lines")
     parser.add_argument("--json", action="store_true", help="print one JSON object (12 keys)")
     parser.add_argument(
+        "--type-key",
+        choices=TYPE_KEYS,
+        default=DEFAULT_TYPE_KEY,
+        help="what a word type is: wordseg = its phoneme symbols concatenated (as wordseg and "
+        "the papers), phonemes = its phoneme sequence (stricter) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--boundary-token",
         nargs="+",
         action="extend",
@@ -39,7 +48,7 @@ def _run(argv: list[str] | None) -> int:
     tokens = tuple(args.boundary_token or DEFAULT_BOUNDARY_TOKENS)
     gold = load_tagged(args.gold, tokens)
     pred = load_tagged(args.pred, tokens)
-    scores = score(gold, pred, where=file_locator(args.gold, args.pred))
+    scores = score(gold, pred, where=file_locator(args.gold, args.pred), type_key=args.type_key)
     print(json.dumps(scores) if args.json else format_table(scores))
     return 0
 

@@ -19,6 +19,7 @@ from seg_tune.errors import ConfigError
 from seg_tune.metrics import SCORE_KEYS
 from seg_tune.segment import (
     DEFAULT_METRIC,
+    FAIR_STRATEGIES,
     ORACLE_STRATEGIES,
     STRATEGIES,
     VOTE_CUE,
@@ -42,14 +43,24 @@ def build_parser() -> ArgumentParser:
             "Read word boundaries out of a trained model: every cue x strategy scored against "
             "the gold segmentation of DATA. Fair cutoffs (strategy 'threshold', 'vote_threshold') "
             "are chosen on --cutoff-data, or without it by two-fold cross-fitting on DATA (chosen "
-            "on one half, applied to the other); 'threshold_oracle' chooses on DATA itself."
+            "on one half, applied to the other); 'threshold_oracle' chooses on DATA itself. "
+            "--cutoffs-from VALID chooses the cue x strategy row as well as the cutoffs on VALID, "
+            "and reports that row on DATA: a held-out result, with nothing chosen on DATA."
         ),
     )
     parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="exported model folder")
     parser.add_argument("data", type=Path, metavar="DATA", help="corpus to segment and score")
     parser.add_argument("--json", action="store_true", help="print one JSON object (all scores)")
-    parser.add_argument(
+    choose = parser.add_mutually_exclusive_group()
+    choose.add_argument(
         "--cutoff-data", type=Path, metavar="FILE", help="split to choose cutoffs on"
+    )
+    choose.add_argument(
+        "--cutoffs-from",
+        type=Path,
+        metavar="VALID",
+        help="split to choose the row (best fair row, cutoffs cross-fitted there) and the "
+        "cutoffs on; DATA is then scored once with them (e.g. a test split)",
     )
     parser.add_argument("--write-segmentation", type=Path, metavar="FILE", help="tagged output")
     parser.add_argument("--cue", choices=(*CUE_NAMES, VOTE_CUE), help="cue of the written output")
@@ -120,6 +131,10 @@ def _load_model(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     return model, tokenizer
 
 
+def _selection_split(args: argparse.Namespace) -> Path | None:
+    return args.cutoffs_from or args.cutoff_data
+
+
 def _load_data(path: Path, args: argparse.Namespace, tokens: tuple[str, ...]) -> list[Utterance]:
     utts = load_text(path) if args.format == "text" else load_tagged(path, tokens)
     return utts[: args.max_utterances] if args.max_utterances else utts
@@ -145,10 +160,17 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _chosen(
-    segs: Sequence[Segmentation], table: Sequence[Mapping], args: argparse.Namespace
+    segs: Sequence[Segmentation],
+    table: Sequence[Mapping],
+    args: argparse.Namespace,
+    held_out: Mapping | None = None,
 ) -> Segmentation:
     """The segmentation to write: the best row matching --cue/--strategy (fair rows only unless
-    the oracle strategy was asked for)."""
+    the oracle strategy was asked for); without them, the row chosen on --cutoffs-from."""
+    if held_out is not None and args.cue is None and args.strategy is None:
+        return next(
+            s for s in segs if (s.cue, s.strategy) == (held_out["cue"], held_out["strategy"])
+        )
     rows = [
         r
         for r in table
@@ -193,13 +215,24 @@ def _score_all(
     cutoff_data: list[Utterance] | None,
     window: Window,
     args: argparse.Namespace,
-) -> tuple[Gold, list[Segmentation], list[dict[str, Any]]]:
+) -> tuple[Gold, list[Segmentation], list[dict[str, Any]], dict[str, Any] | None]:
+    """Every row on DATA; with --cutoffs-from, also the row chosen there and its DATA scores."""
     cues = compute_cues(model, tokenizer, data, window)
     cutoff_cues = compute_cues(model, tokenizer, cutoff_data, window) if cutoff_data else None
     gold = Gold(data)
     cutoff_gold = Gold(cutoff_data) if cutoff_data else None
     segs = segment_all(cues, gold, cutoff_cues, cutoff_gold, args.metric, STRATEGIES)
-    return gold, segs, scored_table(gold, segs, args.metric)
+    table = scored_table(gold, segs, args.metric)
+    selection = None
+    if args.cutoffs_from and cutoff_cues is not None and cutoff_gold is not None:
+        # the row is chosen on VALID as the training loop chooses it: fair rows, cross-fitted
+        on_valid = segment_all(cutoff_cues, cutoff_gold, None, None, args.metric, FAIR_STRATEGIES)
+        chosen = best_row(scored_table(cutoff_gold, on_valid, args.metric), args.metric)
+        on_data = next(
+            r for r in table if (r["cue"], r["strategy"]) == (chosen["cue"], chosen["strategy"])
+        )
+        selection = {"on_valid": chosen, "on_data": on_data}
+    return gold, segs, table, selection
 
 
 def _report(
@@ -207,11 +240,14 @@ def _report(
     window: Window,
     gold: Gold,
     table: list[dict[str, Any]],
+    selection: dict[str, Any] | None = None,
 ) -> str:
-    """The --json object, or the header line, table and best row."""
+    """The --json object, or the header line, table and best row (with --cutoffs-from: the row
+    chosen there, scored on DATA)."""
     context, stride = window.context, window.stride
     best = best_row(table, args.metric)
-    how = f"chosen on {args.cutoff_data}" if args.cutoff_data else "two-fold cross-fitting on DATA"
+    split = _selection_split(args)
+    how = f"chosen on {split}" if split else "two-fold cross-fitting on DATA"
     n_utts, n_phonemes = len(gold.lengths), int(gold.lengths.sum())
     if args.json:
         info = {
@@ -224,16 +260,32 @@ def _report(
             "metric": args.metric,
             "fair_cutoffs": how,
         }
-        return json.dumps({**info, "rows": table, "best": best}, indent=1)
-    return "\n".join(
-        [
-            f"{args.data}: {n_utts} utterances, {n_phonemes} phonemes; model {args.model_dir} "
-            f"(context {context}, stride {stride}); fair cutoffs {how}, maximising {args.metric}",
-            format_table(table),
+        held_out = {}
+        if selection is not None:
+            held_out = {
+                "chosen_on": str(args.cutoffs_from),
+                "chosen": selection["on_data"],
+                "chosen_on_valid": selection["on_valid"],
+            }
+        return json.dumps({**info, "rows": table, "best": best, **held_out}, indent=1)
+    lines = [
+        f"{args.data}: {n_utts} utterances, {n_phonemes} phonemes; model {args.model_dir} "
+        f"(context {context}, stride {stride}); fair cutoffs {how}, maximising {args.metric}",
+        format_table(table),
+    ]
+    if selection is None:
+        lines.append(
             f"best (not oracle): {best['cue']}/{best['strategy']} "
-            f"{args.metric} {best[args.metric]:.4f}",
-        ]
-    )
+            f"{args.metric} {best[args.metric]:.4f}"
+        )
+    else:
+        chosen, on_valid = selection["on_data"], selection["on_valid"]
+        lines.append(
+            f"chosen on {args.cutoffs_from}: {chosen['cue']}/{chosen['strategy']} "
+            f"({args.metric} {on_valid[args.metric]:.4f} there); on {args.data}: "
+            f"{args.metric} {chosen[args.metric]:.4f} (held out: nothing was chosen on it)"
+        )
+    return "\n".join(lines)
 
 
 def _run(argv: list[str] | None) -> int:
@@ -242,13 +294,14 @@ def _run(argv: list[str] | None) -> int:
     tokens = tuple(args.boundary_token or DEFAULT_BOUNDARY_TOKENS)
     model, tokenizer = _load_model(args.model_dir)
     data = _load_data(args.data, args, tokens)
-    cutoff_data = _load_data(args.cutoff_data, args, tokens) if args.cutoff_data else None
+    split = _selection_split(args)
+    cutoff_data = _load_data(split, args, tokens) if split else None
     _warn_unknown(tokenizer, data, args.data)
     window = Window.for_model(model, args.context, args.stride, args.batch_size, args.device)
-    gold, segs, table = _score_all(model, tokenizer, data, cutoff_data, window, args)
-    print(_report(args, window, gold, table))
+    gold, segs, table, selection = _score_all(model, tokenizer, data, cutoff_data, window, args)
+    print(_report(args, window, gold, table, selection))
     if args.write_segmentation:
-        seg = _chosen(segs, table, args)
+        seg = _chosen(segs, table, args, selection["on_data"] if selection else None)
         _write(args.write_segmentation, gold, seg, tokens[0])
         print(f"wrote the {seg.name} segmentation to {args.write_segmentation}", file=sys.stderr)
     return 0

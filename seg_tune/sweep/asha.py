@@ -186,6 +186,10 @@ def _load_section(state_path: Path, key: str) -> dict[str, int]:
 
 PROMOTION_FORMAT = 2
 
+# The end game's fills: a paused trial may fill a free slot if its remaining steps are at most
+# this many times the longest committed trial's (PromotingASHA's docstring says why 2).
+FILL_LIMIT = 2.0
+
 
 class PromotingASHA(_SavedState, TrialScheduler):
     """ASHA that promotes by pausing, with successive halving's budget per rung.
@@ -205,10 +209,21 @@ class PromotingASHA(_SavedState, TrialScheduler):
 
     Paused trials hold no slot: the searcher may start a new trial when fewer than
     `max_concurrent` trials run (`PauseAwareLimiter`, `PauseAwareVariantGenerator`), but a
-    promotable paused trial goes first. When the searcher has no more samples and nothing runs,
-    each rung's best trial, if it waits, is promoted, and so is the best waiting trial of a rung
-    nobody left (with few samples floor(n/rf) can be 0): the best trial of every rung goes on,
-    whatever the order of arrival. Then every trial still paused is stopped where it paused.
+    promotable paused trial goes first.
+
+    The end game, once the searcher has no more samples:
+    - While trials run and a slot is free, the slot is filled with the best paused trial (the
+      highest rung first, then the best score there) whose remaining steps are at most
+      `FILL_LIMIT` (2) times the steps the longest-running committed trial has left. A fill so
+      bounded uses at least as much slot-time that would have stood idle as it can add to the
+      sweep's wall time (steps stand in for time: the trials of one space train at similar
+      speeds). Fills are beyond the quota: they take no promotion from a later arrival, and only
+      committed trials (new ones, or trials that went on under the quota) set the bound, so fills
+      never chain. A fill reaching its next rung is judged there like any trial.
+    - When nothing runs, each rung's best trial, if it waits, is promoted, and so is the best
+      waiting trial of a rung nobody left (with few samples floor(n/rf) can be 0): the best trial
+      of every rung goes on, whatever the order of arrival. Then every trial still paused is
+      stopped where it paused.
 
     Its state (rungs, promotions, paused trials, stop decisions) is written atomically to
     `state_path` after every change and read back after a restore, where Tune re-queues paused
@@ -217,12 +232,15 @@ class PromotingASHA(_SavedState, TrialScheduler):
     File format (`scheduler_state.json`, format 2):
         {"format": 2, "kind": "promotion", "time_attr", "metric", "mode", "max_t",
          "reduction_factor", "rungs": [[step, {trial_id: signed score}], ...],
-         "promoted": {step: [trial_id, ...]}, "paused": {trial_id: step},
+         "promoted": {step: [trial_id, ...]}, "filled": {step: [trial_id, ...]},
+         "paused": {trial_id: step},
          "first_pause": {trial_id: reported step}, "stopped": {trial_id: its rung when stopped},
          "decisions": [[trial_id, rung, what], ...]}
     `decisions` lists every decision in order; `what` is "continue" (went on from the rung on
     arrival, or passed it between two reports), "pause", "promote" (resumed when it qualified),
-    "end_game" (resumed by the end game) or "stop" (stopped where it paused).
+    "fill" (resumed into a free slot by the end game, beyond the quota), "end_game" (resumed by
+    the end game when nothing ran) or "stop" (stopped where it paused). Files written before
+    fills existed have no "filled"; they read as none.
 
     A paused trial that goes on again restarts from its rung checkpoint; `seg_tune.sweep.tracking.
     KeepTrialLogs` keeps Tune from losing its rung result then.
@@ -251,6 +269,9 @@ class PromotingASHA(_SavedState, TrialScheduler):
             s: {} for s in rung_steps(grace_period, reduction_factor, max_t)
         }
         self.promoted: dict[int, set[str]] = {s: set() for s in self.rungs}
+        self.filled: dict[int, set[str]] = {s: set() for s in self.rungs}  # beyond the quota
+        self._filling: set[str] = set()  # fills not yet judged at a later rung
+        self._step: dict[str, int] = {}  # each trial's last reported step (this process)
         self.paused: dict[str, int] = {}
         self.first_pause: dict[str, int] = {}  # the step each trial reported when it first paused
         self.stopped: dict[str, int] = {}
@@ -288,6 +309,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
             "reduction_factor": self._rf,
             "rungs": [[step, dict(rec)] for step, rec in self.rungs.items()],
             "promoted": {str(step): sorted(ids) for step, ids in self.promoted.items()},
+            "filled": {str(step): sorted(ids) for step, ids in self.filled.items() if ids},
             "paused": dict(self.paused),
             "first_pause": dict(self.first_pause),
             "stopped": dict(self.stopped),
@@ -309,10 +331,14 @@ class PromotingASHA(_SavedState, TrialScheduler):
             self.rungs[int(step)].update(rec)
         for step, ids in saved["promoted"].items():
             self.promoted[int(step)].update(ids)
+        for step, ids in saved.get("filled", {}).items():
+            self.filled[int(step)].update(ids)
         self.paused.update(saved["paused"])
         self.first_pause.update(saved["first_pause"])
         self.stopped.update(saved["stopped"])
         self.decisions.extend(saved.get("decisions", []))  # older files have none
+        last = {tid: what for tid, _, what in self.decisions}
+        self._filling = {tid for tid, what in last.items() if what == "fill"}
 
     # ------------------------------------------------------------------ promotion rule
 
@@ -322,7 +348,8 @@ class PromotingASHA(_SavedState, TrialScheduler):
         recorded = self.rungs[step]
         k = int(len(recorded) / self._rf + 1e-9)
         top = sorted(recorded, key=lambda tid: recorded[tid], reverse=True)[:k]
-        waiting = [tid for tid in top if tid not in self.promoted[step]]
+        gone = self.promoted[step] | self.filled[step]
+        waiting = [tid for tid in top if tid not in gone]
         return waiting[: max(0, k - len(self.promoted[step]))]
 
     def _due(self) -> list[str]:
@@ -344,7 +371,9 @@ class PromotingASHA(_SavedState, TrialScheduler):
         return len(live.intersection(self.paused))
 
     def _promote(self, trial_id: str, step: int, what: str = "promote") -> None:
-        self.promoted[step].add(trial_id)
+        (self.filled if what == "fill" else self.promoted)[step].add(trial_id)
+        if what == "fill":
+            self._filling.add(trial_id)
         self.paused.pop(trial_id, None)
         self.decisions.append([trial_id, step, what])
         self._save()
@@ -366,6 +395,8 @@ class PromotingASHA(_SavedState, TrialScheduler):
         if tid in self.paused:  # restarted without a promotion (a retry after a failed pause)
             return TrialScheduler.PAUSE
         step, value = result.get(self.time_attr), result.get(self._metric)
+        if step is not None:
+            self._step[tid] = int(step)
         if step is None or value is None:
             return TrialScheduler.CONTINUE
         if step >= self._max_t:
@@ -377,6 +408,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
             return TrialScheduler.CONTINUE
         for s in reached:
             self.rungs[s][tid] = score
+        self._filling.discard(tid)  # judged at a rung again: committed, or paused
         rung = reached[-1]
         for s in reached[:-1]:  # passed a rung between two reports: counts as promoted
             self.promoted[s].add(tid)
@@ -395,6 +427,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         self._load_once()
+        self._filling.discard(trial.trial_id)
         if self.paused.pop(trial.trial_id, None) is not None:
             self._save()
 
@@ -424,8 +457,40 @@ class PromotingASHA(_SavedState, TrialScheduler):
         for trial in active:
             if trial.status == Trial.PENDING:
                 return trial
-        if not active and paused and tune_controller.search_alg.is_finished():
+        if not paused or not tune_controller.search_alg.is_finished():
+            return None
+        if not active:
             return self._end_game(tune_controller, paused)
+        if len(active) < self._max_concurrent:
+            return self._fill(active, paused)
+        return None
+
+    def _steps_left(self, trial: Any) -> int:
+        step = self._step.get(trial.trial_id)
+        if step is None:  # not reported in this process: Tune's last result, else from 0
+            step = (getattr(trial, "last_result", None) or {}).get(self.time_attr) or 0
+        return max(0, self._max_t - int(step))
+
+    def _fill(self, active: list[Any], paused: list[Any]) -> Any | None:
+        """A slot is free while trials run and no sample is left: resume the best paused trial,
+        highest rung first, whose remaining steps fit within FILL_LIMIT times the longest
+        committed trial's (class docstring)."""
+        committed = [t for t in active if t.trial_id not in self._filling]
+        if not committed:
+            return None
+        horizon = max(self._steps_left(t) for t in committed)
+        by_rank = sorted(
+            paused,
+            key=lambda t: (
+                self.paused[t.trial_id],
+                self.rungs[self.paused[t.trial_id]][t.trial_id],
+            ),
+            reverse=True,
+        )
+        for trial in by_rank:
+            if self._max_t - self.paused[trial.trial_id] <= FILL_LIMIT * horizon:
+                self._promote(trial.trial_id, self.paused[trial.trial_id], "fill")
+                return trial
         return None
 
     def _end_game(self, tune_controller: Any, paused: list[Any]) -> Any | None:
@@ -440,7 +505,8 @@ class PromotingASHA(_SavedState, TrialScheduler):
                 continue
             recorded = self.rungs[step]
             best = max(waiting, key=lambda t: recorded[t.trial_id])
-            if recorded[best.trial_id] >= max(recorded.values()) or not self.promoted[step]:
+            gone = self.promoted[step] | self.filled[step]
+            if recorded[best.trial_id] >= max(recorded.values()) or not gone:
                 self._promote(best.trial_id, step, "end_game")
                 return best
         # Tune re-saves only the trials it marks, and stopping one without an actor marks none

@@ -18,6 +18,7 @@ from typing import Any
 
 from seg_tune.checkpoint import read_checkpoint
 from seg_tune.config import RunConfig
+from seg_tune.metrics import ci_keys
 from seg_tune.sweep import summary
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import HISTORY_KEYS, TrialRecord, best_trial, results_by_step
@@ -26,7 +27,7 @@ from seg_tune.sweep.values import plain
 
 def read_history(trial_dir: Path, metric: str) -> list[dict[str, Any]]:
     """Evaluations of a trial from Tune's `result.json`, one per step: the main metrics."""
-    keys = (*HISTORY_KEYS, metric)
+    keys = (*HISTORY_KEYS, metric, *ci_keys(metric))
     return [{k: r[k] for k in keys if k in r} for r in results_by_step(trial_dir / "result.json")]
 
 

@@ -32,14 +32,21 @@ from typing import Any
 
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.errors import ConfigError, DataError, location
-from seg_tune.metrics import STEP, STOPPED_BY, TUNE_BOOKKEEPING
+from seg_tune.metrics import STEP, STOPPED_BY, TUNE_BOOKKEEPING, ci_keys
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.values import flatten, plain
 
 FORMAT = 3  # written
 READ_FORMATS = (1, 2, 3)  # read
 OUTCOMES = ("finished", "failed", "stopped")
-HISTORY_KEYS = ("step", "train_loss", "valid_loss", "valid_bpp", "seg_boundary_noedge_fscore")
+HISTORY_KEYS = (
+    "step",
+    "train_loss",
+    "valid_loss",
+    "valid_bpp",
+    "seg_boundary_noedge_fscore",
+    *ci_keys("seg_boundary_noedge_fscore"),
+)
 _EXP_HINT = "EXP_DIR must be an experiment folder written by seg_tune.run (it holds summary.json)"
 
 # --------------------------------------------------------------------------- Tune's records
