@@ -40,7 +40,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(str(args.model)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(args.model))
     utterances = load_tagged(args.data)
-    window = Window.for_model(model, 128, batch_size=64)
+    window = Window.for_model(model, min(128, model.config.n_positions), batch_size=64)
     low, high = ci_keys("seg_boundary_noedge_fscore")
     print(f"model {args.model}, {sum(p.numel() for p in model.parameters()):,} parameters")
     print("| utterances | phonemes | wall (median) | boundary F | 95% half-width |")
