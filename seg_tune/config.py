@@ -172,7 +172,7 @@ class TrainingConfig(Strict):
     eval_every_steps: int = Field(200, ge=1)  # validation loss (and segmentation) every N
     eval_max_batches: int | None = Field(None, ge=1)  # None = the whole validation split
     segment_every_steps: int = Field(0, ge=0)  # 0 = at every evaluation
-    segment_utterances: int = Field(1000, ge=0)  # validation subset scored; 0 = no segmentation
+    segment_utterances: int = Field(500, ge=0)  # validation subset scored; 0 = no segmentation
     checkpoint_every_steps: int = Field(500, ge=1)  # and at every new best evaluation
     # also evaluate and checkpoint at these steps (the tuner sets ASHA's rungs here, so that a
     # trial paused at a rung resumes from that very step)

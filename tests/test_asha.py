@@ -574,3 +574,19 @@ def test_variant_generator_frees_paused_slots_and_waits_for_promotions(tmp_path:
     assert generator.next_trial() is None  # a and d run
     generator.on_trial_complete(a.trial_id)
     assert isinstance(generator.next_trial(), Trial)  # a finished: its slot is free
+
+
+def test_a_released_trial_that_tune_still_shows_paused_is_run(tmp_path: Path) -> None:
+    """A trial promoted (or filled) but not yet started by Tune stays PAUSED in Tune's eyes and
+    is in none of the scheduler's lists: it is handed out again rather than left waiting."""
+    s = _promoting(tmp_path / "state.json", max_concurrent=1)
+    a, b = _Live("a"), _Live("b")
+    ctl = _Controller([a, b], finished=True)
+    ctl.scheduler = s
+    for trial, score in ((a, 0.4), (b, 0.6)):
+        assert _feed(s, trial, 10, score) == TrialScheduler.PAUSE
+        trial.status = "PAUSED"
+    assert s.choose_trial_to_run(ctl) is b  # the end game releases b
+    assert "b" not in s.paused and b.status == "PAUSED"  # Tune has not started it yet
+    assert s.choose_trial_to_run(ctl) is b  # asked again: b, not a stop of a
+    assert not ctl.stopped

@@ -228,8 +228,9 @@ def test_childes_dev_forward_relative_matches_the_reference_and_its_own_scoring(
 
     tokens = [0, 0, 0]  # correct, predicted, gold
     inner = [0, 0, 0]
-    gold_lexicon: set[tuple[str, ...]] = set()
-    found_lexicon: set[tuple[str, ...]] = set()
+    # wordseg's types: a word's phoneme symbols concatenated (seg_tune.score's default)
+    gold_lexicon: set[str] = set()
+    found_lexicon: set[str] = set()
     for u, words in zip(corpus, reference, strict=True):
         found = [tuple(w.split(".")) for w in words]
         gold_spans, found_spans = _spans([len(w) for w in u.words]), _spans(map(len, found))
@@ -245,8 +246,8 @@ def test_childes_dev_forward_relative_matches_the_reference_and_its_own_scoring(
             inner[1] + len(found_inner),
             inner[2] + len(gold_inner),
         ]
-        gold_lexicon.update(u.words)
-        found_lexicon.update(found)
+        gold_lexicon.update("".join(w) for w in u.words)
+        found_lexicon.update("".join(w) for w in found)
     types = [len(gold_lexicon & found_lexicon), len(found_lexicon), len(gold_lexicon)]
     for key, (correct, predicted, gold) in {
         "token": tokens,

@@ -449,6 +449,17 @@ class PromotingASHA(_SavedState, TrialScheduler):
         trials = tune_controller.get_trials()
         active = [t for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)]
         paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id in self.paused]
+        # A trial this scheduler released (promoted or filled) that Tune still shows PAUSED has
+        # not been started yet: run it, or it would wait forever, in no list of ours.
+        released = [
+            t
+            for t in trials
+            if t.status == Trial.PAUSED
+            and t.trial_id not in self.paused
+            and t.trial_id not in self.stopped
+        ]
+        if released and len(active) < self._max_concurrent:
+            return released[0]
         if len(active) < self._max_concurrent and paused:
             by_id = {t.trial_id: t for t in paused}
             if pick := next((by_id[tid] for tid in self._due() if tid in by_id), None):
