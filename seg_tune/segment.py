@@ -138,9 +138,15 @@ class Gold:
             self._scorer = Scorer(self.utterances)
         return self._scorer
 
+    def _per_utterance(self, flat_starts: np.ndarray) -> list[np.ndarray]:
+        return np.split(flat_starts, np.cumsum(self.lengths)[:-1])
+
     def score(self, flat_starts: np.ndarray) -> dict[str, float]:
-        cuts = np.cumsum(self.lengths)[:-1]
-        return self.scorer.score_starts(np.split(flat_starts, cuts))
+        return self.scorer.score_starts(self._per_utterance(flat_starts))
+
+    def interval(self, flat_starts: np.ndarray, metric: str) -> tuple[float, float] | None:
+        """`Scorer.interval` of flat word-start flags: the 95% bootstrap interval of `metric`."""
+        return self.scorer.interval(self._per_utterance(flat_starts), metric)
 
     def halves(self) -> tuple[Gold, Gold]:
         h = len(self.utterances) // 2
@@ -468,8 +474,7 @@ def evaluate_segmentation(
     result: dict[str, float | str] = {f"seg_{key}": best[key] for key in SCORE_KEYS}
     result["seg_best"] = f"{best['cue']}/{best['strategy']}"
     chosen = next(x for x in segs if (x.cue, x.strategy) == (best["cue"], best["strategy"]))
-    cuts = np.cumsum(g.lengths)[:-1]
-    interval = g.scorer.interval(np.split(chosen.starts, cuts), metric)
+    interval = g.interval(chosen.starts, metric)
     if interval is not None:
         low, high = ci_keys(f"seg_{metric}")
         result[low], result[high] = interval

@@ -223,14 +223,20 @@ def test_paused_trials_and_promotions_survive_a_restore(tmp_path: Path) -> None:
         _promoting(state).on_trial_add(None, _Live("x", "PENDING"))
 
 
-def test_the_end_game_takes_the_best_to_the_budget_then_stops_the_rest(tmp_path: Path) -> None:
-    s = _promoting(tmp_path / "state.json", max_concurrent=1)  # one slot: no fills
+def _two_paused_at_10(s: PromotingASHA, finished: bool) -> tuple[_Controller, _Live, _Live]:
+    """a (0.4) and b (0.6) paused at rung 10 (floor(2/3) = 0), under a controller."""
     a, b = _Live("a"), _Live("b")
-    ctl = _Controller([a, b], finished=False)
+    ctl = _Controller([a, b], finished=finished)
     ctl.scheduler = s
     for trial, score in ((a, 0.4), (b, 0.6)):
         assert _feed(s, trial, 10, score) == TrialScheduler.PAUSE
         trial.status = "PAUSED"
+    return ctl, a, b
+
+
+def test_the_end_game_takes_the_best_to_the_budget_then_stops_the_rest(tmp_path: Path) -> None:
+    s = _promoting(tmp_path / "state.json", max_concurrent=1)  # one slot: no fills
+    ctl, _, b = _two_paused_at_10(s, finished=False)
     assert s.choose_trial_to_run(ctl) is None  # the searcher may still send better trials
     ctl.finished = True
     assert s.choose_trial_to_run(ctl) is b  # floor(2/3) = 0, but the best must go on
@@ -580,12 +586,7 @@ def test_a_released_trial_that_tune_still_shows_paused_is_run(tmp_path: Path) ->
     """A trial promoted (or filled) but not yet started by Tune stays PAUSED in Tune's eyes and
     is in none of the scheduler's lists: it is handed out again rather than left waiting."""
     s = _promoting(tmp_path / "state.json", max_concurrent=1)
-    a, b = _Live("a"), _Live("b")
-    ctl = _Controller([a, b], finished=True)
-    ctl.scheduler = s
-    for trial, score in ((a, 0.4), (b, 0.6)):
-        assert _feed(s, trial, 10, score) == TrialScheduler.PAUSE
-        trial.status = "PAUSED"
+    ctl, _, b = _two_paused_at_10(s, finished=True)
     assert s.choose_trial_to_run(ctl) is b  # the end game releases b
     assert "b" not in s.paused and b.status == "PAUSED"  # Tune has not started it yet
     assert s.choose_trial_to_run(ctl) is b  # asked again: b, not a stop of a
