@@ -20,15 +20,25 @@ can stand beside the published ones:
 - A boundary always stands on each side of UB: utterance edges are word edges.
 Statistics are computed on the corpus being segmented (the reference's default, no training text).
 
+Beside them, wordseg's simple baselines (`simple_baselines`, wordseg-baseline and the two trivial
+segmentations), to bound the table from below:
+- "random_gold_rate": a boundary at each utterance-internal position with probability p = the gold
+  rate of boundaries among the internal positions of the very utterances scored (wordseg-baseline
+  with its "oracle" probability). It USES THE GOLD (one number of it), so it is a reference line,
+  not an unsupervised learner; its expected boundary_noedge P = R = F = p.
+- "every_phoneme": every phoneme a word (boundary recall 1).
+- "every_utterance": each utterance one word (no internal boundary predicted).
+
 CLI: `python -m seg_tune.baseline tp DATA --direction forward|backward|mi
---threshold relative|absolute [--json] [--write-segmentation FILE] [--all]`.
+--threshold relative|absolute [--json] [--write-segmentation FILE] [--all [--seed N]]`; `--all`
+prints the six TP rows and, below them, the three simple baselines.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Literal, get_args
 
@@ -149,17 +159,72 @@ def tp_all_scores(utterances: Sequence[Utterance]) -> dict[str, dict[str, float]
     }
 
 
+# --------------------------------------------------------------------------- simple baselines
+
+SIMPLE_BASELINE_LABELS: dict[str, str] = {
+    "random_gold_rate": "random boundaries at the gold rate (uses gold)",
+    "every_phoneme": "every phoneme a word",
+    "every_utterance": "each utterance one word",
+}
+"""The names `simple_baselines` returns, in its order, and what each one is."""
+
+
+def gold_boundary_rate(utterances: Sequence[Utterance]) -> float:
+    """Gold word boundaries per utterance-internal position (0.0 when there is none)."""
+    internal = sum(len(u) - 1 for u in utterances)
+    boundaries = sum(len(u.words) - 1 for u in utterances)
+    return boundaries / internal if internal else 0.0
+
+
+def simple_baselines(
+    utterances: Sequence[Utterance], *, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """The 12 wordseg scores of each of wordseg's simple baselines (keys and order of
+    `SIMPLE_BASELINE_LABELS`), scored like the TP baselines (one `Scorer`, default type key):
+
+    - "random_gold_rate": each utterance-internal position is a boundary with probability p =
+      `gold_boundary_rate(utterances)`, drawn with `numpy.random.default_rng(seed)`. p is read
+      from the gold of these very utterances (wordseg-baseline's oracle probability): this
+      baseline uses the gold and must be labelled so wherever it is shown;
+    - "every_phoneme": every phoneme a word;
+    - "every_utterance": each utterance one word.
+    """
+    scorer = Scorer(utterances)
+    lengths = np.fromiter((len(u) for u in utterances), np.int64, len(utterances))
+    utt_start = np.zeros(int(lengths.sum()), dtype=bool)
+    utt_start[np.cumsum(lengths) - lengths] = True
+    # one uniform draw per internal position, in corpus order
+    p = gold_boundary_rate(utterances)
+    random_starts = utt_start.copy()
+    random_starts[~utt_start] = np.random.default_rng(seed).random(int((~utt_start).sum())) < p
+    flat = {
+        "random_gold_rate": random_starts,
+        "every_phoneme": np.ones_like(utt_start),
+        "every_utterance": utt_start,
+    }
+    cuts = np.cumsum(lengths)[:-1]
+    return {
+        name: scorer.score_starts(np.split(starts, cuts) if len(lengths) else [])
+        for name, starts in flat.items()
+    }
+
+
 # --------------------------------------------------------------------------- presentation
 
 
-def format_all_table(results: dict[str, dict[str, float]]) -> str:
-    """One row per combination, the F-scores and the boundary_noedge precision/recall."""
+def format_all_table(
+    results: dict[str, dict[str, float]], labels: Mapping[str, str] | None = None
+) -> str:
+    """One row per entry (a TP combination or a simple baseline), the F-scores and the
+    boundary_noedge precision/recall; below the rows, "name = label" for each name in `labels`."""
     width = max(12, *(len(title) + 2 for title, _ in TABLE_COLUMNS))
-    lines = [f"{'':<20}" + "".join(f"{title:>{width}}" for title, _ in TABLE_COLUMNS)]
+    first = max(20, *(len(name) + 2 for name in results)) if results else 20
+    lines = [f"{'':<{first}}" + "".join(f"{title:>{width}}" for title, _ in TABLE_COLUMNS)]
     for name, scores in results.items():
         row = "".join(f"{scores[key]:>{width}.4f}" for _, key in TABLE_COLUMNS)
-        lines.append(f"{name:<20}{row}")
-    return "\n".join(lines)
+        lines.append(f"{name:<{first}}{row}")
+    legend = [f"{name} = {labels[name]}" for name in results if labels and name in labels]
+    return "\n".join(lines + ([""] if legend else []) + legend)
 
 
 # --------------------------------------------------------------------------- command line

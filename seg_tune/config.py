@@ -1,11 +1,13 @@
 """Typed, frozen configuration of one training run, validated once at the edge.
 
-A run's YAML file has three sections (every key optional; defaults give a small model on the
+A run's YAML file has four sections (every key optional; defaults give a small model on the
 embedded synthetic corpus):
 
-    data:      {train: SOURCE, valid: SOURCE | null, valid_fraction: 0.1}
+    data:      {train: SOURCE, valid: SOURCE | null, valid_fraction: 0.1,
+                test: SOURCE | null, test_fraction: null}
     model:     {preset: 800k, n_layer, n_head, n_embd, n_inner, n_positions, dropout}
     training:  {steps, batch_size, block_size, optimizer, lr, ...}
+    score:     {type_key: wordseg}
 
 A SOURCE is `{kind: synthetic | tagged | text | hf, ...}` (see `DataSource`). Unknown keys, wrong
 types and out-of-range values are refused with one line naming the file, the key and the value.
@@ -26,6 +28,7 @@ from seg_tune import corpus
 from seg_tune.errors import ConfigError, FieldError
 from seg_tune.metrics import REPORTED_METRICS
 from seg_tune.model import PRESETS
+from seg_tune.score import DEFAULT_TYPE_KEY, TypeKey
 
 
 class Strict(BaseModel):
@@ -54,7 +57,9 @@ class DataSource(Strict):
     n_utterances: int = Field(6000, ge=1)
     seed: int = 0  # synthetic: the corpus seed
     lexicon_size: int = Field(400, ge=1)  # synthetic: distinct words
-    # any kind: keep the first N utterances
+    # any kind: drop the first N utterances (e.g. a file's second half as a test split)
+    skip_utterances: int = Field(0, ge=0)
+    # any kind: keep the first N utterances (after skip_utterances)
     max_utterances: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -89,12 +94,27 @@ class DataSource(Strict):
                 column=self.column,
                 fmt=self.format,
                 boundary_tokens=self.boundary_tokens,
-                max_rows=self.max_utterances,
+                max_rows=self.max_utterances and self.skip_utterances + self.max_utterances,
                 where=self.where,
             )
+        if self.skip_utterances:
+            if self.skip_utterances >= len(utts):
+                raise ConfigError(
+                    f"skip_utterances {self.skip_utterances}: {self.describe()} has only "
+                    f"{len(utts)} utterance(s); skip fewer"
+                )
+            utts = utts[self.skip_utterances :]
         return utts[: self.max_utterances] if self.max_utterances else utts
 
     def describe(self) -> str:
+        where = self._where()
+        if self.skip_utterances or self.max_utterances:
+            first = self.skip_utterances + 1
+            last = f"{self.skip_utterances + self.max_utterances:,}" if self.max_utterances else ""
+            where += f", utterances {first:,}..{last}"
+        return where
+
+    def _where(self) -> str:
         if self.kind == "synthetic":
             return f"synthetic corpus (seed {self.seed}, {self.n_utterances} utterances)"
         if self.kind == "hf":
@@ -104,22 +124,141 @@ class DataSource(Strict):
 
 
 class DataConfig(Strict):
+    """The train and validation splits, and the held-out test split.
+
+    Without `valid`, the last `valid_fraction` of train's utterances is held out for validation.
+    The test split is `test` (a source), or with `test_fraction` a block of train's utterances:
+    train's order becomes [train | test | valid] without `valid` (valid stays the tail it is
+    without a test split), train's tail with `valid` given. Blocks are contiguous whole
+    utterances: corpus files are in transcript order, so a block keeps transcripts whole except
+    at its two ends. `load` never reads the test split: `load_test` does (the final phase, and
+    the sweep driver's overlap check before the search)."""
+
     train: DataSource = DataSource()
     valid: DataSource | None = None  # null: the last valid_fraction of train is held out
     valid_fraction: float = Field(0.1, gt=0, lt=1)  # of train, when valid is null
+    # the held-out test split: a source like train; null: none, or a block of train
+    # (test_fraction). A sweep reads it only to refuse one that overlaps train or valid, before
+    # Ray starts, and in its final phase; no trial reads it
+    test: DataSource | None = None
+    # of train, when test is null: the block before valid's tail (valid null) or train's tail
+    test_fraction: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_test(self) -> DataConfig:
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError(
+                f"test and test_fraction ({self.test_fraction}) are both given: the test split "
+                "is a source (test) or a block of train (test_fraction), not both"
+            )
+        fractions = (self.test_fraction or 0) + self.valid_fraction
+        if self.test_fraction and self.valid is None and fractions >= 1:
+            raise ValueError(
+                f"test_fraction {self.test_fraction} + valid_fraction {self.valid_fraction} "
+                "leave no training utterances; together they must be below 1"
+            )
+        return self
+
+    @property
+    def has_test(self) -> bool:
+        """A test split is configured (data.test or data.test_fraction)."""
+        return self.test is not None or self.test_fraction is not None
+
+    def _cuts(self, n: int) -> tuple[int, int]:
+        """(end of train, end of test) in train's n utterances; valid follows up to n."""
+        n_valid = 0 if self.valid is not None else max(1, round(n * self.valid_fraction))
+        n_test = max(1, round(n * self.test_fraction)) if self.test_fraction else 0
+        if n_valid + n_test >= n:
+            held = [f"test_fraction {self.test_fraction}"] if n_test else []
+            held += [f"valid_fraction {self.valid_fraction}"] if n_valid else []
+            raise ConfigError(
+                f"data.train ({self.train.describe()}): {n} utterance(s) cannot be split into "
+                f"train and held-out utterances ({', '.join(held)}); use more data"
+                + ("" if self.valid is not None else " or give data.valid")
+            )
+        _TRAIN_SIZES[self.train.model_dump_json()] = n
+        return n - n_valid - n_test, n - n_valid
 
     def load(self) -> tuple[list[corpus.Utterance], list[corpus.Utterance]]:
-        """Train and validation utterances; without `valid`, the tail of train is held out."""
+        """Train and validation utterances (never the test split: a block of train that is the
+        test split is left out of train). Without `valid`, the tail of train is held out."""
         train = self.train.load()
+        end_train, end_test = self._cuts(len(train))
         if self.valid is not None:
-            return train, self.valid.load()
-        n_valid = max(1, round(len(train) * self.valid_fraction))
-        if n_valid >= len(train):
-            raise ConfigError(
-                f"data.train: {len(train)} utterance(s) cannot be split into train and "
-                f"validation (valid_fraction {self.valid_fraction}); give data.valid"
-            )
-        return train[:-n_valid], train[-n_valid:]
+            return train[:end_train], self.valid.load()
+        return train[:end_train], train[end_test:]
+
+    def load_test(self) -> list[corpus.Utterance] | None:
+        """The test utterances; None when there is no test split. Only the final phase (and the
+        sweep driver's overlap check) reads them."""
+        if self.test is not None:
+            return self.test.load()
+        if self.test_fraction is None:
+            return None
+        train = self.train.load()
+        end_train, end_test = self._cuts(len(train))
+        return train[end_train:end_test]
+
+    def describe_valid(self) -> str:
+        """Where the validation utterances come from."""
+        if self.valid is not None:
+            return self.valid.describe()
+        return f"the last {self.valid_fraction:g} of {self.train.describe()}"
+
+    def describe_test(self) -> str:
+        """Where the test utterances come from, e.g. "utterances 22,401..25,200 of tagged file
+        X" (1-based, inclusive); "" when there is none."""
+        if self.test is not None:
+            return self.test.describe()
+        if self.test_fraction is None:
+            return ""
+        n = _TRAIN_SIZES.get(self.train.model_dump_json())
+        if n is None:  # train not read in this process yet: read it to count its utterances
+            n = len(self.train.load())
+        end_train, end_test = self._cuts(n)
+        return (
+            f"utterances {end_train + 1:,}..{end_test:,} of {self.train.describe()} "
+            f"(test_fraction {self.test_fraction:g} of its {n:,})"
+        )
+
+    def refuse_overlap(
+        self,
+        train: list[corpus.Utterance],
+        valid: list[corpus.Utterance],
+        test: list[corpus.Utterance],
+    ) -> None:
+        """ConfigError (one line naming both sources) when the test split overlaps train or
+        valid: more than `corpus.OVERLAP_SHARE` (5%) of its runs of `corpus.OVERLAP_RUN` (4)
+        consecutive utterances occur identically in that split (the rule and its measured
+        margin: `corpus.shared_run_share`). A test source that is train's or valid's own file
+        scores 100%, as does a copy of a chunk of either."""
+        test_where = f"data.test ({self.describe_test()})"
+        for name, utts, where in (
+            ("data.train", train, self.train.describe()),
+            ("data.valid", valid, self.describe_valid()),
+        ):
+            share = corpus.shared_run_share(test, utts)
+            if share > corpus.OVERLAP_SHARE:
+                k = min(corpus.OVERLAP_RUN, len(test))
+                raise ConfigError(
+                    f"{test_where} overlaps {name} ({where}): {share:.0%} of its runs of {k} "
+                    f"consecutive utterances also occur there (at most "
+                    f"{corpus.OVERLAP_SHARE:.0%} allowed; independent splits of child-directed "
+                    "speech share under 0.5%); give a test split disjoint from train and valid"
+                )
+
+
+# train's utterance count per train source (model_dump_json) read in this process, so that
+# describe_test names the test block's utterances without reading train again
+_TRAIN_SIZES: dict[str, int] = {}
+
+
+class ScoreConfig(Strict):
+    """How segmentations are scored (`seg_tune.score`)."""
+
+    # what a word type is (type P/R/F): wordseg = its phonemes concatenated with no separator,
+    # as wordseg does (`a ɪ` and `aɪ` are one type); phonemes = its phoneme sequence (two types)
+    type_key: TypeKey = DEFAULT_TYPE_KEY
 
 
 class ModelConfig(Strict):
@@ -211,6 +350,7 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    score: ScoreConfig = ScoreConfig()
 
     @model_validator(mode="after")
     def _check_context(self) -> RunConfig:

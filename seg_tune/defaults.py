@@ -106,7 +106,7 @@ def run_config_reference() -> str:
 
     head = [
         "# seg_tune run config: every key at its default (`seg-tune train CONFIG.yaml`).",
-        "# data.train / data.valid are data sources; their keys:",
+        "# data.train / data.valid / data.test are data sources; their keys:",
         *(f"#   {line}" for line in describe(DataSource)),
     ]
     return "\n".join([*head, *describe(RunConfig)]) + "\n"
@@ -132,6 +132,7 @@ def space_reference() -> str:
         "checkpoints": spec.Checkpoints,
         "wandb": spec.Wandb,
         "hub": spec.Hub,
+        "final": spec.FinalSection,
     }
     for name, cls in sections.items():
         if name == "scheduler":
@@ -143,7 +144,10 @@ def space_reference() -> str:
         RunConfig,
         skip=("training.select_metric", "training.select_mode", "training.checkpoint_at_steps"),
     )
-    lines += ["# data, model, training: the defaults every trial starts from (run config):", *run]
+    lines += [
+        "# data, model, training, score: the defaults every trial starts from (run config):",
+        *run,
+    ]
     lines += [
         "# space: {DOTTED.KEY: DISTRIBUTION}, keys are dotted fields of data., model., training.",
         "space: {}",

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 LEARNING_CURVES_PNG = "learning_curves.png"
 HYPERPARAMETERS_PNG = "hyperparameters.png"
+FINAL_PNG = "final_test_bf.png"
 STOP_MARKER_GID = "asha_stop"
 MODEL_MARKER_GID = "best_model_step"  # gid of the star at best_model's step
 TP_LINE_GID = "tp_baseline"  # gid of the best TP baseline's line  # gid of the scatter of ASHA stops, so tests can find it
@@ -206,10 +207,16 @@ def _best_section(exp: ExperimentSummary) -> str:
             if exp.summary.get("scope", "best") == "best"
             else "its last evaluation (experiment.scope: last)"
         )
-        lines.append(
-            f"`best_model/` is this trial at step {exp.model_step}: {how}. "
-            "The metrics below are that evaluation's."
-        )
+        if exp.final and exp.final.get("best"):
+            lines.append(
+                f"It was chosen on {how} (step {exp.model_step}); the metrics below are that "
+                "evaluation's. `best_model/` is the best final run (above), not this trial."
+            )
+        else:
+            lines.append(
+                f"`best_model/` is this trial at step {exp.model_step}: {how}. "
+                "The metrics below are that evaluation's."
+            )
     if best.get("trial_id") not in {t.trial_id for t in exp.trials}:
         lines.append("(This trial is not among the summary's trials.)")
     lines.append("")
@@ -522,10 +529,157 @@ def _segmentation_section(exp: ExperimentSummary) -> str:
     return "\n".join(parts).rstrip()
 
 
+# --------------------------------------------------------------------------- the final phase
+
+_HEADLINE = (("BF", "boundary_noedge_fscore"), ("WF", "token_fscore"), ("LF", "type_fscore"))
+
+
+def _mean_ci(agg: Any) -> str:
+    """`mean ± half-width` of a final-phase aggregate ({n, mean, sd, low, high, half_width})."""
+    if not isinstance(agg, Mapping) or finite_number(agg.get("mean")) is None:
+        return _DASH
+    half = finite_number(agg.get("half_width"))
+    return f"{agg['mean']:.3f}" + (f" ± {half:.3f}" if half is not None else "")
+
+
+def _best_baselines(baselines: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(label, test BF) of the best TP baseline and of each simple baseline."""
+    out = []
+    tp = mapping(baselines.get("tp"), "final baselines tp")
+    scored = [(k, finite_number(mapping(v, k).get(_SEG_KEY))) for k, v in tp.items()]
+    scored = [(k, v) for k, v in scored if v is not None]
+    if scored:
+        name, value = max(scored, key=lambda kv: kv[1])
+        out.append((f"best TP baseline ({name})", value))
+    labels = mapping(baselines.get("labels"), "final baselines labels")
+    for name, scores in mapping(baselines.get("simple"), "final baselines simple").items():
+        value = finite_number(mapping(scores, name).get(_SEG_KEY))
+        if value is not None:
+            out.append((str(labels.get(name, name)), value))
+    return out
+
+
+def final_section(exp: ExperimentSummary) -> str:
+    """The final phase's results, first in the report: test scores over seeds, the untrained
+    control, the baselines, and the gap between validation and test (selection bias)."""
+    final = exp.final
+    if not final:
+        return ""
+    configurations = [mapping(c, "final configuration") for c in final.get("configurations") or []]
+    head = "## Test results (final phase)"
+    if final.get("outcome") == "stopped" or not any(c.get("test") for c in configurations):
+        return (
+            f"{head}\n\nThe final phase has not finished ({_fmt(final.get('n_runs'))} runs "
+            "planned): run the same command again to resume it."
+        )
+    seeds = max((len(c.get("seeds") or []) for c in configurations), default=0)
+    lines = [
+        head,
+        "",
+        f"The best {len(configurations)} configurations of the search, each retrained from "
+        f"scratch with {seeds} seeds. Each model chose its cue x strategy row and cutoffs on "
+        f"{_fmt(final.get('n_valid'))} validation utterances, and was then scored once on "
+        f"**{_fmt(final.get('test_data'))}** ({_fmt(final.get('n_test'))} utterances), which "
+        "no trial of the search saw. Scores: mean ± the half-width of a 95% Student-t interval "
+        "over seeds. Untrained: the same configuration and seed at step 0, scored the same way; "
+        "gain: trained minus untrained, paired by seed.",
+        "",
+    ]
+    header = [
+        "rank",
+        "search trial",
+        *(f"test {k}" for k, _ in _HEADLINE),
+        "untrained BF",
+        "gain BF",
+        f"search {exp.metric} (valid)",
+    ]
+    rows = []
+    for c in configurations:
+        test = mapping(c.get("test"), "final test")
+        untrained = mapping(mapping(c.get("untrained"), "final untrained").get("test"), "u")
+        gain = mapping(c.get("gain"), "final gain")
+        rows.append(
+            [
+                _fmt(c.get("rank")),
+                _code(str(c.get("search_trial_id"))),
+                *(_mean_ci(test.get(key)) for _, key in _HEADLINE),
+                _mean_ci(untrained.get(_SEG_KEY)),
+                _mean_ci(gain.get(_SEG_KEY)),
+                _fmt(c.get("search_value")),
+            ]
+        )
+    lines += [_table(header, rows, [False, False, *([True] * 6)]), ""]
+    baselines = _best_baselines(mapping(final.get("baselines"), "final baselines"))
+    if baselines:
+        lines += ["Baselines on the same test utterances (boundary_noedge F):", ""]
+        lines += [f"- {_escape(label)}: {value:.3f}" for label, value in baselines]
+        lines.append("")
+    top = next((c for c in configurations if c.get("rank") == 1), None)
+    if top is not None:
+        search_value = finite_number(top.get("search_value"))
+        test_bf = finite_number(
+            mapping(mapping(top.get("test"), "t").get(_SEG_KEY), "bf").get("mean")
+        )
+        if search_value is not None and test_bf is not None and exp.metric == f"seg_{_SEG_KEY}":
+            lines += [
+                f"**Selection bias.** The search's best configuration scored {search_value:.3f} on "
+                f"the validation data that chose it; retrained and scored on test it gets "
+                f"{test_bf:.3f} (a gap of {search_value - test_bf:+.3f}). Only the test figures "
+                "are results; the tables further down were used for selection.",
+                "",
+            ]
+    best = mapping(final.get("best"), "final best")
+    if best:
+        lines += [
+            f"`best_model/` is the best final run by validation: configuration "
+            f"#{_fmt(best.get('rank'))}, seed {_fmt(best.get('seed'))}, step "
+            f"{_fmt(best.get('step'))}; its test scores are in `best_model/segmentation.json` "
+            "(key `test`).",
+            "",
+        ]
+    run_rows = []
+    for c in configurations:
+        for run in c.get("runs") or []:
+            run = mapping(run, "final run")
+            chosen = mapping(run.get("chosen"), "final run chosen")
+            test = mapping(run.get("test"), "final run test")
+            run_rows.append(
+                [
+                    _fmt(c.get("rank")),
+                    _fmt(run.get("seed")),
+                    _code(str(run.get("final_trial_id"))),
+                    _fmt(run.get("step")),
+                    _code(f"{chosen.get('cue')}/{chosen.get('strategy')}"),
+                    _score(chosen.get(_SEG_KEY)),
+                    _score(test.get(_SEG_KEY)),
+                ]
+            )
+    if run_rows:
+        lines += [
+            "### Every final run",
+            "",
+            _table(
+                ["rank", "seed", "trial", "step", "row (chosen on valid)", "valid BF", "test BF"],
+                run_rows,
+                [False, True, False, True, False, True, True],
+            ),
+        ]
+    return "\n".join(lines).rstrip()
+
+
 def render_markdown(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
     """The report's text; `plots` maps the plot file names drawn to their relative links."""
+    final = final_section(exp)
+    if final and FINAL_PNG in plots:
+        final += f"\n\n![test BF per configuration]({plots[FINAL_PNG]})"
+    if final:  # what follows was measured on the validation data that chose the model
+        final += (
+            "\n\n---\n\n**Everything below is validation data, used for selection** (the "
+            "search's trials and their best model); report the test figures above."
+        )
     sections = [
         _header(exp),
+        final,
         _best_section(exp),
         _trials_section(exp),
         noise_section(exp),
@@ -823,6 +977,65 @@ def hyperparameter_figure(exp: ExperimentSummary) -> Figure | None:
 # --------------------------------------------------------------------------- writing
 
 
+def final_figure(exp: ExperimentSummary) -> Figure | None:
+    """Test BF per final configuration: its seeds as points, the mean with its 95% interval as
+    a bar, the untrained controls as grey points; the best baseline as a dotted line."""
+    final = exp.final or {}
+    configurations = [c for c in final.get("configurations") or [] if isinstance(c, Mapping)]
+    configurations = [c for c in configurations if c.get("runs")]
+    if not configurations:
+        return None
+    fig = _new_figure(max(4.0, 1.3 * len(configurations) + 2), 3.6)
+    ax = fig.add_subplot()
+    for x, c in enumerate(configurations):
+        values = [finite_number(mapping(r.get("test"), "t").get(_SEG_KEY)) for r in c["runs"]]
+        values = [v for v in values if v is not None]
+        ax.scatter(
+            [x] * len(values),
+            values,
+            color="tab:blue",
+            zorder=3,
+            s=18,
+            label="trained (one point per seed)" if x == 0 else None,
+        )
+        agg = mapping(mapping(c.get("test"), "t").get(_SEG_KEY), "bf")
+        if finite_number(agg.get("low")) is not None:
+            ax.errorbar(
+                [x + 0.15],
+                [agg["mean"]],
+                yerr=[[agg["mean"] - agg["low"]], [agg["high"] - agg["mean"]]],
+                fmt="o",
+                color="black",
+                capsize=4,
+                label="mean, 95% CI" if x == 0 else None,
+            )
+        controls = [
+            finite_number(mapping(r.get("test"), "t").get(_SEG_KEY))
+            for r in mapping(c.get("untrained"), "u").get("runs") or []
+        ]
+        controls = [v for v in controls if v is not None]
+        ax.scatter(
+            [x - 0.15] * len(controls),
+            controls,
+            color="grey",
+            marker="x",
+            s=18,
+            label="untrained (step 0)" if x == 0 else None,
+        )
+    baselines = _best_baselines(mapping(final.get("baselines"), "final baselines"))
+    if baselines:
+        label, value = max(baselines, key=lambda b: b[1])
+        ax.axhline(value, color="tab:red", linestyle=":", label=f"best baseline: {label}"[:60])
+    ax.set_xticks(
+        range(len(configurations)),
+        [f"#{c.get('rank')}\n{c.get('search_trial_id')}" for c in configurations],
+    )
+    ax.set_ylabel("test boundary F (no edges)")
+    ax.set_title("Final runs on the test split", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
 def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` fills a temporary sibling, which then replaces `path` in one rename."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -860,6 +1073,7 @@ def write_plots(exp: ExperimentSummary) -> dict[str, str]:
     figures = {
         LEARNING_CURVES_PNG: learning_curves_figure(exp),
         HYPERPARAMETERS_PNG: hyperparameter_figure(exp),
+        FINAL_PNG: final_figure(exp),
     }
     links = {}
     for name, fig in figures.items():

@@ -39,7 +39,7 @@ from seg_tune.corpus import Utterance
 from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
 from seg_tune.errors import ConfigError, DataError
 from seg_tune.metrics import SCORE_KEYS, TABLE_COLUMNS, ci_keys
-from seg_tune.score import Scorer
+from seg_tune.score import DEFAULT_TYPE_KEY, Scorer, TypeKey
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -123,19 +123,22 @@ def vote(flags: Sequence[np.ndarray], lengths: Sequence[int] | np.ndarray) -> np
 class Gold:
     """Gold utterances prepared once: flat word starts, utterance layout, a reusable scorer."""
 
-    def __init__(self, utterances: Sequence[Utterance]) -> None:
+    def __init__(
+        self, utterances: Sequence[Utterance], type_key: TypeKey = DEFAULT_TYPE_KEY
+    ) -> None:
         if not utterances:
             raise DataError("no gold utterances to score against")
         self.utterances = utterances
         self.lengths = np.fromiter((len(u) for u in utterances), np.int64, len(utterances))
         self.starts = np.concatenate([np.asarray(u.word_starts, dtype=bool) for u in utterances])
         self.first = _first_mask(self.lengths)
+        self.type_key = type_key  # what a word type is (seg_tune.score)
         self._scorer: Scorer | None = None
 
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:
-            self._scorer = Scorer(self.utterances)
+            self._scorer = Scorer(self.utterances, type_key=self.type_key)
         return self._scorer
 
     def _per_utterance(self, flat_starts: np.ndarray) -> list[np.ndarray]:
@@ -150,7 +153,7 @@ class Gold:
 
     def halves(self) -> tuple[Gold, Gold]:
         h = len(self.utterances) // 2
-        return Gold(self.utterances[:h]), Gold(self.utterances[h:])
+        return Gold(self.utterances[:h], self.type_key), Gold(self.utterances[h:], self.type_key)
 
 
 def _check_metric(metric: str) -> str:
@@ -455,9 +458,11 @@ def evaluate_segmentation(
     *,
     window: Window | None = None,
     metric: str = DEFAULT_METRIC,
+    type_key: TypeKey = DEFAULT_TYPE_KEY,
 ) -> dict[str, float | str]:
     """Segmentation scores for the training loop (fair strategies only, cross-fitted cutoffs;
-    cues read with `window`, default `Window.for_model(model)`).
+    cues read with `window`, default `Window.for_model(model)`; word types keyed by `type_key`,
+    the config's score.type_key).
 
     Returns a flat dict: `seg_<score>` for the 12 `SCORE_KEYS` of the best non-oracle
     cue x strategy by `metric`; `seg_best`, that row's name "cue/strategy" (the one string
@@ -467,7 +472,7 @@ def evaluate_segmentation(
     computed; its train/eval mode is restored after.
     """
     cues = compute_cues(model, tokenizer, utterances, window)
-    g = Gold(utterances)
+    g = Gold(utterances, type_key)
     segs = segment_all(cues, g, None, None, metric, FAIR_STRATEGIES)
     table = scored_table(g, segs, metric)
     best = best_row(table, metric)
@@ -481,6 +486,46 @@ def evaluate_segmentation(
     spikes = {r["cue"]: r["boundary_noedge_fscore"] for r in table if r["strategy"] == "spike"}
     result |= {f"spike_{cue}_bf": spikes[cue] for cue in CUE_NAMES}
     return result
+
+
+def held_out_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    valid: Sequence[Utterance],
+    test: Sequence[Utterance],
+    *,
+    window: Window | None = None,
+    metric: str = DEFAULT_METRIC,
+    type_key: TypeKey = DEFAULT_TYPE_KEY,
+) -> dict[str, Any]:
+    """A model scored once on `test`, with everything chosen on `valid`: the cue x strategy row
+    as the training loop chooses it (the best fair row by `metric`, cutoffs cross-fitted on
+    valid) and that row's cutoffs (chosen on the whole of valid). Nothing is chosen on test.
+
+    Returns {"chosen": the row on valid (its 12 scores there), "test": the same row on test
+    (cutoffs from valid; its 12 scores), "test_interval": a 95% bootstrap interval of its test
+    `metric` over the test utterances (None for type scores), "spikes": each cue's spike
+    boundary_noedge F on test, "n_valid", "n_test"}."""
+    valid_cues = compute_cues(model, tokenizer, valid, window)
+    test_cues = compute_cues(model, tokenizer, test, window)
+    gv, gt = Gold(valid, type_key=type_key), Gold(test, type_key=type_key)
+    on_valid = scored_table(
+        gv, segment_all(valid_cues, gv, None, None, metric, FAIR_STRATEGIES), metric
+    )
+    chosen = best_row(on_valid, metric)
+    segs = segment_all(test_cues, gt, valid_cues, gv, metric, FAIR_STRATEGIES)
+    seg = next(s for s in segs if (s.cue, s.strategy) == (chosen["cue"], chosen["strategy"]))
+    spikes = {
+        s.cue: gt.score(s.starts)["boundary_noedge_fscore"] for s in segs if s.strategy == "spike"
+    }
+    return {
+        "chosen": chosen,
+        "test": _row(seg, gt.score(seg.starts)),
+        "test_interval": gt.interval(seg.starts, metric),
+        "spikes": {cue: spikes[cue] for cue in CUE_NAMES},
+        "n_valid": len(valid),
+        "n_test": len(test),
+    }
 
 
 # --------------------------------------------------------------------------- presentation

@@ -198,7 +198,9 @@ def segmentation_scores(
     subset = data.valid_utterances[: cfg.training.segment_utterances]
     context = min(cfg.training.block_size, cfg.model.n_positions)
     window = Window.for_model(model, context, batch_size=64, device=device)
-    return evaluate_segmentation(model, data.tokenizer, subset, window=window)
+    return evaluate_segmentation(
+        model, data.tokenizer, subset, window=window, type_key=cfg.score.type_key
+    )
 
 
 def export_model(

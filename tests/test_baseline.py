@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seg_tune.baseline import COMBINATIONS, tp_all_scores, tp_scores, tp_segment, tp_starts
+from seg_tune.baseline import (
+    COMBINATIONS,
+    SIMPLE_BASELINE_LABELS,
+    tp_all_scores,
+    tp_scores,
+    tp_segment,
+    tp_starts,
+)
 from seg_tune.corpus import Utterance, load_tagged
 from seg_tune.errors import ConfigError
 from seg_tune.score import SCORE_KEYS, score
@@ -314,13 +321,13 @@ def test_cli_all_prints_six_combinations(data_file: Path) -> None:
     proc = run_cli("tp", data_file, "--all", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert list(result) == [f"{d}/{t}" for d, t in COMBINATIONS]
+    assert list(result) == [f"{d}/{t}" for d, t in COMBINATIONS] + list(SIMPLE_BASELINE_LABELS)
     assert all(tuple(v) == SCORE_KEYS for v in result.values())
     assert result["forward/absolute"]["token_fscore"] == 1.0
     table = run_cli("tp", data_file, "--all")
     assert table.returncode == 0, table.stderr
-    rows = [line.split()[0] for line in table.stdout.strip().splitlines()[1:]]
-    assert rows == [f"{d}/{t}" for d, t in COMBINATIONS]
+    rows = [line.split()[0] for line in table.stdout.strip().splitlines()[1:10]]
+    assert rows == [f"{d}/{t}" for d, t in COMBINATIONS] + list(SIMPLE_BASELINE_LABELS)
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,7 @@ def test_a_trial_that_peaks_early_exports_its_best_step(tmp_path: Path) -> None:
     best_step = min(losses, key=lambda s: (losses[s], s))
     assert best_step < 120 and losses[120] > losses[best_step], f"no peak: {losses}"
 
-    assert summary["format"] == 3 and summary["scope"] == "best"
+    assert summary["format"] == 4 and summary["scope"] == "best"
     assert trial["best"]["step"] == best_step and trial["steps_trained"] == 120
     assert trial["best"]["metrics"]["valid_loss"] == pytest.approx(losses[best_step])
     assert trial["metrics"]["valid_loss"] == pytest.approx(losses[120])  # the last, as before

@@ -24,6 +24,8 @@ from seg_tune.segment import (
     best_row,
     choose_cutoff,
     evaluate_segmentation,
+    held_out_scores,
+    segment_table,
     segmentations,
     spike,
     table_from_cues,
@@ -403,3 +405,25 @@ def test_benchmark_smoke_mode():
     assert out.returncode == 0, out.stderr
     assert "| **whole set: cues + segmentation + scoring** |" in out.stdout
     assert "`python bench/segment_speed.py --smoke-test`" in out.stdout
+
+
+def test_held_out_scores_choose_the_row_and_cutoffs_on_valid_only(trained) -> None:
+    """The final phase's scoring: the row the training loop would choose on valid, its cutoffs
+    from valid, applied once to test (as `seg-tune segment TEST --cutoffs-from VALID`)."""
+    model, tok, held_out = trained
+    valid, test = held_out[:100], held_out[100:]
+    out = held_out_scores(model, tok, valid, test)
+    on_valid = evaluate_segmentation(model, tok, valid)
+    chosen = out["chosen"]
+    assert f"{chosen['cue']}/{chosen['strategy']}" == on_valid["seg_best"]
+    assert chosen["boundary_noedge_fscore"] == on_valid["seg_boundary_noedge_fscore"]
+    table = segment_table(model, tok, test, cutoff_utterances=valid)
+    row = next(r for r in table if (r["cue"], r["strategy"]) == (chosen["cue"], chosen["strategy"]))
+    assert out["test"] == row
+    spikes = {r["cue"]: r["boundary_noedge_fscore"] for r in table if r["strategy"] == "spike"}
+    assert out["spikes"] == spikes
+    low, high = out["test_interval"]
+    assert low <= row["boundary_noedge_fscore"] <= high
+    assert (out["n_valid"], out["n_test"]) == (100, len(test))
+    # the row chosen on test itself is at least as good on test: that is the optimism avoided
+    assert best_row(table)["boundary_noedge_fscore"] >= row["boundary_noedge_fscore"]

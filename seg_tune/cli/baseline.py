@@ -10,8 +10,10 @@ from pathlib import Path
 
 from seg_tune.baseline import (
     DIRECTIONS,
+    SIMPLE_BASELINE_LABELS,
     THRESHOLDS,
     format_all_table,
+    simple_baselines,
     tp_all_scores,
     tp_segment,
 )
@@ -37,7 +39,18 @@ def build_parser() -> ArgumentParser:
     )
     tp.add_argument("--direction", choices=DIRECTIONS, default="forward")
     tp.add_argument("--threshold", choices=THRESHOLDS, default="relative")
-    tp.add_argument("--all", action="store_true", help="all six direction x threshold combinations")
+    tp.add_argument(
+        "--all",
+        action="store_true",
+        help="all six direction x threshold combinations, then wordseg's simple baselines "
+        "(random boundaries at the gold rate, every phoneme a word, each utterance one word)",
+    )
+    tp.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="with --all: seed of the random (gold-rate) baseline (default: 0)",
+    )
     tp.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     tp.add_argument(
         "--write-segmentation",
@@ -63,8 +76,11 @@ def _run(argv: list[str] | None) -> int:
         )
     utterances = load_tagged(args.data, tuple(args.boundary_token or DEFAULT_BOUNDARY_TOKENS))
     if args.all:
-        results = tp_all_scores(utterances)
-        print(json.dumps(results) if args.json else format_all_table(results))
+        # the six TP rows, then the simple baselines (names of SIMPLE_BASELINE_LABELS) below them
+        results = tp_all_scores(utterances) | simple_baselines(utterances, seed=args.seed)
+        labels = dict(SIMPLE_BASELINE_LABELS)
+        labels["random_gold_rate"] += f", seed {args.seed}"
+        print(json.dumps(results) if args.json else format_all_table(results, labels))
         return 0
     segmented = tp_segment(utterances, args.direction, args.threshold)
     if args.write_segmentation:

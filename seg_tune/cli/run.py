@@ -1,11 +1,14 @@
 """The tuning service: `python -m seg_tune.run SPACE.yaml [--name] [--storage] [--address] [--host] [--fresh] [--smoke]`.
 
 Validates the search-space file and reads every corpus it names (exit 2 on a bad file, before
-Ray starts; the encoded corpus is then shared with every trial), refuses to resume a folder
+Ray starts; the encoded corpus is then shared with every trial; a test split is read only to
+refuse one that overlaps train or valid, and is held out until the final phase), refuses to resume a folder
 started with other settings, starts a local Ray cluster on loopback (or joins `--address` /
 RAY_ADDRESS), and runs Ray Tune with the configured scheduler (ASHA whose rungs survive
-restores) and searcher over trials of the training loop. When `<storage>/<name>` already holds
-an experiment it is resumed; `--fresh` moves it aside first.
+restores) and searcher over trials of the training loop. With a test split in the data, the
+final phase follows on the same cluster (`seg_tune.sweep.final`: the best configurations
+retrained with new seeds, scored once on test). When `<storage>/<name>` already holds an
+experiment it is resumed, in the search or in the final phase; `--fresh` moves it aside first.
 
 SIGINT, SIGTERM and SIGUSR1 stop the sweep gracefully: experiment state and trial checkpoints
 are saved, the local Ray cluster is shut down, and the process exits with status 3 (resumable:
@@ -181,14 +184,49 @@ def run(args: argparse.Namespace) -> int:
         )
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(layout.space, json.dumps(spec.to_dict(), indent=1))
-        sweep.tuner(restore).fit()
-        outcome = finish(spec, layout, interrupted=bool(stop.signals), report=not args.no_report)
+        final_on = bool(spec.final.enabled)
+        if not (final_on and layout.final.root.is_dir()):  # a started final phase: search ended
+            sweep.tuner(restore).fit()
+        outcome = finish(
+            spec,
+            layout,
+            interrupted=bool(stop.signals),
+            report=not args.no_report,
+            final_pending=final_on,
+        )
+        if final_on and _search_accepted(outcome, spec) and not stop.signals:
+            outcome = _final_phase(spec, layout, sweep, stop, report=not args.no_report)
     except KeyboardInterrupt:
         stop.signals.append("SIGINT")
         outcome = None
     finally:
         ray.shutdown()
     return _final_line(outcome, spec, exp_dir, stop.signals)
+
+
+def _search_accepted(outcome: Any, spec: Any) -> bool:
+    """The search ended with no more failed trials than allowed: the final phase may start."""
+    return outcome.outcome != "stopped" and len(outcome.failed) <= spec.failure.allow_failed_trials
+
+
+def _final_phase(spec: Any, layout: Layout, sweep: Any, stop: StopRequest, *, report: bool) -> Any:
+    """The final phase (`seg_tune.sweep.final`), then what the experiment leaves behind."""
+    from seg_tune.sweep.final import run_phase
+    from seg_tune.sweep.results import collect_trials, finish
+
+    search = collect_trials(layout, spec.experiment.metric)
+    print(
+        f"seg_tune.run: final phase: the best {spec.final.top_k} configuration(s) x "
+        f"{spec.final.seeds} seed(s), then scored once on the test split "
+        f"({spec.base.data.describe_test()}); in {layout.final.root}",
+        flush=True,
+    )
+
+    def fit(runs: list[Any], restore: bool) -> None:
+        sweep.final_tuner(runs, restore).fit()
+
+    final = run_phase(spec, layout, search, fit, interrupted=lambda: bool(stop.signals))
+    return finish(spec, layout, interrupted=bool(stop.signals), report=report, final=final)
 
 
 def _final_line(outcome: Any, spec: Any, exp_dir: Path, signals: list[str]) -> int:
@@ -274,10 +312,14 @@ def _refuse_changed_space(spec: Any, layout: Layout, *, smoke: bool) -> None:
 def read_data(spec: Any) -> Any:
     """Read and check every data config a trial can get, before Ray starts (one line and exit
     2 for a bad file or dataset); returns the base config's corpus, encoded, for the trials to
-    share (`seg_tune.train.PreparedCorpus`)."""
+    share (`seg_tune.train.PreparedCorpus`). The test split is read here only to refuse one
+    that overlaps train or valid (exit 2), then dropped: the corpus the trials get holds none
+    of it, and nothing else reads it until the final phase."""
     from seg_tune.train import prepare_corpus
 
     first, *others = spec.data_configs()
+    if first.has_test:
+        _check_test_split(first, final=bool(spec.final.enabled))
     corpus = prepare_corpus(first)
     for data in others:
         data.load()
@@ -299,6 +341,19 @@ def read_data(spec: Any) -> Any:
     for warning in corpus.warnings:
         print(f"seg_tune.run: warning: {warning}", flush=True)
     return corpus
+
+
+def _check_test_split(data: Any, *, final: bool) -> None:
+    """Refuse (ConfigError, exit 2) a test split that overlaps train or valid; say its size."""
+    test = data.load_test()
+    train, valid = data.load()
+    data.refuse_overlap(train, valid, test)
+    until = "until the final phase" if final else "(final.enabled is false: nothing scores on it)"
+    print(
+        f"seg_tune.run: test split: {len(test):,} utterances ({data.describe_test()}), held out "
+        f"{until}; no trial reads it",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ OUR_SECTIONS = (
     "data",
     "model",
     "training",
+    "score",
     "space",
     "scheduler",
     "searcher",
@@ -29,6 +30,7 @@ OUR_SECTIONS = (
     "checkpoints",
     "wandb",
     "hub",
+    "final",
 )
 
 

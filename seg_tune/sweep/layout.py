@@ -10,6 +10,9 @@
     summary.json           every trial and the best (`seg_tune.sweep.summary`)
     best_model/            the best trial in Hugging Face format, with segmentation.json
     report.md, plots/      the report (`seg_tune.report`)
+    final/                 the final phase (`seg_tune.sweep.final`): a folder laid out like this
+                           one for its Tune trials (tune/, train_runs/, wandb/, ...), plus
+                           scores/, one JSON file per final run and untrained control scored
 
 Each path is a property named after the file's role; nothing else in seg_tune spells them out.
 """
@@ -20,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+FINAL_DIR = "final"
 TUNE_DIR = "tune"  # also the Tuner's RunConfig(name=...): Tune writes <storage_path>/<name>
 
 
@@ -93,6 +97,17 @@ class Layout:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    # ------------------------------------------------------------------ the final phase
+    @property
+    def final(self) -> Layout:
+        """The final phase's own experiment folder (its Tune trials, wandb runs, checkpoints)."""
+        return Layout(self.root / FINAL_DIR)
+
+    @property
+    def scores(self) -> Path:
+        """Scores of a final phase's runs on valid and test (in the final phase's layout)."""
+        return self.root / "scores"
 
     def moved_aside(self) -> Path:
         """Where `--fresh` moves an existing experiment (never deleted): `<name>.old-<time>`."""

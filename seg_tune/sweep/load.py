@@ -55,6 +55,7 @@ from seg_tune.sweep.spec import (
     ExperimentSpec,
     Failure,
     FifoScheduler,
+    FinalSection,
     Hub,
     Resources,
     Searcher,
@@ -128,6 +129,7 @@ def _build(
     checkpoints = _section(Checkpoints, doc.get("checkpoints"), "checkpoints", source)
     wandb = _section(Wandb, doc.get("wandb"), "wandb", source)
     hub = _section(Hub, doc.get("hub"), "hub", source)
+    final = _section(FinalSection, doc.get("final"), "final", source)
     run_doc = _run_doc(doc, source)
     for key in ("select_metric", "select_mode"):
         if key in run_doc["training"]:
@@ -144,6 +146,7 @@ def _build(
     _momentum_rule(space, run_doc, notices)
     validate(RunConfig, run_doc, source=source)  # the file's own defaults, before any sample
     _absolute_paths(run_doc)
+    _refuse_moving_test(space, run_doc, source, labels)
 
     metric, mode = _objective(exp, source, labels)
     _check_grid(space, searcher, source, labels)
@@ -178,9 +181,23 @@ def _build(
         checkpoints=checkpoints.model_copy(update={"keep": keep}),
         wandb=wandb.model_copy(update={"group": wandb.group or name}),
         hub=hub,
+        final=_resolve_final(final, base, source),
         source_path=source,
         notices=tuple(dict.fromkeys(notices)),
     )
+
+
+def _resolve_final(final: FinalSection, base: RunConfig, source: str) -> FinalSection:
+    """`final.enabled` set: on by default when the data has a test split; asked for without
+    one, refused (the final phase scores on test)."""
+    if final.enabled is None:
+        return final.model_copy(update={"enabled": base.data.has_test})
+    if final.enabled and not base.data.has_test:
+        raise ConfigError(
+            f"{source}: key 'final.enabled' = true: the final phase scores its models on a test "
+            "split, and the data has none; give data.test (a source) or data.test_fraction"
+        )
+    return final
 
 
 def _refuse_secrets(doc: Mapping[str, Any], source: str) -> None:
@@ -214,9 +231,9 @@ def _scheduler_section(data: Any, source: str) -> AshaScheduler | FifoScheduler:
 
 
 def _run_doc(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The data/model/training sections as given (sparse), for RunConfig."""
+    """The data/model/training/score sections as given (sparse), for RunConfig."""
     out: dict[str, Any] = {}
-    for name in ("data", "model", "training"):
+    for name in ("data", "model", "training", "score"):
         value = doc.get(name)
         if value is None:
             value = {}
@@ -231,6 +248,8 @@ _FORBIDDEN_SPACE_KEYS = {
     "training.keep_checkpoints": "set checkpoints.keep",
     "training.select_metric": "a trial's best checkpoint is its best on experiment.metric",
     "training.select_mode": "a trial's best checkpoint is its best on experiment.metric",
+    "score.type_key": "it defines the scores trials are compared on; set score.type_key",
+    "data.test_fraction": "the test split is the same for every trial; set data.test_fraction",
 }
 
 
@@ -245,6 +264,11 @@ def _parse_space(data: Any, source: str, labels: dict[str, str]) -> dict[str, _D
         if key in _FORBIDDEN_SPACE_KEYS:
             raise ConfigError(
                 f"{source}: key {label!r} cannot be searched; {_FORBIDDEN_SPACE_KEYS[key]}"
+            )
+        if str(key).startswith("data.test."):
+            raise ConfigError(
+                f"{source}: key {label!r} cannot be searched; the test split is the same for "
+                "every trial: set data.test"
             )
         if key not in SPACE_KEYS:
             close = difflib.get_close_matches(str(key), sorted(SPACE_KEYS), n=1)
@@ -306,10 +330,33 @@ def _momentum_rule(
         )
 
 
+def _refuse_moving_test(
+    space: Mapping[str, _Distribution],
+    run_doc: Mapping[str, Any],
+    source: str,
+    labels: dict[str, str],
+) -> None:
+    """A test split cut from train (data.test_fraction) moves when a searched key changes train
+    or, without data.valid, the validation tail behind it: every trial (and every final run) must
+    be held out from, and scored on, the same test utterances."""
+    data = run_doc.get("data", {})
+    if data.get("test_fraction") is None:
+        return
+    moving = ["data.train."] + (["data.valid_fraction"] if data.get("valid") is None else [])
+    for key in space:
+        if key.startswith(tuple(moving)):
+            label = labels.get(f"space.{key}", f"space.{key}")
+            raise ConfigError(
+                f"{source}: key {label!r} cannot be searched with data.test_fraction: it would "
+                "move the test block of train from trial to trial; fix it, or give data.test "
+                "(a source)"
+            )
+
+
 def _absolute_paths(run_doc: dict[str, Any]) -> None:
     """Ray runs trials in other directories: make relative corpus paths absolute."""
     data = run_doc.get("data", {})
-    for part in ("train", "valid"):
+    for part in ("train", "valid", "test"):
         src = data.get(part)
         if not isinstance(src, dict):
             continue
@@ -441,6 +488,8 @@ SMOKE_STEPS = 40
 SMOKE_SUFFIX = "-smoke"  # of a smoke run's experiment name
 SMOKE_UTTERANCES = 1500
 SMOKE_VALID_UTTERANCES = 300
+# the final phase of a smoke run: 2 configurations x 2 seeds, scored on few utterances
+SMOKE_FINAL = {"top_k": 2, "seeds": 2, "valid_utterances": 200, "test_utterances": 200}
 # Caps on searched values in a smoke run (small model, short context, small evaluations).
 SMOKE_CAPS: dict[str, float] = {
     "model.n_layer": 2,
@@ -494,6 +543,18 @@ def smoke(spec: ExperimentSpec) -> ExperimentSpec:
         model["dropout"] = doc["model"]["dropout"]
     doc["model"] = model
     doc["data"] = _smoke_data(doc["data"])
+    final = doc["final"]
+    final.update(
+        top_k=min(final["top_k"], SMOKE_FINAL["top_k"]),
+        seeds=min(final["seeds"], SMOKE_FINAL["seeds"]),
+        valid_utterances=min(final["valid_utterances"], SMOKE_FINAL["valid_utterances"]),
+        test_utterances=min(
+            final["test_utterances"] or SMOKE_FINAL["test_utterances"],
+            SMOKE_FINAL["test_utterances"],
+        ),
+    )
+    if final["steps"] is not None:
+        final["steps"] = min(final["steps"], SMOKE_STEPS)
     doc["space"] = _smoke_space(spec.space, grid)
     shrunk = spec.space.keys() - doc["space"].keys()
     notices = list(spec.notices)
@@ -503,6 +564,11 @@ def smoke(spec: ExperimentSpec) -> ExperimentSpec:
         f"smoke: {exp['num_samples']} sample(s), {exp['max_concurrent']} at a time, "
         f"{SMOKE_STEPS} steps, preset {model['preset']} (64 positions), "
         f"at most {SMOKE_UTTERANCES} utterances"
+        + (
+            f"; final phase: {final['top_k']} x {final['seeds']} runs"
+            if final["enabled"] is not False
+            else ""
+        )
     )
     return _build(
         doc, source=spec.source_path, default_name=exp["name"], notices=notices, labels={}
@@ -518,10 +584,12 @@ def _smoke_data(data: dict[str, Any]) -> dict[str, Any]:
         train["max_utterances"] = min(
             train.get("max_utterances") or SMOKE_UTTERANCES, SMOKE_UTTERANCES
         )
-    valid = data.get("valid")
-    if isinstance(valid, dict):
-        key = "n_utterances" if valid.get("kind", "synthetic") == "synthetic" else "max_utterances"
-        valid[key] = min(valid.get(key) or SMOKE_VALID_UTTERANCES, SMOKE_VALID_UTTERANCES)
+    for part in ("valid", "test"):  # a test source shrinks like valid
+        held = data.get(part)
+        if isinstance(held, dict):
+            synthetic = held.get("kind", "synthetic") == "synthetic"
+            key = "n_utterances" if synthetic else "max_utterances"
+            held[key] = min(held.get(key) or SMOKE_VALID_UTTERANCES, SMOKE_VALID_UTTERANCES)
     return data
 
 

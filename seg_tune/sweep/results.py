@@ -31,16 +31,10 @@ def read_history(trial_dir: Path, metric: str) -> list[dict[str, Any]]:
     return [{k: r[k] for k in keys if k in r} for r in results_by_step(trial_dir / "result.json")]
 
 
-def export_best_model(
-    checkpoint_dir: Path, target: Path, *, segmentation_utterances: int = 2000
-) -> dict[str, Any]:
-    """Write the best trial's model as a Hugging Face folder with its segmentation table."""
-    from seg_tune.baseline import tp_all_scores
-    from seg_tune.cues import Window
+def load_checkpoint_model(checkpoint_dir: Path) -> tuple[Any, Any, RunConfig, dict]:
+    """A trial checkpoint's model (eval mode), tokenizer, resolved config and meta."""
     from seg_tune.model import build_model
-    from seg_tune.segment import best_row, segment_table
     from seg_tune.tokenizer import load_tokenizer
-    from seg_tune.train import export_model
 
     state, meta = read_checkpoint(checkpoint_dir)
     cfg = RunConfig.model_validate_json((checkpoint_dir / "config.json").read_text("utf-8"))
@@ -48,6 +42,25 @@ def export_best_model(
     model = build_model(cfg.model, tokenizer)
     model.load_state_dict(state["model"])
     model.eval()
+    return model, tokenizer, cfg, meta
+
+
+def export_best_model(
+    checkpoint_dir: Path,
+    target: Path,
+    *,
+    segmentation_utterances: int = 2000,
+    test: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the best trial's model as a Hugging Face folder with its segmentation table (on
+    validation utterances; `test`: the final phase's scores of this model on the test split,
+    kept beside it under "test")."""
+    from seg_tune.baseline import tp_all_scores
+    from seg_tune.cues import Window
+    from seg_tune.segment import best_row, segment_table
+    from seg_tune.train import export_model
+
+    model, tokenizer, cfg, meta = load_checkpoint_model(checkpoint_dir)
     _, valid = cfg.data.load()
     utterances = valid[:segmentation_utterances]
     window = Window.for_model(model, cfg.training.block_size)
@@ -62,6 +75,8 @@ def export_best_model(
         "best": best_row(table),
         "tp_baseline": tp_all_scores(utterances),
     }
+    if test is not None:
+        seg["test"] = test
 
     segmentation = json.dumps(plain(seg, finite=True), indent=1)
     export_model(model, tokenizer, target, cfg, extra={"segmentation.json": segmentation})
@@ -182,13 +197,26 @@ def _outcome(trials: Sequence[TrialRecord], num_samples: int, interrupted: bool)
     return "failed" if any(t.status == "ERROR" for t in trials) else "finished"
 
 
-def finish(spec: Any, layout: Layout, *, interrupted: bool, report: bool) -> Outcome:
+def finish(
+    spec: Any,
+    layout: Layout,
+    *,
+    interrupted: bool,
+    report: bool,
+    final_pending: bool = False,
+    final: Any = None,
+) -> Outcome:
     """What a sweep leaves behind, in an order where no step can cost the ones before it:
     summary.json first, then (once every trial has ended) the best model, then the report, then
-    the hub push. A step that fails is recorded and the next ones still run."""
+    the hub push. A step that fails is recorded and the next ones still run.
+
+    `final_pending`: the final phase comes next; only summary.json is written now (the best
+    model, report and push wait for the final phase). `final`: the final phase's result
+    (`seg_tune.sweep.final.FinalPhase`): its section goes into the summary, and best_model/ is
+    its best run by validation, with that run's test scores beside it."""
     e = spec.experiment
     trials = collect_trials(layout, e.metric)
-    outcome = _outcome(trials, e.num_samples, interrupted)
+    outcome = _outcome(trials, e.num_samples, interrupted or bool(final and final.stopped))
     content = summary.build(
         trials,
         name=layout.name,
@@ -200,10 +228,15 @@ def finish(spec: Any, layout: Layout, *, interrupted: bool, report: bool) -> Out
         outcome=outcome,
         data_description=spec.base.data.train.describe(),
         scope=e.scope,
+        final=final.section if final is not None else None,
     )
     summary.write(layout, content)
     failed = [t for t in trials if t.status == "ERROR"]
     step_failures: list[str] = []
+    for t in final.failed if final is not None else ():
+        step_failures.append(
+            f"final run {t.config.get('final_run')} (trial {t.trial_id}): {t.error}"
+        )
 
     def attempt(step: str, action: Any) -> None:
         try:
@@ -215,18 +248,28 @@ def finish(spec: Any, layout: Layout, *, interrupted: bool, report: bool) -> Out
     best = best_trial(trials, e.metric, e.mode, e.scope)
     ended = outcome != "stopped"
     chosen = content["best"]
-    if ended and best is not None:
+    if best is None:
+        line = f"no trial reported {e.metric}; see {layout.root}"
+    else:
+        value = chosen["chosen_metrics"].get(e.metric, best.value(e.metric, e.mode, e.scope))
+        line = f"best trial {best.trial_id}: {e.metric}={value:.4g} at step {chosen['step']}"
+    if final_pending:
+        return Outcome(outcome, failed, line, step_failures)
+    if ended and final is not None and final.best_checkpoint:
+        test = final.section["best"]
+        attempt(
+            "best model export",
+            lambda: export_best_model(Path(final.best_checkpoint), layout.best_model, test=test),
+        )
+    elif ended and best is not None:
         # scope best: the checkpoint of its best evaluation; scope last (or a trial whose
         # checkpoints predate that record): its latest
         folder = best.best_checkpoint_dir if e.scope == "best" else None
         folder = folder or best.checkpoint_dir
         if folder:
             attempt("best model export", lambda: export_best_model(Path(folder), layout.best_model))
-    if best is None:
-        line = f"no trial reported {e.metric}; see {layout.root}"
-    else:
-        value = chosen["chosen_metrics"].get(e.metric, best.value(e.metric, e.mode, e.scope))
-        line = f"best trial {best.trial_id}: {e.metric}={value:.4g} at step {chosen['step']}"
+    if final is not None:
+        line = final.line or line
     if report:
         from seg_tune.report import write_report
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from seg_tune.config import DataConfig, RunConfig, Strict, validate, with_dotted
+from seg_tune.config import DataConfig, RunConfig, ScoreConfig, Strict, validate, with_dotted
 from seg_tune.sweep.distributions import Distribution
 from seg_tune.sweep.rungs import rung_steps
 from seg_tune.sweep.values import flatten
@@ -135,6 +135,22 @@ class Hub(Strict):
         return self
 
 
+class FinalSection(Strict):
+    """The final phase (`seg_tune.sweep.final`): after the search, the `top_k` best
+    configurations are each retrained from scratch with `seeds` new seeds, as Tune trials on the
+    same cluster; each final model chooses its cue x strategy and cutoffs on the validation split
+    and is then scored once on the test split, beside its untrained control and the baselines."""
+
+    enabled: bool | None = None  # null: on when the data has a test split (data.test/test_fraction)
+    top_k: int = Field(3, ge=1)  # configurations retrained, best first by the search's objective
+    # seeds per configuration: training.seed + 1 .. training.seed + seeds (the search used
+    # training.seed itself)
+    seeds: int = Field(3, ge=1)
+    steps: int | None = Field(None, ge=1)  # null: the steps its search trial reached
+    valid_utterances: int = Field(2000, ge=1)  # validation utterances the row and cutoffs come from
+    test_utterances: int | None = Field(None, ge=1)  # test utterances scored; null: all
+
+
 # --------------------------------------------------------------------------- the spec
 
 
@@ -152,6 +168,7 @@ class ExperimentSpec(Strict):
     checkpoints: Checkpoints  # keep is set
     wandb: Wandb  # group is set
     hub: Hub
+    final: FinalSection  # enabled is set
     source_path: str
     notices: tuple[str, ...] = ()
 
@@ -170,6 +187,12 @@ class ExperimentSpec(Strict):
         if rungs := self.pause_rungs():  # a trial paused at a rung resumes from that very step
             overrides["training.checkpoint_at_steps"] = rungs
         return validate(RunConfig, with_dotted(self.base_data, overrides), source=self.source_path)
+
+    def final_config(self, run: Mapping[str, Any]) -> RunConfig:
+        """The RunConfig of a final run (`seg_tune.sweep.final.FinalRun.as_params`): its search
+        trial's config, retrained from scratch with the run's seed for the run's steps."""
+        cfg = self.trial_config(run["params"])
+        return cfg.with_overrides({"training.seed": run["seed"], "training.steps": run["steps"]})
 
     def data_configs(self) -> list[DataConfig]:
         """Every distinct data config a trial can get: the base one, and when the space
@@ -207,6 +230,7 @@ class ExperimentSpec(Strict):
             "checkpoints": self.checkpoints.model_dump(mode="json"),
             "wandb": self.wandb.model_dump(mode="json"),
             "hub": self.hub.model_dump(mode="json"),
+            "final": self.final.model_dump(mode="json"),
             "notices": list(self.notices),
         }
 
@@ -219,6 +243,7 @@ class ExperimentSpec(Strict):
             "data": copy.deepcopy(self.base_data.get("data", {})),
             "model": copy.deepcopy(self.base_data.get("model", {})),
             "training": training,
+            "score": copy.deepcopy(self.base_data.get("score", {})),
             "space": {k: d.model_dump() for k, d in self.space.items()},
             "scheduler": self.scheduler.model_dump(),
             "searcher": self.searcher.model_dump(),
@@ -227,6 +252,7 @@ class ExperimentSpec(Strict):
             "checkpoints": self.checkpoints.model_dump(),
             "wandb": self.wandb.model_dump(),
             "hub": self.hub.model_dump(),
+            "final": self.final.model_dump(),
         }
 
 
@@ -241,6 +267,7 @@ SAME_ON_RESUME = (
     "space",
     "scheduler",
     "searcher",
+    "final",
 )
 
 
@@ -248,6 +275,11 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys of two `ExperimentSpec.to_dict()`s that differ where a resume would mix two
     experiments."""
     before, after = flatten(old), flatten(new)
+    if "final" not in old:  # saved before the final phase existed: it starts with defaults
+        after = {k: v for k, v in after.items() if not k.startswith("final.")}
+    if "score" not in old.get("base", {}):  # saved before base.score existed: it had defaults
+        defaults = flatten({"base": {"score": ScoreConfig().model_dump(mode="json")}})
+        after = {k: v for k, v in after.items() if k not in defaults or v != defaults[k]}
     return sorted(
         key
         for key in set(before) | set(after)

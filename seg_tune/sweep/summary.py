@@ -1,5 +1,15 @@
 """summary.json: its versioned schema, written AND read here (nothing else parses it).
 
+Format 4 is format 3 plus `final`: null without a final phase, else the final phase's results
+(`seg_tune.sweep.final.section`): outcome, n_runs, n_scored, failed, selection_metric,
+test_data, n_test, n_valid, `configurations` (per configuration: rank, search_trial_id, config,
+steps, seeds, search_value (its objective in the search, on valid), `runs` (per seed: the row
+chosen on valid, its 12 test scores, its test interval, each cue's spike BF on test, its step
+and valid objective), `test` ({score key: {n, mean, sd, low, high, half_width}}: 95% Student-t
+intervals over seeds), `untrained` (the same for the untrained controls) and `gain` (trained
+minus untrained, paired by seed)), `baselines` (tp, simple, labels: on the same test
+utterances) and `best` (the best final run by validation: best_model/ holds it).
+
 Format 3: the objective (`metric`, `mode`), `scope` (how the best trial is chosen: "best", on
 each trial's best evaluation, or "last", on its last), `num_samples`, `scheduler`, `searcher`, `data`,
 `outcome` ("finished": every trial finished, stopped early by ASHA included; "failed": every
@@ -36,8 +46,8 @@ from seg_tune.metrics import STEP, STOPPED_BY, TUNE_BOOKKEEPING, ci_keys
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.values import flatten, plain
 
-FORMAT = 3  # written
-READ_FORMATS = (1, 2, 3)  # read
+FORMAT = 4  # written
+READ_FORMATS = (1, 2, 3, 4)  # read
 OUTCOMES = ("finished", "failed", "stopped")
 HISTORY_KEYS = (
     "step",
@@ -138,6 +148,7 @@ def build(
     outcome: str,
     data_description: str | None = None,
     scope: str = "best",
+    final: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     def entry(t: TrialRecord) -> dict[str, Any]:
         metrics = {k: v for k, v in t.metrics.items() if k not in TUNE_BOOKKEEPING}
@@ -183,6 +194,7 @@ def build(
             "data": data_description,
             "best": None if best is None else _best_entry(entry(best), scope),
             "trials": [entry(t) for t in sorted(trials, key=lambda t: t.trial_id)],
+            "final": final,
         },
         finite=True,
     )
@@ -249,6 +261,7 @@ class ExperimentSummary:
     trials: list[TrialSummary]
     best: dict[str, Any] | None
     segmentation: dict[str, Any] | None
+    final: dict[str, Any] | None = None  # format 4: the final phase (None: none ran)
 
     @property
     def model_step(self) -> int | None:
@@ -398,4 +411,5 @@ def read_experiment(exp_dir: Path) -> ExperimentSummary:
         trials=trials,
         best=mapping(best, f"{path} best") or None,
         segmentation=read_segmentation(exp_dir),
+        final=mapping(summary.get("final"), f"{path} final") or None,
     )

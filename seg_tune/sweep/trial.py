@@ -15,6 +15,7 @@ on a cluster without it the driver asks for a sliver of a CPU instead.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -44,11 +45,19 @@ class TrialSettings:
     keep_checkpoints: int
     train_storage: str
     use_ray_train: bool
+    # the final phase's runs, {key: FinalRun.as_params()} as JSON (None: a search trial); a final
+    # trial's one parameter (`seg_tune.sweep.final.FINAL_KEY`) names its run
+    final_runs_json: str | None = None
 
     def config(self, params: dict[str, Any]) -> RunConfig:
+        from seg_tune.sweep.final import FINAL_KEY
         from seg_tune.sweep.spec import ExperimentSpec
 
-        cfg = ExperimentSpec.model_validate_json(self.spec_json).trial_config(params)
+        spec = ExperimentSpec.model_validate_json(self.spec_json)
+        if FINAL_KEY in params and self.final_runs_json is not None:
+            cfg = spec.final_config(json.loads(self.final_runs_json)[params[FINAL_KEY]])
+        else:
+            cfg = spec.trial_config(params)
         if cfg.training.threads:
             return cfg
         # Ray sets OMP_NUM_THREADS, but torch must be told: one thread per CPU of the worker.

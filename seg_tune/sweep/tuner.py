@@ -180,6 +180,57 @@ def build_tuner(
     )
 
 
+def build_final_tuner(
+    spec: ExperimentSpec,
+    layout: Layout,
+    trainable: Callable[..., Any],
+    run_keys: Sequence[str],
+    callbacks: Sequence[Any] = (),
+    *,
+    restore: bool = False,
+    keep_checkpoints: int | None = None,
+) -> Any:
+    """The final phase's Tuner in `layout` (the experiment's `final/`): a grid of one trial per
+    run key, FIFO (every run trains its steps), at most experiment.max_concurrent at once; or
+    the one saved there, resumed (finished runs stay finished)."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from seg_tune.sweep.final import FINAL_KEY
+
+    space = {FINAL_KEY: tune.grid_search(list(run_keys))}
+    if restore:
+        return tune.Tuner.restore(
+            str(layout.tune),
+            trainable=trainable,
+            param_space=space,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
+    e = spec.experiment
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=e.metric,
+            mode=e.mode,
+            search_alg=BasicVariantGenerator(max_concurrent=e.max_concurrent),
+            scheduler=FIFOScheduler(),
+            num_samples=1,
+            trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(layout.root),
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+            checkpoint_config=checkpoint_config(keep_checkpoints or spec.checkpoints.keep),
+            callbacks=list(callbacks),
+            verbose=1,
+        ),
+    )
+
+
 def checkpoint_config(keep: int | None) -> Any:
     """Tune's CheckpointConfig: `trial.checkpoint_retention`, so that the best model survives
     however long the trial goes on after it."""
@@ -212,17 +263,20 @@ class Sweep:
             use_ray_train=r.workers > 1 or r.use_ray_train == "always",
         )
 
-    def trainable(self) -> Any:
+    def trainable(self, settings: TrialSettings | None = None) -> Any:
         import ray
         from ray import tune
 
         from seg_tune.sweep.trial import run_trial, trial_resources
 
-        needed = trial_resources(self.settings, ray.cluster_resources())
-        trainable = tune.with_parameters(run_trial, settings=self.settings, corpus=self.corpus)
+        settings = settings or self.settings
+        needed = trial_resources(settings, ray.cluster_resources())
+        trainable = tune.with_parameters(run_trial, settings=settings, corpus=self.corpus)
         return tune.with_resources(trainable, needed)
 
-    def callbacks(self) -> list[Any]:
+    def callbacks(self, layout: Layout | None = None, suffix: str = "") -> list[Any]:
+        """Tune's logs kept whole, and the wandb runs of `layout`'s trials (default: the
+        search's), grouped as the experiment (+ `suffix`: "-final" for the final phase)."""
         from seg_tune.sweep.tracking import KeepTrialLogs, WandbTrialRuns, resolve_mode
 
         w = self.spec.wandb
@@ -233,12 +287,33 @@ class Sweep:
             KeepTrialLogs(),
             WandbTrialRuns(
                 project=w.project,
-                group=w.group or self.spec.experiment.name,
+                group=(w.group or self.spec.experiment.name) + suffix,
                 entity=w.entity,
                 mode=mode,
-                layout=self.layout,
+                layout=layout or self.layout,
             ),
         ]
+
+    def final_tuner(self, runs: Sequence[Any], restore: bool) -> Any:
+        """The final phase's Tuner (`seg_tune.sweep.final`) for `runs`, in `final/`."""
+        import json
+        from dataclasses import replace
+
+        final = self.layout.final
+        settings = replace(
+            self.settings,
+            train_storage=str(final.train_runs),
+            final_runs_json=json.dumps({r.key: r.as_params() for r in runs}),
+        )
+        return build_final_tuner(
+            self.spec,
+            final,
+            self.trainable(settings),
+            [r.key for r in runs],
+            self.callbacks(final, suffix="-final"),
+            restore=restore,
+            keep_checkpoints=settings.keep_checkpoints,
+        )
 
     def tuner(self, restore: bool) -> Any:
         return build_tuner(
