@@ -1025,7 +1025,7 @@ def final_figure(exp: ExperimentSummary) -> Figure | None:
     baselines = _best_baselines(mapping(final.get("baselines"), "final baselines"))
     if baselines:
         label, value = max(baselines, key=lambda b: b[1])
-        ax.axhline(value, color="tab:red", linestyle=":", label=f"best baseline: {label}"[:60])
+        ax.axhline(value, color="tab:red", linestyle=":", label=label[:60])
     ax.set_xticks(
         range(len(configurations)),
         [f"#{c.get('rank')}\n{c.get('search_trial_id')}" for c in configurations],
