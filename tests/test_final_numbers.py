@@ -131,3 +131,26 @@ def test_headline_quotes_the_interval_and_the_gain() -> None:
         headline(section(runs, {}, {}, None, mode="max", search_values={}, outcome="stopped"))
         is None
     )
+
+
+def test_a_sigusr1_between_fits_is_recorded_and_a_sigterm_still_counts_once() -> None:
+    """After a Tune fit (the final phase then scores in the driver), SIGUSR1 is the batch
+    script's "time is nearly up": the driver records it and stops between runs."""
+    import os
+    import signal
+
+    from seg_tune.cli.run import StopRequest
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        stop = StopRequest()
+        stop.install()
+        stop.watch_usr1()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signals == ["SIGTERM"]  # not forwarded to itself as a SIGUSR1
+        stop.signals.clear()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.signals == ["SIGUSR1"]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

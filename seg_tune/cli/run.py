@@ -113,12 +113,22 @@ class StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
+    def watch_usr1(self) -> None:
+        """Between two Tune fits (after the search, while the final phase scores), SIGUSR1 (the
+        batch script's "time is nearly up") is ours: Tune leaves its own handler installed after
+        a fit, which nothing reads then. Each fit installs Tune's again."""
+        signal.signal(signal.SIGUSR1, self._handle_usr1)
+
+    def _handle_usr1(self, signum: int, frame: Any) -> None:
+        self.signals.append(signal.Signals(signum).name)
+
     def _handle(self, signum: int, frame: Any) -> None:
         self.signals.append(signal.Signals(signum).name)
         if len(self.signals) > 1:  # a second signal: stop waiting on anything
             raise KeyboardInterrupt
         tune_handler = signal.getsignal(signal.SIGUSR1)
-        if callable(tune_handler):  # Tune's handler: sets its "experiment interrupted" event
+        if callable(tune_handler) and tune_handler != self._handle_usr1:
+            # Tune's handler: sets its "experiment interrupted" event
             tune_handler(signal.SIGUSR1, frame)
 
 
@@ -187,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         final_on = bool(spec.final.enabled)
         if not (final_on and layout.final.root.is_dir()):  # a started final phase: search ended
             sweep.tuner(restore).fit()
+            stop.watch_usr1()
         outcome = finish(
             spec,
             layout,
@@ -224,6 +235,7 @@ def _final_phase(spec: Any, layout: Layout, sweep: Any, stop: StopRequest, *, re
 
     def fit(runs: list[Any], restore: bool) -> None:
         sweep.final_tuner(runs, restore).fit()
+        stop.watch_usr1()  # the final phase scores next: a SIGUSR1 then stops it between runs
 
     final = run_phase(spec, layout, search, fit, interrupted=lambda: bool(stop.signals))
     return finish(spec, layout, interrupted=bool(stop.signals), report=report, final=final)
