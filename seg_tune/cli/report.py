@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from seg_tune.cli.common import ArgumentParser, run_cli
-from seg_tune.report import (
-    write_report,
-)
+from seg_tune.report import render_markdown, write_report
+from seg_tune.sweep.lock import holder
+from seg_tune.sweep.summary import read_experiment
 
 
 def build_parser() -> ArgumentParser:
@@ -17,7 +18,9 @@ def build_parser() -> ArgumentParser:
         prog="seg-tune report",
         description=(
             "Write EXP_DIR/report.md (Markdown) and EXP_DIR/plots/*.png for a finished or "
-            "interrupted tuning experiment; print the report's path."
+            "interrupted tuning experiment; print the report's path. While a driver runs the "
+            "experiment (it holds the folder's lock), print the report instead: only the "
+            "driver writes in its folder."
         ),
     )
     parser.add_argument(
@@ -28,6 +31,16 @@ def build_parser() -> ArgumentParser:
 
 def _run(argv: list[str] | None) -> int:
     args: argparse.Namespace = build_parser().parse_args(argv)
+    running = holder(args.exp_dir)
+    if running is not None:  # its driver writes the report; we only read
+        print(
+            f"seg-tune report: {args.exp_dir} is in use by a running seg_tune driver "
+            f"({running.describe()}): printing the report here instead of writing it (its "
+            "driver writes report.md when it ends)",
+            file=sys.stderr,
+        )
+        print(render_markdown(read_experiment(args.exp_dir), {}), end="")
+        return 0
     print(write_report(args.exp_dir))
     return 0
 

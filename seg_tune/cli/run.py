@@ -35,6 +35,7 @@ from seg_tune.cli.common import ArgumentParser
 from seg_tune.errors import ConfigError, DataError, SegTuneError
 from seg_tune.sweep import cluster as local_cluster
 from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.lock import ExperimentLock
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -155,12 +156,29 @@ def run(args: argparse.Namespace) -> int:
     layout = Layout.of(args.storage, name)
     exp_dir = layout.root
     if args.fresh and exp_dir.exists():
-        moved = layout.moved_aside()
-        exp_dir.rename(moved)
+        with ExperimentLock(exp_dir):  # refused (exit 2) while another driver runs it
+            moved = layout.moved_aside()
+            exp_dir.rename(moved)
+        Layout(moved).lock.unlink(missing_ok=True)  # ours, moved with the folder
         print(f"seg_tune.run: --fresh: moved the old experiment to {moved} ({_kept(layout)})")
     _refuse_changed_space(spec, layout, smoke=args.smoke)
     _refuse_cpu_torch_for_gpus(spec)
     corpus = read_data(spec)  # every source read and checked once (DataError: exit 2)
+    from seg_tune.sweep.asha import check_ray
+
+    check_ray()  # before Ray starts: an untested Ray is refused (exit 2)
+    lock = ExperimentLock(exp_dir).acquire()  # one driver per experiment (exit 2 if held)
+    if lock.notice:
+        print(f"seg_tune.run: notice: {exp_dir}: {lock.notice}", flush=True)
+    try:
+        return _run_locked(args, spec, layout, corpus)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any) -> int:
+    """The sweep, with the experiment's lock held."""
+    name, exp_dir = layout.name, layout.root
 
     # Before Ray is imported: its C++ config reads these once.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -172,12 +190,10 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from seg_tune.sweep.asha import check_ray
     from seg_tune.sweep.results import finish
     from seg_tune.sweep.trial import placement_problem
     from seg_tune.sweep.tuner import Sweep, can_restore
 
-    check_ray()  # before Ray starts: an untested Ray is refused (exit 2)
     context = local_cluster.start_ray(args.address, spec.experiment.max_concurrent, args.host)
     local_cluster.print_dashboard(context, joined=bool(args.address))
     stop = StopRequest()

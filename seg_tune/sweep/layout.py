@@ -4,6 +4,7 @@
                            (result.json, progress.csv, checkpoints of one-worker trials); Tune
                            syncs it from its own staging copy, so nothing of ours lives there
     train_runs/<id>/       Ray Train's: the checkpoints of multi-worker trials
+    driver.lock            held by the driver running it (`seg_tune.sweep.lock`)
     space.json             the resolved spec the experiment was started with (resumes compare)
     scheduler_state.json   ASHA's rungs, pauses and stops (`seg_tune.sweep.asha`)
     wandb/                 the trials' wandb runs; wandb_steps.json: the steps written for good
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FINAL_DIR = "final"
+LOCK_NAME = "driver.lock"
 TUNE_DIR = "tune"  # also the Tuner's RunConfig(name=...): Tune writes <storage_path>/<name>
 
 
@@ -57,6 +59,10 @@ class Layout:
         return self.train_runs / trial_id
 
     # ------------------------------------------------------------------ ours
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
+
     @property
     def space(self) -> Path:
         return self.root / "space.json"
