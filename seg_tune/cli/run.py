@@ -164,10 +164,10 @@ def run(args: argparse.Namespace) -> int:
     _refuse_changed_space(spec, layout, smoke=args.smoke)
     _refuse_cpu_torch_for_gpus(spec)
     corpus = read_data(spec)  # every source read and checked once (DataError: exit 2)
-    from seg_tune.sweep.asha import check_ray
-
-    check_ray()  # before Ray starts: an untested Ray is refused (exit 2)
-    lock = ExperimentLock(exp_dir).acquire()  # one driver per experiment (exit 2 if held)
+    # one driver per experiment (exit 2 if held). Ray must not be imported before the
+    # environment below is set (its C++ config reads it once; importing it earlier broke the
+    # token authentication of the local cluster): check_ray stays after it.
+    lock = ExperimentLock(exp_dir).acquire()
     if lock.notice:
         print(f"seg_tune.run: notice: {exp_dir}: {lock.notice}", flush=True)
     try:
@@ -190,10 +190,12 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from seg_tune.sweep.asha import check_ray
     from seg_tune.sweep.results import finish
     from seg_tune.sweep.trial import placement_problem
     from seg_tune.sweep.tuner import Sweep, can_restore
 
+    check_ray()  # before Ray starts: an untested Ray is refused (exit 2)
     context = local_cluster.start_ray(args.address, spec.experiment.max_concurrent, args.host)
     local_cluster.print_dashboard(context, joined=bool(args.address))
     stop = StopRequest()
