@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -176,17 +177,30 @@ class DataConfig(Strict):
                 f"train and held-out utterances ({', '.join(held)}); use more data"
                 + ("" if self.valid is not None else " or give data.valid")
             )
-        _TRAIN_SIZES[self.train.model_dump_json()] = n
         return n - n_valid - n_test, n - n_valid
+
+    def _blocks(
+        self, train: list[corpus.Utterance]
+    ) -> tuple[list[corpus.Utterance], list[corpus.Utterance], list[corpus.Utterance]]:
+        """Train's utterances cut into (train, the test block, the validation tail); the last two
+        are empty when test_fraction is unset or valid is given."""
+        end_train, end_test = self._cuts(len(train))
+        return train[:end_train], train[end_train:end_test], train[end_test:]
 
     def load(self) -> tuple[list[corpus.Utterance], list[corpus.Utterance]]:
         """Train and validation utterances (never the test split: a block of train that is the
         test split is left out of train). Without `valid`, the tail of train is held out."""
-        train = self.train.load()
-        end_train, end_test = self._cuts(len(train))
-        if self.valid is not None:
-            return train[:end_train], self.valid.load()
-        return train[:end_train], train[end_test:]
+        fit, _, tail = self._blocks(self.train.load())
+        return fit, self.valid.load() if self.valid is not None else tail
+
+    def load_splits(self) -> Splits:
+        """Train, validation and test utterances, train read once (the final phase and the
+        driver's overlap check; a trial calls `load`)."""
+        whole = self.train.load()
+        fit, block, tail = self._blocks(whole)
+        valid = self.valid.load() if self.valid is not None else tail
+        test = self.test.load() if self.test is not None else block if self.has_test else None
+        return Splits(fit, valid, test, len(whole))
 
     def load_test(self) -> list[corpus.Utterance] | None:
         """The test utterances; None when there is no test split. Only the final phase (and the
@@ -195,9 +209,7 @@ class DataConfig(Strict):
             return self.test.load()
         if self.test_fraction is None:
             return None
-        train = self.train.load()
-        end_train, end_test = self._cuts(len(train))
-        return train[end_train:end_test]
+        return self._blocks(self.train.load())[1]
 
     def describe_valid(self) -> str:
         """Where the validation utterances come from."""
@@ -205,16 +217,15 @@ class DataConfig(Strict):
             return self.valid.describe()
         return f"the last {self.valid_fraction:g} of {self.train.describe()}"
 
-    def describe_test(self) -> str:
+    def describe_test(self, n_train: int | None = None) -> str:
         """Where the test utterances come from, e.g. "utterances 22,401..25,200 of tagged file
-        X" (1-based, inclusive); "" when there is none."""
+        X" (1-based, inclusive); "" when there is none. `n_train`: the train source's number of
+        utterances (`Splits.n_source`), else train is read to count them."""
         if self.test is not None:
             return self.test.describe()
         if self.test_fraction is None:
             return ""
-        n = _TRAIN_SIZES.get(self.train.model_dump_json())
-        if n is None:  # train not read in this process yet: read it to count its utterances
-            n = len(self.train.load())
+        n = n_train if n_train is not None else len(self.train.load())
         end_train, end_test = self._cuts(n)
         return (
             f"utterances {end_train + 1:,}..{end_test:,} of {self.train.describe()} "
@@ -232,7 +243,6 @@ class DataConfig(Strict):
         consecutive utterances occur identically in that split (the rule and its measured
         margin: `corpus.shared_run_share`). A test source that is train's or valid's own file
         scores 100%, as does a copy of a chunk of either."""
-        test_where = f"data.test ({self.describe_test()})"
         for name, utts, where in (
             ("data.train", train, self.train.describe()),
             ("data.valid", valid, self.describe_valid()),
@@ -241,16 +251,21 @@ class DataConfig(Strict):
             if share > corpus.OVERLAP_SHARE:
                 k = min(corpus.OVERLAP_RUN, len(test))
                 raise ConfigError(
-                    f"{test_where} overlaps {name} ({where}): {share:.0%} of its runs of {k} "
+                    f"data.test ({self.describe_test()}) overlaps {name} ({where}): {share:.0%} of its runs of {k} "
                     f"consecutive utterances also occur there (at most "
                     f"{corpus.OVERLAP_SHARE:.0%} allowed; independent splits of child-directed "
                     "speech share under 0.5%); give a test split disjoint from train and valid"
                 )
 
 
-# train's utterance count per train source (model_dump_json) read in this process, so that
-# describe_test names the test block's utterances without reading train again
-_TRAIN_SIZES: dict[str, int] = {}
+@dataclass(frozen=True)
+class Splits:
+    """A data config's three splits (`DataConfig.load_splits`)."""
+
+    train: list[corpus.Utterance]
+    valid: list[corpus.Utterance]
+    test: list[corpus.Utterance] | None
+    n_source: int  # utterances of the train source before the cuts (`describe_test`)
 
 
 class ScoreConfig(Strict):

@@ -488,6 +488,14 @@ def evaluate_segmentation(
     return result
 
 
+def chosen_row(cues: Cues, g: Gold, metric: str = DEFAULT_METRIC) -> dict[str, Any]:
+    """The row a split chooses, as the training loop chooses it: the best fair row by `metric`,
+    its cutoffs cross-fitted on the split itself."""
+    return best_row(
+        scored_table(g, segment_all(cues, g, None, None, metric, FAIR_STRATEGIES), metric), metric
+    )
+
+
 def held_out_scores(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -509,10 +517,7 @@ def held_out_scores(
     valid_cues = compute_cues(model, tokenizer, valid, window)
     test_cues = compute_cues(model, tokenizer, test, window)
     gv, gt = Gold(valid, type_key=type_key), Gold(test, type_key=type_key)
-    on_valid = scored_table(
-        gv, segment_all(valid_cues, gv, None, None, metric, FAIR_STRATEGIES), metric
-    )
-    chosen = best_row(on_valid, metric)
+    chosen = chosen_row(valid_cues, gv, metric)
     segs = segment_all(test_cues, gt, valid_cues, gv, metric, FAIR_STRATEGIES)
     seg = next(s for s in segs if (s.cue, s.strategy) == (chosen["cue"], chosen["strategy"]))
     spikes = {

@@ -375,12 +375,12 @@ def read_data(spec: Any) -> Any:
 
 def _check_test_split(data: Any, *, final: bool) -> None:
     """Refuse (ConfigError, exit 2) a test split that overlaps train or valid; say its size."""
-    test = data.load_test()
-    train, valid = data.load()
-    data.refuse_overlap(train, valid, test)
+    splits = data.load_splits()
+    data.refuse_overlap(splits.train, splits.valid, splits.test)
     until = "until the final phase" if final else "(final.enabled is false: nothing scores on it)"
     print(
-        f"seg_tune.run: test split: {len(test):,} utterances ({data.describe_test()}), held out "
+        f"seg_tune.run: test split: {len(splits.test):,} utterances "
+        f"({data.describe_test(splits.n_source)}), held out "
         f"{until}; no trial reads it",
         flush=True,
     )

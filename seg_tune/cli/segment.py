@@ -19,7 +19,6 @@ from seg_tune.errors import ConfigError
 from seg_tune.metrics import SCORE_KEYS
 from seg_tune.segment import (
     DEFAULT_METRIC,
-    FAIR_STRATEGIES,
     ORACLE_STRATEGIES,
     STRATEGIES,
     VOTE_CUE,
@@ -27,6 +26,7 @@ from seg_tune.segment import (
     Gold,
     Segmentation,
     best_row,
+    chosen_row,
     format_table,
     scored_table,
     segment_all,
@@ -226,8 +226,7 @@ def _score_all(
     selection = None
     if args.cutoffs_from and cutoff_cues is not None and cutoff_gold is not None:
         # the row is chosen on VALID as the training loop chooses it: fair rows, cross-fitted
-        on_valid = segment_all(cutoff_cues, cutoff_gold, None, None, args.metric, FAIR_STRATEGIES)
-        chosen = best_row(scored_table(cutoff_gold, on_valid, args.metric), args.metric)
+        chosen = chosen_row(cutoff_cues, cutoff_gold, args.metric)
         on_data = next(
             r for r in table if (r["cue"], r["strategy"]) == (chosen["cue"], chosen["strategy"])
         )

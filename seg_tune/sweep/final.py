@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,17 +110,17 @@ class _Splits:
 
     valid_n: int
     test_n: int | None
-    cache: dict[str, tuple[list, list, str]]
+    cache: dict[str, tuple[list, list, str]] = field(default_factory=dict)
 
     def of(self, cfg: Any) -> tuple[list, list, str]:
         key = cfg.data.model_dump_json()
         if key not in self.cache:
-            _, valid = cfg.data.load()
-            test = cfg.data.load_test()
-            if not test:
+            splits = cfg.data.load_splits()
+            if not splits.test:
                 raise ValueError("the final phase needs a test split; the data has none")
-            test = test[: self.test_n] if self.test_n else test
-            self.cache[key] = (valid[: self.valid_n], test, cfg.data.describe_test())
+            test = splits.test[: self.test_n] if self.test_n else splits.test
+            where = cfg.data.describe_test(splits.n_source)
+            self.cache[key] = (splits.valid[: self.valid_n], test, where)
         return self.cache[key]
 
 
@@ -355,18 +355,24 @@ def run_phase(
     failed = [t for t in mine.values() if t.status == "ERROR"]
     search_values = {t.trial_id: t.value(e.metric, e.mode, e.scope) for t in search_trials}
     ended = all(mine.get(k) is not None and mine[k].status in DONE_STATUSES for k in by_key)
-    if interrupted() or not ended:
-        return FinalPhase(
-            section(
-                runs, {}, {}, None, mode=e.mode, search_values=search_values, outcome="stopped"
-            ),
-            None,
-            failed,
-            True,
-        )
-    splits = _Splits(spec.final.valid_utterances, spec.final.test_utterances, {})
     trained: dict[str, dict] = {}
     untrained: dict[str, dict] = {}
+
+    def stopped() -> FinalPhase:  # what is scored so far is kept in final/scores/
+        out = section(
+            runs,
+            trained,
+            untrained,
+            None,
+            mode=e.mode,
+            search_values=search_values,
+            outcome="stopped",
+        )
+        return FinalPhase(out, None, failed, True)
+
+    if interrupted() or not ended:
+        return stopped()
+    splits = _Splits(spec.final.valid_utterances, spec.final.test_utterances)
     for run in runs:
         record = mine[run.key]
         if (
@@ -378,20 +384,7 @@ def run_phase(
         checkpoint = Path(record.checkpoint_dir or doc["identity"]["checkpoint"])
         untrained[run.key] = score_untrained(layout, run, checkpoint, spec, splits)
         if interrupted():
-            return FinalPhase(
-                section(
-                    runs,
-                    trained,
-                    untrained,
-                    None,
-                    mode=e.mode,
-                    search_values=search_values,
-                    outcome="stopped",
-                ),
-                None,
-                failed,
-                True,
-            )
+            return stopped()
     _, test, _ = splits.of(spec.base)
     out = section(
         runs,
@@ -406,12 +399,9 @@ def run_phase(
     best = out["best"]
     checkpoint = None
     if best is not None:
-        checkpoint = trained[by_key_of(best)]["identity"]["checkpoint"]
+        doc = next(d for d in trained.values() if d["final_trial_id"] == best["final_trial_id"])
+        checkpoint = doc["identity"]["checkpoint"]
     return FinalPhase(out, checkpoint, failed, False)
-
-
-def by_key_of(entry: dict[str, Any]) -> str:
-    return f"r{entry['rank']}-s{entry['seed']}"
 
 
 def headline(final: dict[str, Any]) -> str | None:

@@ -158,25 +158,41 @@ def build_tuner(
     if restore:
         # The same param_space again (resuming a changed space is refused before this): without
         # it Tune's status table loses its hyperparameter columns after a restore.
-        return tune.Tuner.restore(
-            str(layout.tune),
-            trainable=trainable,
-            param_space=param_space(spec),
-            resume_unfinished=True,
-            resume_errored=True,
-        )
+        return _restored(layout, trainable, param_space(spec))
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune_config(spec, layout.scheduler_state),
-        run_config=tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=str(layout.root),
-            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
-            checkpoint_config=checkpoint_config(keep_checkpoints or spec.checkpoints.keep),
-            callbacks=list(callbacks),
-            verbose=1,
-        ),
+        run_config=run_config(spec, layout, callbacks, keep_checkpoints),
+    )
+
+
+def _restored(layout: Layout, trainable: Callable[..., Any], space: dict[str, Any]) -> Any:
+    """The Tuner saved in `layout`, resumed: unfinished and errored trials go on."""
+    from ray import tune
+
+    return tune.Tuner.restore(
+        str(layout.tune),
+        trainable=trainable,
+        param_space=space,
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+
+
+def run_config(
+    spec: ExperimentSpec, layout: Layout, callbacks: Sequence[Any], keep: int | None
+) -> Any:
+    """Tune's RunConfig of a Tuner in `layout`: its folder, retries, checkpoints, callbacks."""
+    from ray import tune
+
+    return tune.RunConfig(
+        name=TUNE_DIR,
+        storage_path=str(layout.root),
+        failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+        checkpoint_config=checkpoint_config(keep or spec.checkpoints.keep),
+        callbacks=list(callbacks),
+        verbose=1,
     )
 
 
@@ -201,13 +217,7 @@ def build_final_tuner(
 
     space = {FINAL_KEY: tune.grid_search(list(run_keys))}
     if restore:
-        return tune.Tuner.restore(
-            str(layout.tune),
-            trainable=trainable,
-            param_space=space,
-            resume_unfinished=True,
-            resume_errored=True,
-        )
+        return _restored(layout, trainable, space)
     e = spec.experiment
     return tune.Tuner(
         trainable,
@@ -220,14 +230,7 @@ def build_final_tuner(
             num_samples=1,
             trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
         ),
-        run_config=tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=str(layout.root),
-            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
-            checkpoint_config=checkpoint_config(keep_checkpoints or spec.checkpoints.keep),
-            callbacks=list(callbacks),
-            verbose=1,
-        ),
+        run_config=run_config(spec, layout, callbacks, keep_checkpoints),
     )
 
 
