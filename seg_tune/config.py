@@ -54,6 +54,9 @@ class DataSource(Strict):
     where: dict[str, str | int | float | bool] | None = (
         None  # hf: keep rows whose columns equal these
     )
+    # hf: the column naming each row's transcript (IPA-CHILDES: transcript_id); held-out blocks
+    # of this source (valid_fraction, test_fraction) are then cut between transcripts
+    transcript_column: str | None = None
     # synthetic: the embedded corpus
     n_utterances: int = Field(6000, ge=1)
     seed: int = 0  # synthetic: the corpus seed
@@ -76,9 +79,22 @@ class DataSource(Strict):
             raise ValueError(
                 f"'where' filters dataset rows: kind {self.kind!r} has none (use kind: hf)"
             )
+        if self.transcript_column and self.kind != "hf":
+            raise ValueError(
+                f"transcript_column {self.transcript_column!r} names a dataset column: kind "
+                f"{self.kind!r} has none (use kind: hf; a file's held-out blocks are cut by "
+                "utterance: give data.valid/data.test with skip_utterances/max_utterances to "
+                "cut it elsewhere)"
+            )
         return self
 
     def load(self) -> list[corpus.Utterance]:
+        return self.load_marked()[0]
+
+    def load_marked(self) -> tuple[list[corpus.Utterance], tuple[int, ...] | None]:
+        """The utterances, and the indices of those that begin a transcript (the first is 0);
+        None when the source does not say where transcripts begin (see transcript_column)."""
+        starts: tuple[int, ...] | None = None
         if self.kind == "synthetic":
             utts = corpus.synthetic_corpus(
                 self.n_utterances, seed=self.seed, lexicon_size=self.lexicon_size
@@ -88,7 +104,7 @@ class DataSource(Strict):
         elif self.kind == "text":
             utts = corpus.load_text(self.path)  # type: ignore[arg-type]
         else:
-            utts = corpus.load_hf(
+            utts, starts = corpus.load_hf_transcripts(
                 self.name,  # type: ignore[arg-type]
                 config=self.config,
                 split=self.split,
@@ -97,6 +113,7 @@ class DataSource(Strict):
                 boundary_tokens=self.boundary_tokens,
                 max_rows=self.max_utterances and self.skip_utterances + self.max_utterances,
                 where=self.where,
+                transcript_column=self.transcript_column,
             )
         if self.skip_utterances:
             if self.skip_utterances >= len(utts):
@@ -105,7 +122,12 @@ class DataSource(Strict):
                     f"{len(utts)} utterance(s); skip fewer"
                 )
             utts = utts[self.skip_utterances :]
-        return utts[: self.max_utterances] if self.max_utterances else utts
+        if self.max_utterances:
+            utts = utts[: self.max_utterances]
+        if starts is not None:  # the first utterance kept begins a transcript (or its rest)
+            shifted = (s - self.skip_utterances for s in starts)
+            starts = (0, *(s for s in shifted if 0 < s < len(utts)))
+        return utts, starts
 
     def describe(self) -> str:
         where = self._where()
@@ -132,7 +154,9 @@ class DataConfig(Strict):
     train's order becomes [train | test | valid] without `valid` (valid stays the tail it is
     without a test split), train's tail with `valid` given. Blocks are contiguous whole
     utterances: corpus files are in transcript order, so a block keeps transcripts whole except
-    at its two ends. `load` never reads the test split: `load_test` does (the final phase, and
+    at its two ends. When the source says where transcripts begin (`transcript_column`), the
+    cuts move to the nearest transcript starts, and every transcript is in one split only.
+    `load` never reads the test split: `load_test` does (the final phase, and
     the sweep driver's overlap check before the search)."""
 
     train: DataSource = DataSource()
@@ -165,42 +189,60 @@ class DataConfig(Strict):
         """A test split is configured (data.test or data.test_fraction)."""
         return self.test is not None or self.test_fraction is not None
 
-    def _cuts(self, n: int) -> tuple[int, int]:
-        """(end of train, end of test) in train's n utterances; valid follows up to n."""
+    def _cuts(self, n: int, starts: tuple[int, ...] | None = None) -> tuple[int, int]:
+        """(end of train, end of test) in train's n utterances; valid follows up to n. With
+        `starts` (where transcripts begin), each cut moves to the transcript start nearest it."""
         n_valid = 0 if self.valid is not None else max(1, round(n * self.valid_fraction))
         n_test = max(1, round(n * self.test_fraction)) if self.test_fraction else 0
+        held = [f"test_fraction {self.test_fraction}"] if n_test else []
+        held += [f"valid_fraction {self.valid_fraction}"] if n_valid else []
         if n_valid + n_test >= n:
-            held = [f"test_fraction {self.test_fraction}"] if n_test else []
-            held += [f"valid_fraction {self.valid_fraction}"] if n_valid else []
             raise ConfigError(
                 f"data.train ({self.train.describe()}): {n} utterance(s) cannot be split into "
                 f"train and held-out utterances ({', '.join(held)}); use more data"
                 + ("" if self.valid is not None else " or give data.valid")
             )
-        return n - n_valid - n_test, n - n_valid
+        end_test, end_train = n - n_valid, n - n_valid - n_test
+        if starts is None or not held:
+            return end_train, end_test
+        if n_valid:
+            end_test = _nearest(starts, end_test, below=n)
+        if n_test and end_test is not None:
+            end_train = _nearest(starts, end_train, below=end_test)
+        else:
+            end_train = end_test
+        if end_train is None or end_test is None:
+            raise ConfigError(
+                f"data.train ({self.train.describe()}): its {len(starts)} transcript(s) "
+                f"(column {self.train.transcript_column!r}) cannot be cut into train and "
+                f"held-out blocks of whole transcripts ({', '.join(held)}); use more "
+                "transcripts, or give data.valid and data.test"
+            )
+        return end_train, end_test
 
     def _blocks(
-        self, train: list[corpus.Utterance]
+        self, source: tuple[list[corpus.Utterance], tuple[int, ...] | None]
     ) -> tuple[list[corpus.Utterance], list[corpus.Utterance], list[corpus.Utterance]]:
-        """Train's utterances cut into (train, the test block, the validation tail); the last two
-        are empty when test_fraction is unset or valid is given."""
-        end_train, end_test = self._cuts(len(train))
+        """Train's utterances (and its transcript starts) cut into (train, the test block, the
+        validation tail); the last two are empty when test_fraction is unset or valid given."""
+        train, starts = source
+        end_train, end_test = self._cuts(len(train), starts)
         return train[:end_train], train[end_train:end_test], train[end_test:]
 
     def load(self) -> tuple[list[corpus.Utterance], list[corpus.Utterance]]:
         """Train and validation utterances (never the test split: a block of train that is the
         test split is left out of train). Without `valid`, the tail of train is held out."""
-        fit, _, tail = self._blocks(self.train.load())
+        fit, _, tail = self._blocks(self.train.load_marked())
         return fit, self.valid.load() if self.valid is not None else tail
 
     def load_splits(self) -> Splits:
         """Train, validation and test utterances, train read once (the final phase and the
         driver's overlap check; a trial calls `load`)."""
-        whole = self.train.load()
-        fit, block, tail = self._blocks(whole)
+        whole, starts = self.train.load_marked()
+        fit, block, tail = self._blocks((whole, starts))
         valid = self.valid.load() if self.valid is not None else tail
         test = self.test.load() if self.test is not None else block if self.has_test else None
-        return Splits(fit, valid, test, len(whole))
+        return Splits(fit, valid, test, len(whole), starts is not None)
 
     def load_test(self) -> list[corpus.Utterance] | None:
         """The test utterances; None when there is no test split. Only the final phase (and the
@@ -209,7 +251,7 @@ class DataConfig(Strict):
             return self.test.load()
         if self.test_fraction is None:
             return None
-        return self._blocks(self.train.load())[1]
+        return self._blocks(self.train.load_marked())[1]
 
     def describe_valid(self) -> str:
         """Where the validation utterances come from."""
@@ -217,19 +259,21 @@ class DataConfig(Strict):
             return self.valid.describe()
         return f"the last {self.valid_fraction:g} of {self.train.describe()}"
 
-    def describe_test(self, n_train: int | None = None) -> str:
+    def describe_test(self, splits: Splits | None = None) -> str:
         """Where the test utterances come from, e.g. "utterances 22,401..25,200 of tagged file
-        X" (1-based, inclusive); "" when there is none. `n_train`: the train source's number of
-        utterances (`Splits.n_source`), else train is read to count them."""
+        X" (1-based, inclusive); "" when there is none. `splits`: this config's loaded splits
+        (`load_splits`), else train is read to find the block."""
         if self.test is not None:
             return self.test.describe()
         if self.test_fraction is None:
             return ""
-        n = n_train if n_train is not None else len(self.train.load())
-        end_train, end_test = self._cuts(n)
+        splits = splits or self.load_splits()
+        end_train = len(splits.train)
+        end_test = end_train + len(splits.test or [])
+        whole = ", whole transcripts" if splits.by_transcript else ""
         return (
             f"utterances {end_train + 1:,}..{end_test:,} of {self.train.describe()} "
-            f"(test_fraction {self.test_fraction:g} of its {n:,})"
+            f"(test_fraction {self.test_fraction:g} of its {splits.n_source:,}{whole})"
         )
 
     def refuse_overlap(
@@ -266,6 +310,14 @@ class Splits:
     valid: list[corpus.Utterance]
     test: list[corpus.Utterance] | None
     n_source: int  # utterances of the train source before the cuts (`describe_test`)
+    by_transcript: bool = False  # the held-out blocks were cut between transcripts
+
+
+def _nearest(starts: tuple[int, ...], cut: int, *, below: int) -> int | None:
+    """The transcript start nearest `cut` in 0 < start < below (the earlier on a tie); None
+    when there is none."""
+    inside = [s for s in starts if 0 < s < below]
+    return min(inside, key=lambda s: (abs(s - cut), s)) if inside else None
 
 
 class ScoreConfig(Strict):

@@ -286,6 +286,33 @@ def load_hf(
     keeps the rows whose columns equal the given values (IPA-CHILDES: `{is_child: false}` leaves
     out the children's own speech), before `max_rows` counts them.
     """
+    return load_hf_transcripts(
+        name,
+        config=config,
+        split=split,
+        column=column,
+        fmt=fmt,
+        boundary_tokens=boundary_tokens,
+        max_rows=max_rows,
+        where=where,
+    )[0]
+
+
+def load_hf_transcripts(
+    name: str,
+    *,
+    config: str | None = None,
+    split: str = "train",
+    column: str = "text",
+    fmt: Literal["tagged", "text"] = "tagged",
+    boundary_tokens: Iterable[str] = DEFAULT_BOUNDARY_TOKENS,
+    max_rows: int | None = None,
+    where: Mapping[str, str | int | float | bool] | None = None,
+    transcript_column: str | None = None,
+) -> tuple[list[Utterance], tuple[int, ...] | None]:
+    """`load_hf`, and where transcripts begin: the indices (into the utterances returned) of
+    the first utterance of each transcript, a transcript being a run of rows with one value of
+    `transcript_column` (IPA-CHILDES: `transcript_id`); None without a transcript column."""
     import datasets  # imported here: slow to import, and only this source needs it
 
     source = f"dataset {name!r}" + (f" (config {config!r})" if config else "")
@@ -310,9 +337,19 @@ def load_hf(
                 f"columns are {ds.column_names}"
             )
         ds = ds.filter(lambda row: all(row[k] == v for k, v in conditions.items()))
-    rows = ds[column] if max_rows is None else ds.select(range(min(max_rows, len(ds))))[column]
+    if transcript_column is not None and transcript_column not in ds.column_names:
+        raise DataError(
+            f"{source}, split {split!r}: transcript_column {transcript_column!r} is not a "
+            f"column; columns are {ds.column_names}"
+        )
+    if max_rows is not None:
+        ds = ds.select(range(min(max_rows, len(ds))))
+    rows = ds[column]
+    keys = ds[transcript_column] if transcript_column is not None else None
     tokens = tuple(boundary_tokens)
     utterances: list[Utterance] = []
+    starts: list[int] = []
+    last_key: object = object()  # equal to no row's key: the first utterance starts one
     boundaries_seen = False
     for i, row in enumerate(rows):
         if row is None:
@@ -326,12 +363,15 @@ def load_hf(
         except ValueError as exc:
             raise DataError(f"{source}, split {split!r}, row {i}: {exc}: {row[:60]!r}") from None
         if utt is not None:
+            if keys is not None and keys[i] != last_key:
+                starts.append(len(utterances))
+                last_key = keys[i]
             utterances.append(utt)
             boundaries_seen = boundaries_seen or len(utt.words) > 1 or _has_token(row, tokens)
     described = f"{source}, split {split!r}, column {column!r}"
     if fmt == "tagged":
         _refuse_unbounded(utterances, boundaries_seen, described, tokens)
-    return _nonempty(utterances, described)
+    return _nonempty(utterances, described), tuple(starts) if keys is not None else None
 
 
 # --------------------------------------------------------------------------- synthetic corpus

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, tiny_run_config
 
 import seg_tune.segment as segment
-from seg_tune.config import DataConfig, RunConfig, validate
+from seg_tune.config import DataConfig, DataSource, RunConfig, validate
 from seg_tune.corpus import (
     OVERLAP_SHARE,
     Utterance,
@@ -372,3 +372,83 @@ def test_skip_utterances_takes_a_later_block_of_a_file(tmp_path: Path) -> None:
     assert middle.describe() == f"tagged file {path}, utterances 11..15"
     with pytest.raises(ConfigError, match=r"skip_utterances 50: .* has only 50 utterance"):
         DataSource(kind="tagged", path=str(path), skip_utterances=50).load()
+
+
+# --------------------------------------------------------------------------- cut by transcript
+
+
+def _transcript_dataset(folder: Path, lengths: list[int]) -> list[Utterance]:
+    """An IPA-CHILDES-like CSV (transcript_id, is_child, phonemized_utterance): transcript t has
+    lengths[t] rows, every third of them a child's. Each adult utterance ends with a word naming
+    its transcript ("T<t>"), so a split's transcripts can be read back from its utterances."""
+    folder.mkdir()
+    words = iter(synthetic_corpus(sum(lengths), seed=3))
+    lines, adults = ["transcript_id,is_child,phonemized_utterance"], []
+    for t, length in enumerate(lengths):
+        for i in range(length):
+            utt = Utterance((*next(words).words, (f"T{t}",)))
+            text = " WORD_BOUNDARY ".join(" ".join(w) for w in utt.words)
+            child = i % 3 == 0  # the first row of every transcript is a child's
+            lines.append(f"{1000 + t},{child},{text}")
+            if not child:
+                adults.append(utt)
+    (folder / "processed.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return adults
+
+
+def _transcripts(utts: list[Utterance]) -> set[str]:
+    return {u.words[-1][0] for u in utts}
+
+
+def test_test_fraction_cuts_between_transcripts(tmp_path: Path) -> None:
+    """With transcript_column, test and valid are blocks of whole transcripts, at the transcript
+    starts nearest the fractional cuts; the child rows `where` drops do not move them."""
+    lengths = [30, 45, 60, 24, 51, 36, 27, 66, 42, 39, 33, 48]  # rows; 2/3 of each are adults'
+    adults = _transcript_dataset(tmp_path / "Eng-NA", lengths)
+    source = {
+        "kind": "hf",
+        "name": str(tmp_path / "Eng-NA"),
+        "column": "phonemized_utterance",
+        "where": {"is_child": False},
+        "transcript_column": "transcript_id",
+    }
+    cfg = _data(train=source, test_fraction=0.2, valid_fraction=0.15)
+    splits = cfg.load_splits()
+    assert splits.test is not None and splits.by_transcript
+    assert splits.train + splits.test + splits.valid == adults  # in order, nothing lost
+    parts = [_transcripts(x) for x in (splits.train, splits.test, splits.valid)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert (splits.train, splits.valid) == cfg.load() and splits.test == cfg.load_test()
+    # each cut is the transcript start nearest the cut by utterances
+    starts = [sum(n * 2 // 3 for n in lengths[:t]) for t in range(len(lengths))]
+    n = len(adults)
+    for cut, raw in (
+        (len(splits.train), n - round(0.15 * n) - round(0.2 * n)),
+        (n - len(splits.valid), n - round(0.15 * n)),
+    ):
+        assert cut in starts and all(abs(cut - raw) <= abs(s - raw) for s in starts[1:])
+    without = _data(
+        train={**source, "transcript_column": None}, test_fraction=0.2, valid_fraction=0.15
+    )
+    assert len(without.load_test() or []) == round(0.2 * n) != len(splits.test)
+    assert cfg.describe_test(splits).endswith(f"of its {n:,}, whole transcripts)")
+    # a later block of the source: its starts shift with skip_utterances
+    later, starts_later = DataSource(**{**source, "skip_utterances": 25}).load_marked()
+    assert later == adults[25:]
+    assert starts_later == (0, *(s - 25 for s in starts if s > 25))
+
+
+def test_transcript_cuts_refused_when_too_few(tmp_path: Path) -> None:
+    _transcript_dataset(tmp_path / "one", [90])
+    source = {
+        "kind": "hf",
+        "name": str(tmp_path / "one"),
+        "column": "phonemized_utterance",
+        "transcript_column": "transcript_id",
+    }
+    with pytest.raises(ConfigError, match=r"1 transcript\(s\) \(column 'transcript_id'\)"):
+        _data(train=source, test_fraction=0.2).load()
+    with pytest.raises(DataError, match="transcript_column 'session' is not a column"):
+        _data(train={**source, "transcript_column": "session"}).load()
+    with pytest.raises(ConfigError, match="transcript_column 'transcript_id' names a dataset"):
+        _data(train={"kind": "synthetic", "transcript_column": "transcript_id"})

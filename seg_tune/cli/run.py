@@ -380,7 +380,7 @@ def _check_test_split(data: Any, *, final: bool) -> None:
     until = "until the final phase" if final else "(final.enabled is false: nothing scores on it)"
     print(
         f"seg_tune.run: test split: {len(splits.test):,} utterances "
-        f"({data.describe_test(splits.n_source)}), held out "
+        f"({data.describe_test(splits)}), held out "
         f"{until}; no trial reads it",
         flush=True,
     )

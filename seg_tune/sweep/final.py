@@ -119,7 +119,7 @@ class _Splits:
             if not splits.test:
                 raise ValueError("the final phase needs a test split; the data has none")
             test = splits.test[: self.test_n] if self.test_n else splits.test
-            where = cfg.data.describe_test(splits.n_source)
+            where = cfg.data.describe_test(splits)
             self.cache[key] = (splits.valid[: self.valid_n], test, where)
         return self.cache[key]
 
