@@ -47,7 +47,7 @@ import numpy as np
 from seg_tune.corpus import Utterance
 from seg_tune.errors import ConfigError
 from seg_tune.metrics import TABLE_COLUMNS
-from seg_tune.score import Scorer
+from seg_tune.score import DEFAULT_TYPE_KEY, Scorer, TypeKey
 
 Direction = Literal["forward", "backward", "mi"]
 Threshold = Literal["relative", "absolute"]
@@ -144,15 +144,19 @@ def tp_scores(
     threshold: Threshold,
     *,
     scorer: Scorer | None = None,
+    type_key: TypeKey = DEFAULT_TYPE_KEY,
 ) -> dict[str, float]:
-    """The 12 wordseg scores of the TP segmentation against the utterances' own gold words."""
-    scorer = scorer or Scorer(utterances)
+    """The 12 wordseg scores of the TP segmentation against the utterances' own gold words
+    (word types keyed by `type_key` when no `scorer` is given)."""
+    scorer = scorer or Scorer(utterances, type_key=type_key)
     return scorer.score_starts(tp_starts(utterances, direction, threshold))
 
 
-def tp_all_scores(utterances: Sequence[Utterance]) -> dict[str, dict[str, float]]:
+def tp_all_scores(
+    utterances: Sequence[Utterance], *, type_key: TypeKey = DEFAULT_TYPE_KEY
+) -> dict[str, dict[str, float]]:
     """Scores of all six direction x threshold combinations, keyed "forward/relative" etc."""
-    scorer = Scorer(utterances)
+    scorer = Scorer(utterances, type_key=type_key)
     return {
         f"{d}/{t}": tp_scores(utterances, d, t, scorer=scorer)  # type: ignore[arg-type]
         for d, t in COMBINATIONS
@@ -177,10 +181,10 @@ def gold_boundary_rate(utterances: Sequence[Utterance]) -> float:
 
 
 def simple_baselines(
-    utterances: Sequence[Utterance], *, seed: int = 0
+    utterances: Sequence[Utterance], *, seed: int = 0, type_key: TypeKey = DEFAULT_TYPE_KEY
 ) -> dict[str, dict[str, float]]:
     """The 12 wordseg scores of each of wordseg's simple baselines (keys and order of
-    `SIMPLE_BASELINE_LABELS`), scored like the TP baselines (one `Scorer`, default type key):
+    `SIMPLE_BASELINE_LABELS`), scored like the TP baselines (one `Scorer`, types by `type_key`):
 
     - "random_gold_rate": each utterance-internal position is a boundary with probability p =
       `gold_boundary_rate(utterances)`, drawn with `numpy.random.default_rng(seed)`. p is read
@@ -189,7 +193,7 @@ def simple_baselines(
     - "every_phoneme": every phoneme a word;
     - "every_utterance": each utterance one word.
     """
-    scorer = Scorer(utterances)
+    scorer = Scorer(utterances, type_key=type_key)
     lengths = np.fromiter((len(u) for u in utterances), np.int64, len(utterances))
     utt_start = np.zeros(int(lengths.sum()), dtype=bool)
     utt_start[np.cumsum(lengths) - lengths] = True

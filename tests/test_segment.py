@@ -17,7 +17,7 @@ from seg_tune.corpus import Utterance, load_tagged, synthetic_corpus, write_tagg
 from seg_tune.cues import CUE_NAMES, Cues, Window, compute_cues
 from seg_tune.metrics import SEGMENTATION_METRICS, ci_keys
 from seg_tune.model import build_model
-from seg_tune.score import SCORE_KEYS, score_starts
+from seg_tune.score import SCORE_KEYS, TYPE_KEYS, score_starts
 from seg_tune.segment import (
     FAIR_STRATEGIES,
     STRATEGIES,
@@ -427,3 +427,45 @@ def test_held_out_scores_choose_the_row_and_cutoffs_on_valid_only(trained) -> No
     assert (out["n_valid"], out["n_test"]) == (100, len(test))
     # the row chosen on test itself is at least as good on test: that is the optimism avoided
     assert best_row(table)["boundary_noedge_fscore"] >= row["boundary_noedge_fscore"]
+
+
+def test_the_final_phase_scores_with_the_configs_type_key(trained) -> None:
+    """A final model, its untrained control and the baselines are scored with the run's
+    score.type_key (the synthetic inventory has a, i and ai: concatenation merges types)."""
+    from types import SimpleNamespace
+
+    from seg_tune.sweep.final import _score_model, _Splits, score_baselines
+
+    model, tok, held_out = trained
+    merged = [Utterance((("a", "i"), ("b", "a"))), Utterance((("ai",), ("b", "a")))] * 5
+    valid, test = held_out[:100], held_out[100:] + merged
+    by_key = {k: held_out_scores(model, tok, valid, test, type_key=k) for k in TYPE_KEYS}
+    assert by_key["wordseg"]["test"]["type_fscore"] != by_key["phonemes"]["test"]["type_fscore"]
+    data = SimpleNamespace(model_dump_json=lambda: "data")
+    for key in TYPE_KEYS:
+        cfg = SimpleNamespace(
+            data=data, training=SimpleNamespace(block_size=64), score=SimpleNamespace(type_key=key)
+        )
+        splits = _Splits(valid_n=100, test_n=None, cache={"data": (valid, test, "test.txt")})
+        scored = _score_model(model, tok, cfg, splits)
+        assert scored["test"] == by_key[key]["test"] and scored["test_data"] == "test.txt"
+    baselines = {k: score_baselines(test, k) for k in TYPE_KEYS}
+    for name in ("tp", "simple"):
+        w, p = baselines["wordseg"][name], baselines["phonemes"][name]
+        assert any(w[row]["type_fscore"] != p[row]["type_fscore"] for row in w)
+
+
+def test_cli_type_key(saved, trained, tmp_path) -> None:
+    """`--type-key phonemes` keys types by phoneme sequence: only type scores move."""
+    _, _, utts = trained
+    merged = [Utterance((("a", "i"), ("b", "a"))), Utterance((("ai",), ("b", "a")))] * 5
+    data = tmp_path / "merged.txt"
+    write_tagged(data, [*utts[:40], *merged])
+    rows = {}
+    for key in TYPE_KEYS:
+        out = run_cli(saved / "model", data, "--json", "--type-key", key)
+        assert out.returncode == 0, out.stderr
+        rows[key] = json.loads(out.stdout)["rows"]
+    pairs = list(zip(rows["wordseg"], rows["phonemes"], strict=True))
+    assert any(w["type_fscore"] != p["type_fscore"] for w, p in pairs)
+    assert all(w["boundary_all_fscore"] == p["boundary_all_fscore"] for w, p in pairs)

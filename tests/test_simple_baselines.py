@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from seg_tune.baseline import SIMPLE_BASELINE_LABELS, gold_boundary_rate, simple_baselines
+from seg_tune.baseline import (
+    SIMPLE_BASELINE_LABELS,
+    gold_boundary_rate,
+    simple_baselines,
+    tp_all_scores,
+)
 from seg_tune.cli.baseline import main
 from seg_tune.corpus import Utterance, load_tagged
 from seg_tune.score import SCORE_KEYS
@@ -137,3 +142,30 @@ def test_cli_all_prints_the_simple_rows_below_the_tp_rows(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[7:10]] == NAMES
     assert f"random_gold_rate = {SIMPLE_BASELINE_LABELS['random_gold_rate']}, seed 5" in lines
+
+
+# Gold "a ɪ" (one word, two phonemes) | "aɪ" (one word, one phoneme): wordseg's concatenation
+# makes them one type "aɪ"; keyed by phonemes they are two.
+MERGED = [Utterance((("a", "ɪ"),)), Utterance((("aɪ",),))]
+
+
+def test_type_key_reaches_every_baseline_and_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # every phoneme a word predicts {a, ɪ, aɪ}: the one gold type is found (wordseg), or one
+    # of two (phonemes)
+    wordseg = simple_baselines(MERGED)["every_phoneme"]
+    phonemes = simple_baselines(MERGED, type_key="phonemes")["every_phoneme"]
+    assert (wordseg["type_recall"], phonemes["type_recall"]) == (1.0, 0.5)
+    assert wordseg["type_precision"] == phonemes["type_precision"] == pytest.approx(1 / 3)
+    assert wordseg["token_fscore"] == phonemes["token_fscore"]  # only types differ
+    tp_w, tp_p = tp_all_scores(MERGED), tp_all_scores(MERGED, type_key="phonemes")
+    assert any(tp_w[k]["type_recall"] != tp_p[k]["type_recall"] for k in tp_w)
+    assert all(tp_w[k]["boundary_all_fscore"] == tp_p[k]["boundary_all_fscore"] for k in tp_w)
+    data = tmp_path / "merged.txt"
+    data.write_text("".join(u.tagged() + "\n" for u in MERGED), encoding="utf-8")
+    for key, expected in (("wordseg", wordseg), ("phonemes", phonemes)):
+        assert main(["tp", str(data), "--all", "--json", "--type-key", key]) == 0
+        assert json.loads(capsys.readouterr().out)["every_phoneme"] == expected
+    assert main(["tp", str(data), "--type-key", "letters"]) == 2
+    assert "--type-key: invalid choice: 'letters'" in capsys.readouterr().err

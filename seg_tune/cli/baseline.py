@@ -20,7 +20,7 @@ from seg_tune.baseline import (
 from seg_tune.cli.common import ArgumentParser, run_cli
 from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, load_tagged, write_tagged
 from seg_tune.errors import ConfigError
-from seg_tune.score import Scorer, format_table
+from seg_tune.score import DEFAULT_TYPE_KEY, TYPE_KEYS, Scorer, format_table
 
 
 def build_parser() -> ArgumentParser:
@@ -51,6 +51,13 @@ def build_parser() -> ArgumentParser:
         default=0,
         help="with --all: seed of the random (gold-rate) baseline (default: 0)",
     )
+    tp.add_argument(
+        "--type-key",
+        choices=TYPE_KEYS,
+        default=DEFAULT_TYPE_KEY,
+        help="what a word type is: its phonemes concatenated as wordseg does (wordseg), or its "
+        f"phoneme sequence (phonemes); default {DEFAULT_TYPE_KEY}",
+    )
     tp.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     tp.add_argument(
         "--write-segmentation",
@@ -77,7 +84,9 @@ def _run(argv: list[str] | None) -> int:
     utterances = load_tagged(args.data, tuple(args.boundary_token or DEFAULT_BOUNDARY_TOKENS))
     if args.all:
         # the six TP rows, then the simple baselines (names of SIMPLE_BASELINE_LABELS) below them
-        results = tp_all_scores(utterances) | simple_baselines(utterances, seed=args.seed)
+        results = tp_all_scores(utterances, type_key=args.type_key) | simple_baselines(
+            utterances, seed=args.seed, type_key=args.type_key
+        )
         labels = dict(SIMPLE_BASELINE_LABELS)
         labels["random_gold_rate"] += f", seed {args.seed}"
         print(json.dumps(results) if args.json else format_all_table(results, labels))
@@ -87,7 +96,7 @@ def _run(argv: list[str] | None) -> int:
         write_tagged(args.write_segmentation, segmented)
         name = f"{args.direction}/{args.threshold} TP"
         print(f"wrote the {name} segmentation to {args.write_segmentation}", file=sys.stderr)
-    scores = Scorer(utterances).score(segmented)
+    scores = Scorer(utterances, type_key=args.type_key).score(segmented)
     print(json.dumps(scores) if args.json else format_table(scores))
     return 0
 

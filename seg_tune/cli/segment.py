@@ -17,6 +17,7 @@ from seg_tune.corpus import DEFAULT_BOUNDARY_TOKENS, Utterance, load_tagged, loa
 from seg_tune.cues import CUE_NAMES, Window, compute_cues
 from seg_tune.errors import ConfigError
 from seg_tune.metrics import SCORE_KEYS
+from seg_tune.score import DEFAULT_TYPE_KEY, TYPE_KEYS
 from seg_tune.segment import (
     DEFAULT_METRIC,
     ORACLE_STRATEGIES,
@@ -61,6 +62,13 @@ def build_parser() -> ArgumentParser:
         metavar="VALID",
         help="split to choose the row (best fair row, cutoffs cross-fitted there) and the "
         "cutoffs on; DATA is then scored once with them (e.g. a test split)",
+    )
+    parser.add_argument(
+        "--type-key",
+        choices=TYPE_KEYS,
+        default=DEFAULT_TYPE_KEY,
+        help="what a word type is: its phonemes concatenated as wordseg does (wordseg), or its "
+        f"phoneme sequence (phonemes; a run's score.type_key); default {DEFAULT_TYPE_KEY}",
     )
     parser.add_argument("--write-segmentation", type=Path, metavar="FILE", help="tagged output")
     parser.add_argument("--cue", choices=(*CUE_NAMES, VOTE_CUE), help="cue of the written output")
@@ -219,8 +227,8 @@ def _score_all(
     """Every row on DATA; with --cutoffs-from, also the row chosen there and its DATA scores."""
     cues = compute_cues(model, tokenizer, data, window)
     cutoff_cues = compute_cues(model, tokenizer, cutoff_data, window) if cutoff_data else None
-    gold = Gold(data)
-    cutoff_gold = Gold(cutoff_data) if cutoff_data else None
+    gold = Gold(data, type_key=args.type_key)
+    cutoff_gold = Gold(cutoff_data, type_key=args.type_key) if cutoff_data else None
     segs = segment_all(cues, gold, cutoff_cues, cutoff_gold, args.metric, STRATEGIES)
     table = scored_table(gold, segs, args.metric)
     selection = None

@@ -143,7 +143,15 @@ def _score_model(model: Any, tokenizer: Any, cfg: Any, splits: _Splits) -> dict[
 
     valid, test, test_data = splits.of(cfg)
     window = Window.for_model(model, cfg.training.block_size)
-    scores = held_out_scores(model, tokenizer, valid, test, window=window, metric=SELECTION_METRIC)
+    scores = held_out_scores(
+        model,
+        tokenizer,
+        valid,
+        test,
+        window=window,
+        metric=SELECTION_METRIC,
+        type_key=cfg.score.type_key,
+    )
     return {**scores, "test_data": test_data}
 
 
@@ -209,13 +217,14 @@ def score_untrained(
     return doc
 
 
-def score_baselines(test: Sequence[Any]) -> dict[str, Any]:
-    """The six TP baselines and wordseg's simple ones on the test utterances."""
+def score_baselines(test: Sequence[Any], type_key: str) -> dict[str, Any]:
+    """The six TP baselines and wordseg's simple ones on the test utterances, word types keyed
+    as the models' scores are (score.type_key)."""
     from seg_tune.baseline import SIMPLE_BASELINE_LABELS, simple_baselines, tp_all_scores
 
     return {
-        "tp": tp_all_scores(test),
-        "simple": simple_baselines(test, seed=0),
+        "tp": tp_all_scores(test, type_key=type_key),  # type: ignore[arg-type]
+        "simple": simple_baselines(test, seed=0, type_key=type_key),  # type: ignore[arg-type]
         "labels": dict(SIMPLE_BASELINE_LABELS),
     }
 
@@ -390,7 +399,7 @@ def run_phase(
         runs,
         trained,
         untrained,
-        score_baselines(test),
+        score_baselines(test, spec.base.score.type_key),
         mode=e.mode,
         search_values=search_values,
         outcome="failed" if failed else "finished",
