@@ -19,6 +19,12 @@ format 2, "cuda": the state of every CUDA device's generator in device order
 `write_checkpoint` builds it in a temporary sibling folder, fsyncs every file and renames it into
 place, so a crash leaves either the old set of checkpoints or the new one, never a torn folder.
 `CheckpointDir` keeps a run's `step_XXXXXXXX` folders and prunes all but the newest K.
+
+A checkpoint that cannot be read (node crashes with write-back caches, a quota hit on a shared
+filesystem, a copied experiment folder) is not fatal: the loop (`seg_tune.train`) resumes from
+the next older readable one and `set_aside` moves the bad folder to `<name>.corrupt`, never
+deleting it. Folders Ray tracks (a Tune or Train checkpoint) get an empty folder left in their
+place, which Ray prunes as usual; an empty folder is one set aside earlier.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -38,6 +45,7 @@ import torch
 FORMAT_VERSION = 2  # 2: the RNG states include "cuda"
 READABLE_FORMATS = (1, 2)
 _PREFIX = "step_"
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint moved aside: <name>.corrupt[-N]
 
 
 def fsync_tree(path: Path) -> None:
@@ -64,11 +72,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so readers see the old or the new content, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a kill: the old file stays, the part goes
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -172,17 +184,50 @@ def is_complete(folder: Path) -> bool:
     return (folder / "meta.json").is_file() and (folder / "state.pt").is_file()
 
 
+def is_set_aside(folder: Path) -> bool:
+    """A folder `set_aside` made: `<name>.corrupt[-N]`, or the empty one left in Ray's place."""
+    if _SET_ASIDE.search(folder.name):
+        return True
+    return folder.is_dir() and not any(folder.iterdir())
+
+
+_SET_ASIDE = re.compile(re.escape(CORRUPT_SUFFIX) + r"(-\d+)?$")
+
+
+def set_aside(folder: Path, *, placeholder: bool) -> Path:
+    """Move an unreadable checkpoint folder to `<name>.corrupt` (`-2`, `-3`... if taken); the
+    new path. `placeholder`: leave an empty folder in its place (Ray tracks the folder and
+    deletes it when it prunes; a missing one would fail there)."""
+    target, n = folder.with_name(folder.name + CORRUPT_SUFFIX), 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}{CORRUPT_SUFFIX}-{n}")
+    os.rename(folder, target)
+    if placeholder:
+        folder.mkdir()
+    fsync_dir(folder.parent)
+    return target
+
+
 class CheckpointDir:
     """The `step_XXXXXXXX` checkpoints of one local run; the newest `keep` are kept."""
 
     def __init__(self, root: Path, keep: int) -> None:
         self.root, self.keep = root, keep
 
-    def all(self) -> list[Path]:
+    def folders(self) -> list[Path]:
+        """Every `step_N` folder, complete or not (not those set aside), oldest first."""
         if not self.root.is_dir():
             return []
-        found = [p for p in self.root.glob(f"{_PREFIX}*") if p.is_dir() and is_complete(p)]
+        found = [
+            p
+            for p in self.root.glob(f"{_PREFIX}*")
+            if p.is_dir() and p.name.removeprefix(_PREFIX).isdigit()
+        ]
         return sorted(found, key=lambda p: int(p.name.removeprefix(_PREFIX)))
+
+    def all(self) -> list[Path]:
+        return [p for p in self.folders() if is_complete(p)]
 
     def latest(self) -> Path | None:
         found = self.all()

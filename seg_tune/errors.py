@@ -32,6 +32,11 @@ class DataError(SegTuneError):
     exit_code = 2
 
 
+class StorageError(SegTuneError):
+    """The storage folder has too little free space to go on writing whole checkpoints and
+    state (`seg_tune.sweep.disk`): the run fails (exit 1), resumable once space is freed."""
+
+
 def location(path: object, line: int | None = None) -> str:
     """`file:line` (1-based line) for messages."""
     return f"{path}:{line}" if line is not None else f"{path}"

@@ -86,11 +86,15 @@ def ci_keys(metric: str) -> tuple[str, str]:
 BEST_SO_FAR = "best_so_far"
 # Reported (as "patience") with the last result of a run that early stopping ended.
 STOPPED_BY = "stopped_by"
+# Reported with the first result after a resume that found unreadable checkpoints: one line per
+# folder moved aside (the driver prints them; a trial's own output stays in Ray's logs).
+RESTORE_WARNINGS = "restore_warnings"
 
 TUNE_BOOKKEEPING: frozenset[str] = frozenset(
     {
         BEST_SO_FAR,
         STOPPED_BY,
+        RESTORE_WARNINGS,
         "checkpoint_dir_name",
         "checkpoint_path",
         "should_checkpoint",

@@ -188,6 +188,28 @@ def _failed_section(exp: ExperimentSummary) -> str:
     )
 
 
+def _retried_section(exp: ExperimentSummary) -> str:
+    """Failed attempts of trials that went on and finished (a kill, an OOM, a lost node)."""
+    retried = [t for t in exp.trials if t.failures and t.status != "ERROR"]
+    if not retried:
+        return ""
+    rows = [
+        [
+            _code(t.trial_id),
+            str(f.get("attempt", "")),
+            _escape(str(f.get("at", ""))),
+            _escape(str(f.get("reason") or "not recorded")),
+        ]
+        for t in retried
+        for f in t.failures
+    ]
+    return (
+        f"## Retried attempts\n\n{len(retried)} trial(s) failed an attempt and were retried "
+        "from their checkpoint (`failure.max_retries`).\n\n"
+        + _table(["trial", "attempt", "at", "reason"], rows, [False] * 4)
+    )
+
+
 def _best_section(exp: ExperimentSummary) -> str:
     if exp.best is None:
         return (
@@ -684,6 +706,7 @@ def render_markdown(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:
         _trials_section(exp),
         noise_section(exp),
         _failed_section(exp),
+        _retried_section(exp),
         _plots_section(exp, plots),
         _segmentation_section(exp),
     ]

@@ -398,12 +398,14 @@ def table_from_cues(
     cutoff_gold: Sequence[Utterance] | None = None,
     metric: str = DEFAULT_METRIC,
     strategies: Sequence[str] = STRATEGIES,
+    type_key: TypeKey = DEFAULT_TYPE_KEY,
 ) -> list[dict[str, Any]]:
-    """One row per cue x strategy: cue, strategy, oracle, cutoffs and the 12 scores; sorted."""
+    """One row per cue x strategy: cue, strategy, oracle, cutoffs and the 12 scores (word types
+    keyed by `type_key`); sorted."""
     if (cutoff_cues is None) != (cutoff_gold is None):
         raise ConfigError("give both cutoff_cues and cutoff_gold (the cutoff split), or neither")
-    g = Gold(gold)
-    cg = Gold(cutoff_gold) if cutoff_gold is not None else None
+    g = Gold(gold, type_key)
+    cg = Gold(cutoff_gold, type_key) if cutoff_gold is not None else None
     segs = segment_all(cues, g, cutoff_cues, cg, metric, strategies)
     return scored_table(g, segs, metric)
 
@@ -421,9 +423,10 @@ def segment_table(
     window: Window | None = None,
     metric: str = DEFAULT_METRIC,
     strategies: Sequence[str] = STRATEGIES,
+    type_key: TypeKey = DEFAULT_TYPE_KEY,
 ) -> list[dict[str, Any]]:
     """Cues of `utterances` from the model (read with `window`, default
-    `Window.for_model(model)`), then `table_from_cues`; fair cutoffs are chosen on
+    `Window.for_model(model)`), then `table_from_cues` (types keyed by `type_key`); fair cutoffs are chosen on
     `cutoff_utterances` when given, else by two-fold cross-fitting."""
     cues = compute_cues(model, tokenizer, utterances, window)
     cutoff_cues = (
@@ -436,6 +439,7 @@ def segment_table(
         cutoff_gold=cutoff_utterances or None,
         metric=metric,
         strategies=strategies,
+        type_key=type_key,
     )
 
 

@@ -35,7 +35,7 @@ from transformers.utils import logging as hf_logging
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import DataConfig, RunConfig
 from seg_tune.corpus import Utterance, format_warnings
-from seg_tune.metrics import BEST_SO_FAR, SEGMENTATION_METRICS, STOPPED_BY
+from seg_tune.metrics import BEST_SO_FAR, RESTORE_WARNINGS, SEGMENTATION_METRICS, STOPPED_BY
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
 from seg_tune.tokenizer import (
@@ -57,8 +57,13 @@ class Session(Protocol):
     world_size: int
     device: torch.device
 
-    def restore(self) -> AbstractContextManager[Path | None]:
-        """A context giving the checkpoint folder to resume from, or None."""
+    def restore(self) -> AbstractContextManager[list[Path]]:
+        """A context giving the checkpoint folders to resume from, newest first (the loop takes
+        the first it can read); empty: start from step 0."""
+
+    def set_aside(self, folder: Path) -> Path | None:
+        """Move an unreadable checkpoint folder aside (`checkpoint.set_aside`); its new path,
+        None when it is not this session's to move."""
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         """Report metrics; when `checkpoint` is given, persist a checkpoint it writes into a folder."""
@@ -224,6 +229,16 @@ def export_model(
     ckpt.atomic_dir(folder, fill)
 
 
+@dataclass(frozen=True)
+class _Restored:
+    """A checkpoint read whole: its folder, state.pt, meta.json and tokenizer."""
+
+    folder: Path
+    state: dict[str, Any]
+    meta: dict[str, Any]
+    tokenizer: PreTrainedTokenizerFast
+
+
 class _Trainer:
     """State of one run; `run()` is the loop. Kept as a class so each piece stays small."""
 
@@ -242,16 +257,55 @@ class _Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
-        with session.restore() as restored:
+        self.restore_warnings: list[str] = []
+        with session.restore() as candidates:
+            restored = self._first_readable(candidates)
             self._build(restored)
         self.ddp: torch.nn.Module = self.model
         if dist.is_available() and dist.is_initialized() and session.world_size > 1:
             self.ddp = DistributedDataParallel(self.model)
 
-    def _build(self, restored: Path | None) -> None:
-        """Data, model, optimizer and scheduler; from the checkpoint folder `restored` if given."""
+    def _first_readable(self, candidates: list[Path]) -> _Restored | None:
+        """The newest checkpoint that reads whole (meta, format, state, tokenizer); the ones
+        that do not are moved aside, each with a one-line warning. None: none is left."""
+        bad: list[tuple[Path, str]] = []
+        restored = None
+        for folder in candidates:
+            if ckpt.is_set_aside(folder):
+                continue  # moved aside by an earlier attempt (the empty folder left for Ray)
+            try:
+                state, meta = ckpt.read_checkpoint(folder)
+                tokenizer = load_tokenizer(folder / "tokenizer")
+            except Exception as exc:  # any unreadable part: bad zip, JSON, format, missing file
+                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                bad.append(
+                    (folder, f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+                )
+                continue
+            restored = _Restored(folder, state, meta, tokenizer)
+            break
+        if self.session.rank != 0:
+            return restored  # rank 0 moves the bad folders and says so
+        then = (
+            f"resuming from step {int(restored.meta['step'])} ({restored.folder})"
+            if restored is not None
+            else "no readable checkpoint is left: training starts again from step 0"
+        )
+        for folder, reason in bad:
+            try:
+                moved = self.session.set_aside(folder)
+                where = f"moved aside to {moved}" if moved else "left in place"
+            except OSError as exc:
+                where = f"could not be moved aside ({exc})"
+            line = f"checkpoint {folder} cannot be read ({reason}); {where}; {then}"
+            print(f"seg_tune.train: warning: {line}", file=sys.stderr, flush=True)
+            self.restore_warnings.append(line)  # also in the next result, for the driver
+        return restored
+
+    def _build(self, restored: _Restored | None) -> None:
+        """Data, model, optimizer and scheduler; from the checkpoint `restored` if given."""
         t, world = self.cfg.training, self.session.world_size
-        tokenizer = load_tokenizer(restored / "tokenizer") if restored is not None else None
+        tokenizer = restored.tokenizer if restored is not None else None
         self.data = prepare_data(self.cfg, tokenizer, self.corpus)
         for warning in self.data.warnings if self.progress else ():  # standalone runs
             print(f"seg_tune.train: warning: {warning}", file=sys.stderr, flush=True)
@@ -282,9 +336,9 @@ class _Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _load(self, folder: Path) -> None:
+    def _load(self, restored: _Restored) -> None:
         t = self.cfg.training
-        state, meta = ckpt.read_checkpoint(folder)
+        state, meta = restored.state, restored.meta
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -369,7 +423,13 @@ class _Trainer:
             "tokens_per_s": tokens_per_s,
             "resumed_from_step": self.resumed_from_step,  # 0: this attempt started from scratch
             **self.last_seg,
+            **self._pop_restore_warnings(),
         }
+
+    def _pop_restore_warnings(self) -> dict[str, list[str]]:
+        """The restore's warnings, with the first result after it only."""
+        warnings, self.restore_warnings = self.restore_warnings, []
+        return {RESTORE_WARNINGS: warnings} if warnings else {}
 
     def _selected(self, metrics: dict[str, Any]) -> float | None:
         """This evaluation's value of training.select_metric, or None when it has none: not
@@ -520,8 +580,11 @@ class LocalSession:
         self.checkpoints = ckpt.CheckpointDir(out / "checkpoints", keep)
         self.history: list[dict[str, Any]] = []
 
-    def restore(self) -> AbstractContextManager[Path | None]:
-        return nullcontext(self.checkpoints.latest())
+    def restore(self) -> AbstractContextManager[list[Path]]:
+        return nullcontext(self.checkpoints.folders()[::-1])
+
+    def set_aside(self, folder: Path) -> Path | None:
+        return ckpt.set_aside(folder, placeholder=False)  # this run's own folder: moved
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         self.history.append(dict(metrics))

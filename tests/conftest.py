@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,3 +86,28 @@ def free_port_block(size: int, low: int, high: int, avoid: frozenset[int] = froz
                 continue
         return base
     raise AssertionError(f"no {size} consecutive free ports found in {low}..{high}")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real filesystem of its own, small enough to fill: a tmpfs (needs root, as in CI)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"cannot mount a tmpfs (run the tests as root): {done.stderr}"
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(disk: Path, leave: int) -> Path:
+    """A ballast file leaving `leave` bytes free on `disk`."""
+    ballast = disk / "ballast"
+    size = shutil.disk_usage(disk).free - leave
+    with ballast.open("wb") as fh:
+        os.posix_fallocate(fh.fileno(), 0, size)
+    return ballast

@@ -220,3 +220,31 @@ def test_a_smoke_run_has_a_folder_and_wandb_group_of_its_own(tmp_path: Path) -> 
     doc["wandb"] = {"group": "mine", "mode": "disabled"}
     space.write_text(yaml.safe_dump(doc))
     assert smoke(load_space(space)).wandb.group == "mine"  # a group the file sets is kept
+
+
+def test_failure_history_reads_every_attempt_of_a_tune_error_file() -> None:
+    """Tune appends `Failure # N (occurred at DATE)` and the error to error.txt at each failure."""
+    from seg_tune.sweep.results import failure_history
+
+    text = (
+        "Failure # 1 (occurred at 2026-12-03_06-10-01)\n"
+        "ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n"
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
+        "Failure # 2 (occurred at 2026-12-03_06-12-30)\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
+    assert failure_history(text) == [
+        {
+            "attempt": 1,
+            "at": "2026-12-03_06-10-01",
+            "reason": "ActorDiedError: The actor died unexpectedly before finishing this task.",
+        },
+        {
+            "attempt": 2,
+            "at": "2026-12-03_06-12-30",
+            "reason": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        },
+    ]
+    assert failure_history("") == []

@@ -6,6 +6,7 @@ real wandb offline files) and checks what it leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import DRIVERS, REPO
+from conftest import DRIVERS, REPO, fill_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from wandb_files import offline_runs
+from wandb_files import check_steps_logged_once, offline_runs
 
 from seg_tune.metrics import SCORE_KEYS
 
@@ -303,15 +304,188 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
     # when a stop came is a bare header: no id, no history), are Tune's: the steps of its
     # result.json, de-duplicated (a trial resumed from an older checkpoint reports again steps it
     # had reported before the stop; wandb logs each step once), in increasing order.
-    by_trial: dict[str, list[int]] = {}
-    for run in offline_runs(exp / "wandb"):
-        if run.run_id or run.history:
-            by_trial.setdefault(run.run_id, []).extend(run.steps)
-    assert set(by_trial) == set(steps_trained)
-    for tid, logged in by_trial.items():
-        tune_steps = sorted({r["step"] for r in _results(exp, tid)})
-        assert logged == sorted(set(logged)), f"wandb run {tid} logged a step twice: {logged}"
-        assert logged == tune_steps, f"trial {tid}: wandb logged {logged}, Tune has {tune_steps}"
+    check_steps_logged_once(
+        exp / "wandb", {tid: [r["step"] for r in _results(exp, tid)] for tid in steps_trained}
+    )
+
+
+def test_a_trial_whose_checkpoint_is_corrupt_resumes_from_an_older_one(tmp_path: Path) -> None:
+    """Issue 13.3 with Tune's own checkpoints: stop a sweep, damage every checkpoint of its
+    trial but the oldest (Tune restores its newest registered one), and run again. The trial
+    falls back to the oldest, without a failed attempt: each bad folder tried is moved to
+    <name>.corrupt and an empty one is left for Tune to prune, and the sweep finishes."""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 1, "max_concurrent": 1, "max_steps": 60},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        checkpoints={"keep": 4},
+        replace={"scheduler": {"type": "fifo"}},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    exp = storage / "smoke"
+    proc = _start(space, storage, log)
+    _wait_for(lambda: max(_checkpoint_steps(exp).values(), default=0) >= 30, 240, "step 30")
+    _stop_and_check(proc, signal.SIGINT, log)
+    (trial_dir,) = exp.glob("tune/trial_*")
+    folders = sorted(trial_dir.glob("checkpoint_*"))
+    assert len(folders) >= 3, folders
+    oldest = json.loads((folders[0] / "meta.json").read_text())["step"]
+    for folder in folders[1:]:
+        state = folder / "state.pt"
+        state.write_bytes(state.read_bytes()[:1000])
+    lines_before = len(_results(exp, trial_dir.name[6:]))
+
+    proc = _start(space, storage, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    summary = json.loads((exp / "summary.json").read_text())
+    (trial,) = summary["trials"]
+    assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 60
+    assert trial["error"] is None
+    after = _results(exp, trial["trial_id"])[lines_before:]
+    assert after and after[0]["resumed_from_step"] == oldest, after[:1]
+    aside = sorted(trial_dir.glob("checkpoint_*.corrupt"))
+    assert aside, sorted(p.name for p in trial_dir.iterdir())
+    for moved in aside:
+        assert (moved / "meta.json").is_file()  # moved whole, nothing deleted
+        place = moved.with_name(moved.name.removesuffix(".corrupt"))
+        assert not place.exists() or not any(place.iterdir())  # empty, or pruned by Tune
+    out = log.read_text()
+    assert out.count("cannot be read (") >= len(aside)
+    assert f"resuming from step {oldest}" in out
+    best = json.loads((exp / "best_model" / "segmentation.json").read_text())
+    assert best  # the export found a readable checkpoint, not a set-aside one
+
+
+def test_a_sigkilled_driver_loses_no_wandb_step(tmp_path: Path) -> None:
+    """Issue 13.4: SIGKILL the driver's whole process group mid-sweep (the OOM killer, a node
+    reset): nothing is flushed, wandb's service dies with it. The same command takes over the
+    stale lock and resumes; every trial's wandb history then holds each step Tune recorded,
+    exactly once."""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 2, "max_concurrent": 2, "max_steps": 60},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        replace={"scheduler": {"type": "fifo"}},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    exp = storage / "smoke"
+    proc = _start(space, storage, log)
+    _wait_for(
+        lambda: len([s for s in _checkpoint_steps(exp).values() if s >= 20]) == 2,
+        240,
+        "two trials at step 20",
+    )
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in family:  # what left the group too (as a job's cgroup is killed whole)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    proc.wait(timeout=30)
+    psutil.wait_procs(family, timeout=10)
+    assert (exp / "driver.lock").exists()  # nobody cleaned up
+
+    proc = _start(space, storage, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    out = log.read_text()
+    assert "took over a stale lock" in out, out[-3000:]
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["finished"] is True and len(summary["trials"]) == 2
+    tune_steps = {
+        t["trial_id"]: [r["step"] for r in _results(exp, t["trial_id"])] for t in summary["trials"]
+    }
+    check_steps_logged_once(exp / "wandb", tune_steps)
+    assert all(max(steps) == 60 for steps in tune_steps.values())
+
+
+def test_a_storage_filling_up_stops_the_sweep_whole_and_it_resumes(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """Issue 13.5 on a real small filesystem (a tmpfs): fill it mid-sweep. The driver stops
+    gracefully with one line naming the folder and its free space (exit 1), the state it had
+    is whole, a start while it is still full is refused before Ray, and once space is freed the
+    same command resumes: exactly num_samples trials, none from scratch that had a checkpoint."""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 2, "max_concurrent": 2, "max_steps": 80},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        replace={"scheduler": {"type": "fifo"}},
+    )
+    storage, log = small_disk / "results", tmp_path / "driver.log"
+    exp = storage / "smoke"
+    proc = _start(space, storage, log)
+    _wait_for(lambda: len(_checkpoint_steps(exp)) == 2, 240, "a checkpoint of each trial")
+    ballast = fill_disk(small_disk, 20 * 2**20)  # 20 MiB left: under the 64 MiB floor
+    assert proc.wait(timeout=60) == 1, log.read_text()[-3000:]
+    out = log.read_text()
+    (line,) = [x for x in out.splitlines() if x.startswith("seg_tune.run: FAILED: storage")]
+    assert f"storage {exp}: " in line and " MiB free, under the 64.0 MiB" in line
+    assert "run the same command again to resume" in line
+    summary = json.loads((exp / "summary.json").read_text())  # whole, and says stopped
+    assert summary["finished"] is False
+    states = list((exp / "tune").glob("experiment_state*.json"))
+    assert states and all(json.loads(path.read_text()) for path in states)  # Tune's, whole
+    before = _checkpoint_steps(exp)
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "seg_tune.run", str(space), "--storage", str(storage)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"error: storage {exp}: " in refused.stderr
+    assert "Ray dashboard" not in refused.stdout  # refused before Ray started
+
+    ballast.unlink()
+    proc = _start(space, storage, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["finished"] is True and len(summary["trials"]) == 2
+    for trial in summary["trials"]:
+        assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 80
+        restarts = [r["resumed_from_step"] for r in _results(exp, trial["trial_id"])]
+        resumed = [r for r in restarts if r]
+        assert resumed and min(resumed) >= before[trial["trial_id"]] - 10, (restarts, before)
+
+
+def test_a_trial_killed_like_the_oom_killer_is_retried_and_its_failure_kept(
+    tmp_path: Path,
+) -> None:
+    """Issue 13.5: SIGKILL a trial's process mid-run (what the OOM killer does). It counts as one
+    failed attempt, is retried from its checkpoint, and summary.json keeps the attempt's reason
+    though the trial then finished."""
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 1, "max_concurrent": 1, "max_steps": 60},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        failure={"max_retries": 1},
+        replace={"scheduler": {"type": "fifo"}},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    exp = storage / "smoke"
+    proc = _start(space, storage, log)
+    _wait_for(lambda: max(_checkpoint_steps(exp).values(), default=0) >= 20, 240, "step 20")
+    step = max(_checkpoint_steps(exp).values())
+    (trainable,) = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "ImplicitFunc" in " ".join(p.cmdline())
+    ]
+    trainable.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    summary = json.loads((exp / "summary.json").read_text())
+    (trial,) = summary["trials"]
+    assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 60
+    assert trial["error"] is None
+    (failure,) = trial["failures"]
+    assert failure["attempt"] == 1 and "died" in failure["reason"], failure
+    restarts = [r["resumed_from_step"] for r in _results(exp, trial["trial_id"])]
+    assert any(step - 10 <= r <= step and r > 0 for r in restarts), (restarts, step)
+    report = (exp / "report.md").read_text()
+    assert "## Retried attempts" in report and failure["at"] in report
 
 
 def test_killed_train_worker_resumes_from_checkpoint(tmp_path: Path) -> None:

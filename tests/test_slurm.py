@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO, free_port_block
-from wandb_files import offline_runs
+from wandb_files import check_steps_logged_once
 
 from seg_tune.sweep.layout import Layout
 
@@ -594,16 +594,11 @@ def _check_resumed(case: RequeueCase, expect_finished_before: bool) -> None:
     # reports again steps it reported before the requeue; wandb logs each step once), in
     # increasing order. (A run file whose writer SLURM killed before it wrote anything is a bare
     # 7-byte header: no id, no history; the resumed driver logs those steps again.)
-    steps: dict[str, list[int]] = {}
-    for run in offline_runs(exp / "wandb"):
-        if run.run_id or run.history:
-            steps.setdefault(run.run_id, []).extend(run.steps)
-    assert set(steps) == {t["trial_id"] for t in summary["trials"]}
-    for tid, logged in steps.items():
-        tune_steps = sorted({r["step"] for r in _results(exp, tid)})
-        assert logged == sorted(set(logged)), f"wandb run {tid} logged a step twice: {logged}"
-        assert logged == tune_steps, f"trial {tid}: wandb logged {logged}, Tune has {tune_steps}"
-        assert logged[-1] == case.max_steps
+    tune_steps = {
+        t["trial_id"]: [r["step"] for r in _results(exp, t["trial_id"])] for t in summary["trials"]
+    }
+    check_steps_logged_once(exp / "wandb", tune_steps)
+    assert all(max(steps) == case.max_steps for steps in tune_steps.values())
 
 
 def test_requeue_at_the_time_limit_resumes(requeued: dict[str, RequeueCase]) -> None:

@@ -303,3 +303,85 @@ def test_early_stopping_ends_a_run_and_survives_a_resume(tmp_path: Path) -> None
 def test_early_stopping_needs_a_patience() -> None:
     with pytest.raises(Exception, match="patience_evals"):
         validate(RunConfig, tiny_run_config(early_stopping={"min_delta": 0.1}), source="x")
+
+
+# --------------------------------------------------------------------------- corrupt checkpoints
+
+
+def _truncate_state(folder: Path) -> None:
+    data = (folder / "state.pt").read_bytes()
+    (folder / "state.pt").write_bytes(data[: len(data) // 2])
+
+
+def _bad_meta(folder: Path) -> None:
+    (folder / "meta.json").write_text('{"format": 2, "step": ', encoding="utf-8")
+
+
+def _future_format(folder: Path) -> None:
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "format": 99}), encoding="utf-8")
+
+
+def _no_tokenizer(folder: Path) -> None:
+    for file in (folder / "tokenizer").iterdir():
+        file.unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_truncate_state, "PytorchStreamReader"),
+        (_bad_meta, "JSONDecodeError"),
+        (_future_format, "checkpoint format 99"),
+        (_no_tokenizer, "tokenizer"),
+    ],
+)
+def test_a_corrupt_checkpoint_falls_back_to_the_next_older_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, reason: str
+) -> None:
+    """Issue 13.3: the newest checkpoint unreadable (bad zip, bad JSON, a format this version
+    cannot read, a missing file): the run resumes from the next older one, says so in one line
+    naming the bad folder and the step, and keeps the bad folder as <name>.corrupt."""
+    cfg = _cfg(steps=20, checkpoint_every_steps=5, keep_checkpoints=3)
+    crashed = _CrashAfter(tmp_path, keep=3, crash_step=15)
+    with pytest.raises(_Interrupted):
+        train_loop(cfg, crashed)
+    newest = tmp_path / "checkpoints" / "step_00000015"
+    damage(newest)
+    before = sorted(p.name for p in newest.rglob("*"))
+    capsys.readouterr()
+    resumed = LocalSession(tmp_path, keep=3)
+    train_loop(cfg, resumed)
+    assert [m["step"] for m in resumed.history] == [15, 20]
+    assert {m["resumed_from_step"] for m in resumed.history} == {10}
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "cannot be read" in x]
+    aside = newest.with_name("step_00000015.corrupt")
+    assert line.startswith(f"seg_tune.train: warning: checkpoint {newest} cannot be read (")
+    assert reason in line and f"moved aside to {aside}; resuming from step 10" in line
+    assert sorted(p.name for p in aside.rglob("*")) == before  # moved whole, not deleted
+    kept = [p.name for p in CheckpointDir(tmp_path / "checkpoints", keep=3).all()]
+    assert kept == ["step_00000010", "step_00000015", "step_00000020"]  # a new 15 was written
+
+
+def test_no_readable_checkpoint_left_starts_from_step_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _cfg(steps=10, checkpoint_every_steps=5, keep_checkpoints=2)
+    crashed = _CrashAfter(tmp_path, keep=2, crash_step=10)
+    with pytest.raises(_Interrupted):
+        train_loop(cfg, crashed)
+    for folder in CheckpointDir(tmp_path / "checkpoints", keep=2).all():
+        _truncate_state(folder)
+    capsys.readouterr()
+    again = LocalSession(tmp_path, keep=2)
+    train_loop(cfg, again)
+    assert [m["step"] for m in again.history] == [5, 10]
+    assert {m["resumed_from_step"] for m in again.history} == {0}
+    lines = [x for x in capsys.readouterr().err.splitlines() if "cannot be read" in x]
+    assert len(lines) == 2
+    assert all(
+        x.endswith("no readable checkpoint is left: training starts again from step 0")
+        for x in lines
+    )
+    aside = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if "corrupt" in p.name)
+    assert aside == ["step_00000005.corrupt", "step_00000010.corrupt"]

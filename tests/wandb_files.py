@@ -32,6 +32,8 @@ def _records(path: Path) -> Iterator[bytes]:
             pos += left_in_block
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        if pos + _HEADER + length > len(data):
+            return  # a chunk cut short by a kill: wandb sync drops it too
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind == 0 and length == 0:  # zero fill written ahead of time
@@ -85,3 +87,25 @@ def read_run(path: Path) -> OfflineRun:
 def offline_runs(root: Path) -> list[OfflineRun]:
     """Every offline run file below `root`, oldest first."""
     return [read_run(p) for p in sorted(root.rglob("offline-run-*/run-*.wandb"))]
+
+
+def steps_by_run(root: Path) -> dict[str, list[int]]:
+    """The steps each run id logged, over all its offline files below `root`, in file order. A
+    file whose writer was killed before it wrote anything (a bare header: no id, no history)
+    holds none."""
+    steps: dict[str, list[int]] = {}
+    for run in offline_runs(root):
+        if run.run_id or run.history:
+            steps.setdefault(run.run_id, []).extend(run.steps)
+    return steps
+
+
+def check_steps_logged_once(root: Path, tune_steps: dict[str, list[int]]) -> None:
+    """Each trial's wandb run (id = trial id) logged exactly the steps Tune recorded for it
+    (`tune_steps`: its result.json's steps), each once, in increasing order; no other run."""
+    logged_by_run = steps_by_run(root)
+    assert set(logged_by_run) == set(tune_steps)
+    for tid, logged in logged_by_run.items():
+        tune = sorted(set(tune_steps[tid]))
+        assert logged == sorted(set(logged)), f"wandb run {tid} logged a step twice: {logged}"
+        assert logged == tune, f"trial {tid}: wandb logged {logged}, Tune has {tune}"

@@ -32,8 +32,9 @@ from typing import Any
 
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.cli.common import ArgumentParser
-from seg_tune.errors import ConfigError, DataError, SegTuneError
+from seg_tune.errors import ConfigError, DataError, SegTuneError, StorageError
 from seg_tune.sweep import cluster as local_cluster
+from seg_tune.sweep.disk import FULL_ERRNOS, StorageWatch, full_disk_line, shortage
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.lock import ExperimentLock
 
@@ -109,6 +110,14 @@ class StopRequest:
     """Turns SIGINT/SIGTERM into Tune's graceful stop (Tune itself handles SIGUSR1)."""
 
     signals: list[str] = field(default_factory=list)
+    storage: str | None = None  # why the storage watch stopped the sweep (disk.StorageWatch)
+
+    def storage_short(self, reason: str) -> None:
+        """From the storage watch's thread: stop as SIGUSR1 does (Tune's handler during a fit,
+        ours between fits), and remember why."""
+        self.storage = reason
+        self.signals.append("storage nearly full")
+        os.kill(os.getpid(), signal.SIGUSR1)
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -196,11 +205,16 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
     from seg_tune.sweep.tuner import Sweep, can_restore
 
     check_ray()  # before Ray starts: an untested Ray is refused (exit 2)
+    concurrent = spec.experiment.max_concurrent
+    if (short := shortage(exp_dir, concurrent)) is not None:
+        raise StorageError(f"{short}; free space, then run the same command again")
     context = local_cluster.start_ray(args.address, spec.experiment.max_concurrent, args.host)
     local_cluster.print_dashboard(context, joined=bool(args.address))
     stop = StopRequest()
     stop.install()
+    stop.watch_usr1()  # until a fit installs Tune's: the storage watch's stop, for one
     logging.getLogger("ray.tune.tune").addFilter(_RayResumeAdvice())
+    watch = StorageWatch(exp_dir, concurrent, stop.storage_short)
     try:
         sweep = Sweep(spec, layout, corpus)
         if (problem := placement_problem(sweep.settings, ray.nodes())) is not None:
@@ -213,23 +227,31 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(layout.space, json.dumps(spec.to_dict(), indent=1))
         final_on = bool(spec.final.enabled)
-        if not (final_on and layout.final.root.is_dir()):  # a started final phase: search ended
-            sweep.tuner(restore).fit()
-            stop.watch_usr1()
-        outcome = finish(
-            spec,
-            layout,
-            interrupted=bool(stop.signals),
-            report=not args.no_report,
-            final_pending=final_on,
-        )
-        if final_on and _search_accepted(outcome, spec) and not stop.signals:
-            outcome = _final_phase(spec, layout, sweep, stop, report=not args.no_report)
+        with watch:
+            if not (final_on and layout.final.root.is_dir()):  # a started final phase
+                sweep.tuner(restore).fit()
+                stop.watch_usr1()
+            outcome = finish(
+                spec,
+                layout,
+                interrupted=bool(stop.signals),
+                report=not args.no_report,
+                final_pending=final_on,
+            )
+            if final_on and _search_accepted(outcome, spec) and not stop.signals:
+                outcome = _final_phase(spec, layout, sweep, stop, report=not args.no_report)
     except KeyboardInterrupt:
         stop.signals.append("SIGINT")
         outcome = None
     finally:
         ray.shutdown()
+    if stop.storage is not None:
+        print(
+            f"seg_tune.run: FAILED: {stop.storage}; the experiment is saved in {exp_dir}: free "
+            "space, then run the same command again to resume",
+            flush=True,
+        )
+        return EXIT_FAILED
     return _final_line(outcome, spec, exp_dir, stop.signals)
 
 
@@ -393,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     except Exception as exc:  # a failure after validation: one line, the rest in Ray's logs
+        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:  # a full disk or quota
+            print(f"error: {full_disk_line(exc)}", file=sys.stderr, flush=True)
+            return EXIT_FAILED
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"error: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
         return EXIT_FAILED

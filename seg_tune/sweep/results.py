@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seg_tune.checkpoint import read_checkpoint
+from seg_tune.checkpoint import is_set_aside, read_checkpoint
 from seg_tune.config import RunConfig
 from seg_tune.metrics import ci_keys
 from seg_tune.sweep import summary
@@ -64,7 +64,8 @@ def export_best_model(
     _, valid = cfg.data.load()
     utterances = valid[:segmentation_utterances]
     window = Window.for_model(model, cfg.training.block_size)
-    table = segment_table(model, tokenizer, utterances, window=window)
+    key = cfg.score.type_key
+    table = segment_table(model, tokenizer, utterances, window=window, type_key=key)
     seg = {
         "data": f"validation split of {cfg.data.train.describe()}"
         if cfg.data.valid is None
@@ -73,7 +74,7 @@ def export_best_model(
         "step": meta["step"],
         "table": table,
         "best": best_row(table),
-        "tp_baseline": tp_all_scores(utterances),
+        "tp_baseline": tp_all_scores(utterances, type_key=key),
     }
     if test is not None:
         seg["test"] = test
@@ -94,6 +95,8 @@ def _checkpoints(
     found = []
     for root in roots:
         for path in root.glob("checkpoint_*/meta.json") if root.is_dir() else ():
+            if is_set_aside(path.parent):
+                continue  # an unreadable checkpoint a resume moved aside
             try:
                 meta = json.loads(path.read_text("utf-8"))
                 found.append((int(meta["step"]), path.parent, meta))
@@ -161,17 +164,37 @@ def error_reason(text: str) -> str:
     return f"{name.rsplit('.', 1)[-1]}: {message}"[:300]
 
 
-def _error_of(trial: Any, trial_dir: Path | None) -> dict[str, str | None]:
-    if str(trial.status) != "ERROR":
-        return {}
+# Tune appends each failed attempt of a trial to its error.txt behind this line
+_FAILURE_HEADER = re.compile(r"^Failure # (\d+) \(occurred at ([^)]*)\)$", re.MULTILINE)
+
+
+def failure_history(text: str) -> list[dict[str, Any]]:
+    """Every failed attempt in a Tune error file: {"attempt", "at", "reason"}, in order."""
+    heads = list(_FAILURE_HEADER.finditer(text))
+    if not heads:
+        return []
+    return [
+        {
+            "attempt": int(head.group(1)),
+            "at": head.group(2),
+            "reason": error_reason(text[head.end() : nxt.start() if nxt else len(text)]),
+        }
+        for head, nxt in zip(heads, [*heads[1:], None], strict=True)
+    ]
+
+
+def _error_of(trial: Any, trial_dir: Path | None) -> dict[str, Any]:
+    """The failed attempts of a trial (retried or not), and for a trial in ERROR its reason and
+    error file (Tune writes one error.txt per trial, appended to at each failure)."""
     name = getattr(trial.run_metadata, "error_filename", None) or "error.txt"
     path = trial_dir / name if trial_dir is not None else None
-    if path is None or not path.is_file():
-        return {"error": "unknown error (Tune wrote no error file)", "error_file": None}
-    return {
-        "error": error_reason(path.read_text("utf-8", errors="replace")),
-        "error_file": str(path),
-    }
+    text = path.read_text("utf-8", errors="replace") if path and path.is_file() else None
+    found: dict[str, Any] = {"failures": failure_history(text) if text else []}
+    if str(trial.status) != "ERROR":
+        return found
+    if text is None:
+        return {**found, "error": "unknown error (Tune wrote no error file)", "error_file": None}
+    return {**found, "error": error_reason(text), "error_file": str(path)}
 
 
 DONE_STATUSES = ("TERMINATED", "ERROR")  # the rest (PENDING, RUNNING, PAUSED) may go on

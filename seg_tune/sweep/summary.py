@@ -1,6 +1,8 @@
 """summary.json: its versioned schema, written AND read here (nothing else parses it).
 
-Format 4 is format 3 plus `final`: null without a final phase, else the final phase's results
+Format 4 is format 3 plus `final` and, per trial, `failures`: every failed attempt of the trial
+(retried or not: a trial that finished after an OOM kill keeps it) as {"attempt", "at",
+"reason"}, from Tune's error file; empty for older writers. `final` is null without a final phase, else the final phase's results
 (`seg_tune.sweep.final.section`): outcome, n_runs, n_scored, failed, selection_metric,
 test_data, n_test, n_valid, `configurations` (per configuration: rank, search_trial_id, config,
 steps, seeds, search_value (its objective in the search, on valid), `runs` (per seed: the row
@@ -97,6 +99,8 @@ class TrialRecord:
     stopped_at_step: int | None = None
     error: str | None = None  # ERROR trials: the exception's first line
     error_file: str | None = None  # ERROR trials: Tune's error.txt
+    # every failed attempt, retried or not: {"attempt", "at", "reason"} (Tune's error.txt)
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def steps_trained(self) -> int:
@@ -169,6 +173,7 @@ def build(
             "error": None
             if t.status != "ERROR"
             else {"reason": t.error or "unknown", "file": t.error_file},
+            "failures": t.failures,
             "best": None
             if top is None
             else {"step": top[STEP], "metrics": {k: v for k, v in top.items() if k != STEP}},
@@ -232,6 +237,7 @@ class TrialSummary:
     stop_step: int | None  # where ASHA stopped it; None when it was not stopped early
     error: dict[str, Any] | None = None  # a trial in ERROR: {"reason", "file"}
     best: dict[str, Any] | None = None  # format 3: its best evaluation {"step", "metrics"}
+    failures: list[dict[str, Any]] = field(default_factory=list)  # its failed attempts
 
     def best_value(self, metric: str) -> float | None:
         """`metric` at its best evaluation of the objective (format 3), else None."""
@@ -351,6 +357,7 @@ def _trial(raw: Any, where: str) -> TrialSummary:
         stop_step=None if stop is None else int(stop),
         error=mapping(raw["error"], f"{where} error") if raw.get("error") else None,
         best=mapping(raw["best"], f"{where} best") if raw.get("best") else None,
+        failures=[mapping(f, f"{where} failures") for f in raw.get("failures") or []],
     )
 
 

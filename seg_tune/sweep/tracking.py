@@ -33,7 +33,7 @@ from typing import Any, Literal
 from ray.tune import Callback
 
 from seg_tune.checkpoint import atomic_write_text
-from seg_tune.metrics import TUNE_BOOKKEEPING
+from seg_tune.metrics import RESTORE_WARNINGS, TUNE_BOOKKEEPING
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import results_by_step
 
@@ -91,6 +91,18 @@ class KeepTrialLogs(Callback):
             _push_trial_logs(trial)
         except Exception as exc:  # the sweep goes on; only this trial's log may lose lines
             logger.warning("trial %s: copying its logs to storage failed: %r", trial, exc)
+
+
+class TrialWarnings(Callback):
+    """Print what a trial reports as a warning (`metrics.RESTORE_WARNINGS`: checkpoints it
+    could not read and moved aside) on the driver's terminal, where the user looks: the trials'
+    own output goes to Ray's logs only."""
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        for line in result.get(RESTORE_WARNINGS) or ():
+            print(f"seg_tune.run: warning: trial {trial.trial_id}: {line}", flush=True)
 
 
 def resolve_mode(mode: WandbMode) -> Literal["online", "offline", "disabled"]:

@@ -19,13 +19,14 @@ import json
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seg_tune import checkpoint as ckpt
 from seg_tune.config import RunConfig
 from seg_tune.metrics import BEST_SO_FAR
 from seg_tune.train import Checkpointer, PreparedCorpus, train_loop
@@ -106,12 +107,15 @@ class TuneSession:
 
     def __init__(self, gpus: float) -> None:
         self.device = _device(gpus)
+        self.own: set[Path] = set()  # Ray's checkpoint folders offered by `restore`
 
-    def restore(self) -> AbstractContextManager[Path | None]:
+    def restore(self) -> AbstractContextManager[list[Path]]:
         from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-        return _as_path(checkpoint) if checkpoint is not None else nullcontext(None)
+        return _candidates(tune.get_checkpoint(), self.own)
+
+    def set_aside(self, folder: Path) -> Path | None:
+        return _set_aside(folder, self.own)
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         from ray import tune
@@ -132,12 +136,15 @@ class TrainSession:
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.device = _device(gpus, ray_train=True)
+        self.own: set[Path] = set()
 
-    def restore(self) -> AbstractContextManager[Path | None]:
+    def restore(self) -> AbstractContextManager[list[Path]]:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        return _as_path(checkpoint) if checkpoint is not None else nullcontext(None)
+        return _candidates(ray.train.get_checkpoint(), self.own)
+
+    def set_aside(self, folder: Path) -> Path | None:
+        return _set_aside(folder, self.own)
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         import ray.train
@@ -149,10 +156,32 @@ class TrainSession:
 
 
 @contextmanager
-def _as_path(checkpoint: Any) -> Iterator[Path]:
-    """A Ray checkpoint as a local folder for the duration of the `with` block."""
+def _candidates(checkpoint: Any, own: set[Path]) -> Iterator[list[Path]]:
+    """The folders a restarted trial may resume from, newest first: Ray's latest checkpoint,
+    then the older ones Ray kept beside it (on a local or shared filesystem, where the folders
+    are read in place and added to `own`); elsewhere the latest, downloaded for the block."""
+    if checkpoint is None:
+        yield []
+        return
+    latest = Path(checkpoint.path)
+    if latest.is_dir():
+        older = [
+            p
+            for p in latest.parent.glob("checkpoint_*")
+            if p.is_dir() and p.name < latest.name and not ckpt.is_set_aside(p)
+        ]
+        found = [latest, *sorted(older, key=lambda p: p.name, reverse=True)]
+        own.update(found)
+        yield found
+        return
     with checkpoint.as_directory() as folder:
-        yield Path(folder)
+        yield [Path(folder)]
+
+
+def _set_aside(folder: Path, own: set[Path]) -> Path | None:
+    """Ray's own checkpoint folder moved to `<name>.corrupt`, an empty one left for Ray to prune
+    (Ray fails on a missing one); a downloaded copy is left alone (None)."""
+    return ckpt.set_aside(folder, placeholder=True) if folder in own else None
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:

@@ -280,14 +280,20 @@ class Sweep:
     def callbacks(self, layout: Layout | None = None, suffix: str = "") -> list[Any]:
         """Tune's logs kept whole, and the wandb runs of `layout`'s trials (default: the
         search's), grouped as the experiment (+ `suffix`: "-final" for the final phase)."""
-        from seg_tune.sweep.tracking import KeepTrialLogs, WandbTrialRuns, resolve_mode
+        from seg_tune.sweep.tracking import (
+            KeepTrialLogs,
+            TrialWarnings,
+            WandbTrialRuns,
+            resolve_mode,
+        )
 
         w = self.spec.wandb
         mode = resolve_mode(w.mode)
         if mode == "disabled":
-            return [KeepTrialLogs()]
+            return [KeepTrialLogs(), TrialWarnings()]
         return [
             KeepTrialLogs(),
+            TrialWarnings(),
             WandbTrialRuns(
                 project=w.project,
                 group=(w.group or self.spec.experiment.name) + suffix,
