@@ -276,27 +276,23 @@ class DataConfig(Strict):
             f"(test_fraction {self.test_fraction:g} of its {splits.n_source:,}{whole})"
         )
 
-    def refuse_overlap(
-        self,
-        train: list[corpus.Utterance],
-        valid: list[corpus.Utterance],
-        test: list[corpus.Utterance],
-    ) -> None:
+    def refuse_overlap(self, splits: Splits) -> None:
         """ConfigError (one line naming both sources) when the test split overlaps train or
         valid: more than `corpus.OVERLAP_SHARE` (5%) of its runs of `corpus.OVERLAP_RUN` (4)
         consecutive utterances occur identically in that split (the rule and its measured
         margin: `corpus.shared_run_share`). A test source that is train's or valid's own file
         scores 100%, as does a copy of a chunk of either."""
+        test = splits.test or []
         for name, utts, where in (
-            ("data.train", train, self.train.describe()),
-            ("data.valid", valid, self.describe_valid()),
+            ("data.train", splits.train, self.train.describe()),
+            ("data.valid", splits.valid, self.describe_valid()),
         ):
             share = corpus.shared_run_share(test, utts)
             if share > corpus.OVERLAP_SHARE:
                 k = min(corpus.OVERLAP_RUN, len(test))
                 raise ConfigError(
-                    f"data.test ({self.describe_test()}) overlaps {name} ({where}): {share:.0%} of its runs of {k} "
-                    f"consecutive utterances also occur there (at most "
+                    f"data.test ({self.describe_test(splits)}) overlaps {name} ({where}): "
+                    f"{share:.0%} of its runs of {k} consecutive utterances also occur there (at most "
                     f"{corpus.OVERLAP_SHARE:.0%} allowed; independent splits of child-directed "
                     "speech share under 0.5%); give a test split disjoint from train and valid"
                 )

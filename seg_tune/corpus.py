@@ -22,7 +22,7 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from seg_tune.errors import DataError, location
 
@@ -269,33 +269,10 @@ def shared_run_share(
 # --------------------------------------------------------------------------- Hugging Face datasets
 
 
-def load_hf(
-    name: str,
-    *,
-    config: str | None = None,
-    split: str = "train",
-    column: str = "text",
-    fmt: Literal["tagged", "text"] = "tagged",
-    boundary_tokens: Iterable[str] = DEFAULT_BOUNDARY_TOKENS,
-    max_rows: int | None = None,
-    where: Mapping[str, str | int | float | bool] | None = None,
-) -> list[Utterance]:
-    """Load a dataset through `datasets.load_dataset` (a hub name, or a local folder or script).
-
-    A folder written by `Dataset.save_to_disk` is loaded with `datasets.load_from_disk`. `where`
-    keeps the rows whose columns equal the given values (IPA-CHILDES: `{is_child: false}` leaves
-    out the children's own speech), before `max_rows` counts them.
-    """
-    return load_hf_transcripts(
-        name,
-        config=config,
-        split=split,
-        column=column,
-        fmt=fmt,
-        boundary_tokens=boundary_tokens,
-        max_rows=max_rows,
-        where=where,
-    )[0]
+def load_hf(name: str, **options: Any) -> list[Utterance]:
+    """Load a dataset through `datasets.load_dataset` (a hub name, or a local folder or script);
+    `options` are those of `load_hf_transcripts`, which also says where transcripts begin."""
+    return load_hf_transcripts(name, **options)[0]
 
 
 def load_hf_transcripts(
@@ -310,9 +287,14 @@ def load_hf_transcripts(
     where: Mapping[str, str | int | float | bool] | None = None,
     transcript_column: str | None = None,
 ) -> tuple[list[Utterance], tuple[int, ...] | None]:
-    """`load_hf`, and where transcripts begin: the indices (into the utterances returned) of
-    the first utterance of each transcript, a transcript being a run of rows with one value of
-    `transcript_column` (IPA-CHILDES: `transcript_id`); None without a transcript column."""
+    """A dataset's utterances, and where transcripts begin: the indices (into the utterances)
+    of the first utterance of each transcript, a transcript being a run of rows with one value
+    of `transcript_column` (IPA-CHILDES: `transcript_id`); None without a transcript column.
+
+    A folder written by `Dataset.save_to_disk` is loaded with `datasets.load_from_disk`. `where`
+    keeps the rows whose columns equal the given values (IPA-CHILDES: `{is_child: false}` leaves
+    out the children's own speech), before `max_rows` counts them.
+    """
     import datasets  # imported here: slow to import, and only this source needs it
 
     source = f"dataset {name!r}" + (f" (config {config!r})" if config else "")

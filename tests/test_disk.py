@@ -21,6 +21,7 @@ from seg_tune.sweep.disk import (
     needed_bytes,
     shortage,
 )
+from seg_tune.sweep.layout import Layout
 
 
 def _checkpoint(root: Path, trial: str, name: str, size: int) -> None:
@@ -31,18 +32,18 @@ def _checkpoint(root: Path, trial: str, name: str, size: int) -> None:
 
 
 def test_needed_space_follows_the_largest_checkpoint(tmp_path: Path) -> None:
-    assert checkpoint_bytes(tmp_path) == 0
-    assert needed_bytes(tmp_path, 4) == FLOOR_BYTES  # before any checkpoint: the floor
+    assert checkpoint_bytes(Layout(tmp_path)) == 0
+    assert needed_bytes(Layout(tmp_path), 4) == FLOOR_BYTES  # before any checkpoint: the floor
     _checkpoint(tmp_path, "a", "checkpoint_000000", 9 * MIB)
     _checkpoint(tmp_path, "b", "checkpoint_000001", 30 * MIB)
-    assert checkpoint_bytes(tmp_path) == 30 * MIB + 2
-    assert needed_bytes(tmp_path, 2) == HEADROOM * 2 * (30 * MIB + 2)
-    assert needed_bytes(tmp_path, 0) == max(FLOOR_BYTES, HEADROOM * (30 * MIB + 2))
+    assert checkpoint_bytes(Layout(tmp_path)) == 30 * MIB + 2
+    assert needed_bytes(Layout(tmp_path), 2) == HEADROOM * 2 * (30 * MIB + 2)
+    assert needed_bytes(Layout(tmp_path), 0) == max(FLOOR_BYTES, HEADROOM * (30 * MIB + 2))
     free = free_bytes(tmp_path / "not" / "yet")  # the nearest existing parent's filesystem
     assert free == free_bytes(tmp_path) > 0
-    assert shortage(tmp_path, 1) is None  # /tmp has more than 90 MiB free
+    assert shortage(Layout(tmp_path), 1) is None  # /tmp has more than 90 MiB free
     many = free // (HEADROOM * 30 * MIB) + 1  # so many concurrent trials cannot fit
-    line = shortage(tmp_path, many)
+    line = shortage(Layout(tmp_path), many)
     assert line is not None and line.startswith(f"storage {tmp_path}: ") and "\n" not in line
     assert "MiB free, under the" in line
 
@@ -57,11 +58,11 @@ def test_the_watch_calls_once_and_stops(tmp_path: Path) -> None:
         called.set()
 
     huge = free_bytes(tmp_path) // (HEADROOM * MIB) + 1
-    with StorageWatch(tmp_path, huge, on_short, every=0.05) as watch:
+    with StorageWatch(Layout(tmp_path), huge, on_short, every=0.05) as watch:
         assert called.wait(5)
         time.sleep(0.3)
     assert calls == [watch.reason] and watch.reason is not None
-    with StorageWatch(tmp_path, 1, on_short, every=0.05):
+    with StorageWatch(Layout(tmp_path), 1, on_short, every=0.05):
         time.sleep(0.3)
     assert len(calls) == 1  # enough space: never called
 

@@ -97,6 +97,18 @@ def _space(tmp_path: Path, replace: dict | None = None, **merge: dict) -> Path:
     return path
 
 
+def _fifo_space(tmp_path: Path, samples: int, max_steps: int, **merge: dict) -> Path:
+    """smoke.yaml as the fault tests run it: `samples` trials at once, FIFO, an evaluation and a
+    checkpoint every 10 steps; `merge`: more sections merged in."""
+    return _space(
+        tmp_path,
+        experiment={"num_samples": samples, "max_concurrent": samples, "max_steps": max_steps},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        replace={"scheduler": {"type": "fifo"}},
+        **merge,
+    )
+
+
 def _stop_and_check(proc: subprocess.Popen, sig: int, log: Path) -> None:
     """Send `sig`; the driver must exit with 3 within 30 s and leave no Ray process behind."""
     family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
@@ -314,13 +326,7 @@ def test_a_trial_whose_checkpoint_is_corrupt_resumes_from_an_older_one(tmp_path:
     trial but the oldest (Tune restores its newest registered one), and run again. The trial
     falls back to the oldest, without a failed attempt: each bad folder tried is moved to
     <name>.corrupt and an empty one is left for Tune to prune, and the sweep finishes."""
-    space = _space(
-        tmp_path,
-        experiment={"num_samples": 1, "max_concurrent": 1, "max_steps": 60},
-        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
-        checkpoints={"keep": 4},
-        replace={"scheduler": {"type": "fifo"}},
-    )
+    space = _fifo_space(tmp_path, 1, 60, checkpoints={"keep": 4})
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     exp = storage / "smoke"
     proc = _start(space, storage, log)
@@ -361,12 +367,7 @@ def test_a_sigkilled_driver_loses_no_wandb_step(tmp_path: Path) -> None:
     reset): nothing is flushed, wandb's service dies with it. The same command takes over the
     stale lock and resumes; every trial's wandb history then holds each step Tune recorded,
     exactly once."""
-    space = _space(
-        tmp_path,
-        experiment={"num_samples": 2, "max_concurrent": 2, "max_steps": 60},
-        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
-        replace={"scheduler": {"type": "fifo"}},
-    )
+    space = _fifo_space(tmp_path, 2, 60)
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     exp = storage / "smoke"
     proc = _start(space, storage, log)
@@ -404,12 +405,7 @@ def test_a_storage_filling_up_stops_the_sweep_whole_and_it_resumes(
     gracefully with one line naming the folder and its free space (exit 1), the state it had
     is whole, a start while it is still full is refused before Ray, and once space is freed the
     same command resumes: exactly num_samples trials, none from scratch that had a checkpoint."""
-    space = _space(
-        tmp_path,
-        experiment={"num_samples": 2, "max_concurrent": 2, "max_steps": 80},
-        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
-        replace={"scheduler": {"type": "fifo"}},
-    )
+    space = _fifo_space(tmp_path, 2, 80)
     storage, log = small_disk / "results", tmp_path / "driver.log"
     exp = storage / "smoke"
     proc = _start(space, storage, log)
@@ -457,13 +453,7 @@ def test_a_trial_killed_like_the_oom_killer_is_retried_and_its_failure_kept(
     """Issue 13.5: SIGKILL a trial's process mid-run (what the OOM killer does). It counts as one
     failed attempt, is retried from its checkpoint, and summary.json keeps the attempt's reason
     though the trial then finished."""
-    space = _space(
-        tmp_path,
-        experiment={"num_samples": 1, "max_concurrent": 1, "max_steps": 60},
-        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
-        failure={"max_retries": 1},
-        replace={"scheduler": {"type": "fifo"}},
-    )
+    space = _fifo_space(tmp_path, 1, 60, failure={"max_retries": 1})
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     exp = storage / "smoke"
     proc = _start(space, storage, log)
@@ -491,13 +481,12 @@ def test_a_trial_killed_like_the_oom_killer_is_retried_and_its_failure_kept(
 def test_killed_train_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
     """A 2-worker DDP trial (Ray Train path): SIGKILL one Train worker mid-trial; Train restarts
     the worker group from the last checkpoint and the sweep completes."""
-    space = _space(
+    space = _fifo_space(
         tmp_path,
-        experiment={"num_samples": 1, "max_concurrent": 1, "max_steps": 80},
-        training={"eval_every_steps": 10, "checkpoint_every_steps": 10},
+        1,
+        80,
         resources={"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
         failure={"max_retries": 2},
-        replace={"scheduler": {"type": "fifo"}},
     )
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     exp = storage / "smoke"

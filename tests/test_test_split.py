@@ -129,11 +129,10 @@ def test_load_never_opens_the_test_source(
 
 
 def _refusal(cfg: DataConfig) -> str:
-    train, valid = cfg.load()
-    test = cfg.load_test()
-    assert test is not None
+    splits = cfg.load_splits()
+    assert splits.test is not None
     with pytest.raises(ConfigError) as info:
-        cfg.refuse_overlap(train, valid, test)
+        cfg.refuse_overlap(splits)
     line = str(info.value)
     assert "\n" not in line
     return line
@@ -159,8 +158,7 @@ def test_overlap_is_refused(tmp_path: Path, corpus_file: tuple[Path, list[Uttera
 def test_a_test_block_of_train_is_not_refused(corpus_file: tuple[Path, list[Utterance]]) -> None:
     path, _ = corpus_file
     cfg = _data(train=_tagged(path), test_fraction=0.1)
-    train, valid = cfg.load()
-    cfg.refuse_overlap(train, valid, cfg.load_test() or [])
+    cfg.refuse_overlap(cfg.load_splits())
 
 
 def test_short_splits() -> None:
@@ -181,11 +179,11 @@ def test_the_shipped_childes_split_is_not_refused_and_the_check_is_fast(
     write_tagged(first, dev[:half])
     write_tagged(second, dev[half:])
     cfg = _data(train=_tagged(childes / "train.txt"), valid=_tagged(first), test=_tagged(second))
-    train, valid = cfg.load()
-    test = cfg.load_test()
+    splits = cfg.load_splits()
+    train, valid, test = splits.train, splits.valid, splits.test
     assert test is not None
     start = time.perf_counter()
-    cfg.refuse_overlap(train, valid, test)
+    cfg.refuse_overlap(splits)
     shares = [shared_run_share(test, train), shared_run_share(test, valid)]
     shares.append(shared_run_share(dev, train))
     assert time.perf_counter() - start < 1.0

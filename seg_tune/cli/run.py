@@ -206,7 +206,7 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
 
     check_ray()  # before Ray starts: an untested Ray is refused (exit 2)
     concurrent = spec.experiment.max_concurrent
-    if (short := shortage(exp_dir, concurrent)) is not None:
+    if (short := shortage(layout, concurrent)) is not None:
         raise StorageError(f"{short}; free space, then run the same command again")
     context = local_cluster.start_ray(args.address, spec.experiment.max_concurrent, args.host)
     local_cluster.print_dashboard(context, joined=bool(args.address))
@@ -214,7 +214,7 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
     stop.install()
     stop.watch_usr1()  # until a fit installs Tune's: the storage watch's stop, for one
     logging.getLogger("ray.tune.tune").addFilter(_RayResumeAdvice())
-    watch = StorageWatch(exp_dir, concurrent, stop.storage_short)
+    watch = StorageWatch(layout, concurrent, stop.storage_short)
     try:
         sweep = Sweep(spec, layout, corpus)
         if (problem := placement_problem(sweep.settings, ray.nodes())) is not None:
@@ -398,7 +398,7 @@ def read_data(spec: Any) -> Any:
 def _check_test_split(data: Any, *, final: bool) -> None:
     """Refuse (ConfigError, exit 2) a test split that overlaps train or valid; say its size."""
     splits = data.load_splits()
-    data.refuse_overlap(splits.train, splits.valid, splits.test)
+    data.refuse_overlap(splits)
     until = "until the final phase" if final else "(final.enabled is false: nothing scores on it)"
     print(
         f"seg_tune.run: test split: {len(splits.test):,} utterances "

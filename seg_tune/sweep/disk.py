@@ -22,17 +22,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from seg_tune.sweep.layout import Layout
+
 MIB = 2**20
 FLOOR_BYTES = 64 * MIB  # needed free at least, whatever the checkpoints weigh
 HEADROOM = 3  # checkpoints per concurrent trial that must fit in what is free
 CHECK_EVERY_S = 5.0
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a quota reached
-_CHECKPOINT_GLOBS = (
-    "tune/trial_*/checkpoint_*",
-    "train_runs/*/checkpoint_*",
-    "final/tune/trial_*/checkpoint_*",
-    "final/train_runs/*/checkpoint_*",
-)
 
 
 def _existing(path: Path) -> Path:
@@ -59,32 +55,31 @@ def _folder_bytes(folder: Path) -> int:
     return total
 
 
-def checkpoint_bytes(root: Path, newest: int = 4) -> int:
+def checkpoint_bytes(layout: Layout, newest: int = 4) -> int:
     """The size of the largest of the `newest` most recent checkpoint folders of the
-    experiment in `root` (0 before its first checkpoint)."""
+    experiment (0 before its first checkpoint)."""
     found = []
-    for pattern in _CHECKPOINT_GLOBS:
-        for folder in root.glob(pattern):
-            try:
-                found.append((folder.stat().st_mtime, folder))
-            except OSError:
-                continue
+    for folder in layout.checkpoint_folders():
+        try:
+            found.append((folder.stat().st_mtime, folder))
+        except OSError:  # pruned while we look
+            continue
     found.sort(reverse=True)
     return max((_folder_bytes(folder) for _, folder in found[:newest]), default=0)
 
 
-def needed_bytes(root: Path, concurrent: int) -> int:
+def needed_bytes(layout: Layout, concurrent: int) -> int:
     """Free bytes a sweep of `concurrent` trials needs to go on writing safely."""
-    return max(FLOOR_BYTES, HEADROOM * max(concurrent, 1) * checkpoint_bytes(root))
+    return max(FLOOR_BYTES, HEADROOM * max(concurrent, 1) * checkpoint_bytes(layout))
 
 
-def shortage(root: Path, concurrent: int) -> str | None:
-    """Why the storage of the experiment in `root` is too full to go on (one line), or None."""
-    free, need = free_bytes(root), needed_bytes(root, concurrent)
+def shortage(layout: Layout, concurrent: int) -> str | None:
+    """Why the experiment's storage is too full to go on (one line), or None."""
+    free, need = free_bytes(layout.root), needed_bytes(layout, concurrent)
     if free >= need:
         return None
     return (
-        f"storage {_existing(root)}: {free / MIB:,.1f} MiB free, under the {need / MIB:,.1f} MiB "
+        f"storage {_existing(layout.root)}: {free / MIB:,.1f} MiB free, under the {need / MIB:,.1f} MiB "
         f"this sweep needs to write whole checkpoints ({HEADROOM} of the largest checkpoint per "
         f"concurrent trial, at least {FLOOR_BYTES // MIB} MiB)"
     )
@@ -101,17 +96,22 @@ def full_disk_line(exc: OSError) -> str:
 
 
 class StorageWatch:
-    """A daemon thread checking `shortage(root, concurrent)` every `every` seconds; the first
+    """A daemon thread checking `shortage(layout, concurrent)` every `every` seconds; the first
     shortage is kept in `reason` and handed to `on_short` (the driver's graceful stop), once."""
 
     def __init__(
         self,
-        root: Path,
+        layout: Layout,
         concurrent: int,
         on_short: Callable[[str], None],
         every: float = CHECK_EVERY_S,
     ) -> None:
-        self.root, self.concurrent, self.on_short, self.every = root, concurrent, on_short, every
+        self.layout, self.concurrent, self.on_short, self.every = (
+            layout,
+            concurrent,
+            on_short,
+            every,
+        )
         self.reason: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="storage-watch", daemon=True)
@@ -127,7 +127,7 @@ class StorageWatch:
     def _watch(self) -> None:
         while not self._done.wait(self.every):
             try:
-                reason = shortage(self.root, self.concurrent)
+                reason = shortage(self.layout, self.concurrent)
             except OSError:  # the folder moved or vanished for a moment: look again later
                 continue
             if reason is not None:

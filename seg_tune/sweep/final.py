@@ -36,6 +36,7 @@ from typing import Any
 
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.metrics import SCORE_KEYS, STOPPED_BY
+from seg_tune.score import TypeKey
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import TrialRecord
 from seg_tune.sweep.values import plain
@@ -217,14 +218,14 @@ def score_untrained(
     return doc
 
 
-def score_baselines(test: Sequence[Any], type_key: str) -> dict[str, Any]:
+def score_baselines(test: Sequence[Any], type_key: TypeKey) -> dict[str, Any]:
     """The six TP baselines and wordseg's simple ones on the test utterances, word types keyed
     as the models' scores are (score.type_key)."""
     from seg_tune.baseline import SIMPLE_BASELINE_LABELS, simple_baselines, tp_all_scores
 
     return {
-        "tp": tp_all_scores(test, type_key=type_key),  # type: ignore[arg-type]
-        "simple": simple_baselines(test, seed=0, type_key=type_key),  # type: ignore[arg-type]
+        "tp": tp_all_scores(test, type_key=type_key),
+        "simple": simple_baselines(test, seed=0, type_key=type_key),
         "labels": dict(SIMPLE_BASELINE_LABELS),
     }
 

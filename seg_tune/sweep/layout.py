@@ -58,6 +58,12 @@ class Layout:
         """A Ray Train trial's run folder (its checkpoints), named after the trial."""
         return self.train_runs / trial_id
 
+    def checkpoint_folders(self) -> list[Path]:
+        """Every trial checkpoint folder of the experiment, the final phase's included (a
+        trial's `checkpoint_*` in its tune/ folder or its Train run)."""
+        roots = [self.tune, self.train_runs, self.final.tune, self.final.train_runs]
+        return [p for root in roots for p in root.glob("*/checkpoint_*") if p.is_dir()]
+
     # ------------------------------------------------------------------ ours
     @property
     def lock(self) -> Path:

@@ -289,11 +289,11 @@ class Sweep:
 
         w = self.spec.wandb
         mode = resolve_mode(w.mode)
+        always = [KeepTrialLogs(), TrialWarnings()]
         if mode == "disabled":
-            return [KeepTrialLogs(), TrialWarnings()]
+            return always
         return [
-            KeepTrialLogs(),
-            TrialWarnings(),
+            *always,
             WandbTrialRuns(
                 project=w.project,
                 group=(w.group or self.spec.experiment.name) + suffix,
