@@ -197,6 +197,7 @@ def _retried_section(exp: ExperimentSummary) -> str:
         [
             _code(t.trial_id),
             str(f.get("attempt", "")),
+            "node lost" if f.get("node_lost") else "trial failed",
             _escape(str(f.get("at", ""))),
             _escape(str(f.get("reason") or "not recorded")),
         ]
@@ -205,8 +206,9 @@ def _retried_section(exp: ExperimentSummary) -> str:
     ]
     return (
         f"## Retried attempts\n\n{len(retried)} trial(s) failed an attempt and were retried "
-        "from their checkpoint (`failure.max_retries`).\n\n"
-        + _table(["trial", "attempt", "at", "reason"], rows, [False] * 4)
+        "from their checkpoint: a trial failure counts against `failure.max_retries`, a lost "
+        "node does not (`failure.max_node_losses`).\n\n"
+        + _table(["trial", "attempt", "cause", "at", "reason"], rows, [False] * 5)
     )
 
 

@@ -234,17 +234,30 @@ def test_failure_history_reads_every_attempt_of_a_tune_error_file() -> None:
         "Traceback (most recent call last):\n"
         '  File "x.py", line 1, in <module>\n'
         "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+        # a lost node is not counted (seg_tune.sweep.faults): Tune's number repeats
+        "Failure # 2 (occurred at 2026-12-03_06-15-00)\n"
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
+        "\tclass_name: ImplicitFunc\n"
+        "The actor died because its node has died. Node Id: 3f2a\n"
     )
     assert failure_history(text) == [
         {
             "attempt": 1,
             "at": "2026-12-03_06-10-01",
             "reason": "ActorDiedError: The actor died unexpectedly before finishing this task.",
+            "node_lost": False,
         },
         {
             "attempt": 2,
             "at": "2026-12-03_06-12-30",
             "reason": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+            "node_lost": False,
+        },
+        {
+            "attempt": 3,
+            "at": "2026-12-03_06-15-00",
+            "reason": "ActorDiedError: The actor died unexpectedly before finishing this task.",
+            "node_lost": True,
         },
     ]
     assert failure_history("") == []

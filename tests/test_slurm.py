@@ -12,6 +12,7 @@ test) 2.5-4.5, the check of `.ci/slurm.sh stop` (on a second SLURM of its own) a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -283,7 +284,7 @@ def _segments(results: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return segments
 
 
-def _space(tmp: Path, name: str, **experiment: int) -> Path:
+def _space(tmp: Path, name: str, max_retries: int = 1, **experiment: int) -> Path:
     """A requeue experiment: fixed step budget (FIFO), checkpoint and report every 10 steps."""
     doc = {
         "experiment": {"name": name, "metric": "valid_loss", "mode": "min", **experiment},
@@ -303,7 +304,7 @@ def _space(tmp: Path, name: str, **experiment: int) -> Path:
         "scheduler": {"type": "fifo"},
         "searcher": {"type": "random", "seed": 0},
         "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0},
-        "failure": {"max_retries": 1},
+        "failure": {"max_retries": max_retries},
         "checkpoints": {"keep": 2},
         "wandb": {"project": "seg_tune", "mode": "offline"},
     }
@@ -634,3 +635,141 @@ def test_two_jobs_on_one_node_keep_their_own_ray_clusters(
     seen = [requeued["limit"].nodes_seen, requeued["outside"].nodes_seen]
     assert all(seen) and not seen[0] & seen[1], seen
     assert requeued["limit"].seen_together, "the two jobs never ran at the same time"
+
+
+# ------------------------------------------------------------------------------- a node dies
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return kids
+
+
+def _ray_node_pids(job: Job, index: int) -> set[int]:
+    """The processes of the job's Ray node `index`: its `ray start` wrapper (its PID file in the
+    node's temp dir) and everything below it (raylet, GCS on the head, workers, trials)."""
+    pid_file = Path("/tmp") / f"ray_{job.id}_{index}" / "wrapper.pid"
+    if not pid_file.is_file() or not pid_file.read_text().strip():
+        return set()
+    kids, found, todo = _children(), set(), [int(pid_file.read_text())]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(kids.get(pid, []))
+    return found
+
+
+def _kill_all(pids: set[int]) -> float:
+    """SIGKILL every process at once, as a node that dies; the time of the kill."""
+    at = time.time()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    return at
+
+
+def _result_times(exp: Path, trial_id: str) -> list[float]:
+    return [r["timestamp"] for r in _results(exp, trial_id)]
+
+
+def test_a_node_that_dies_mid_sweep_and_then_the_head(slurm: Slurm, tmp_path: Path) -> None:
+    """One job on n1+n2 (1 CPU each: one trial per node), `failure.max_retries: 0`. The Ray
+    processes of n2 are SIGKILLed by PID mid-trial: the sweep goes on on n1, the lost trial
+    resumes there from its latest checkpoint once n1 has a free CPU, and the loss spends no
+    retry (with max_retries 0 a counted failure would end the trial in ERROR). Then the head's
+    Ray is killed the same way under the driver: the job requeues itself and the restart resumes
+    the experiment. Exactly num_samples trials end, none restarts from step 0 after a
+    checkpoint, and wandb holds every step Tune recorded, once. Prints the figures that
+    BENCHMARKS.md records for a node loss."""
+    max_steps = 200
+    job = submit(
+        slurm,
+        tmp_path,
+        _space(
+            tmp_path,
+            "nodeloss",
+            max_retries=0,
+            num_samples=2,
+            max_concurrent=2,
+            max_steps=max_steps,
+        ),
+        sbatch=["--nodes=2", "--cpus-per-task=1", "--time=30"],
+    )
+    exp = job.storage / "nodeloss"
+    job.wait_log(r"Ray cluster up: 2 nodes alive", 300)
+
+    # 1. n2 dies once its trial has reported twice (a checkpoint at step 20)
+    lost = ""
+    last_before = 0
+    n2: set[int] = set()
+
+    def n2_trial_at_20() -> bool:
+        nonlocal lost, last_before, n2
+        if job.done():
+            raise AssertionError(f"the job ended before n2 was killed\n{job.text()[-4000:]}")
+        n2 = _ray_node_pids(job, 1)
+        for tid, rs in _all_results(exp).items():
+            if rs and rs[-1]["pid"] in n2 and 20 <= rs[-1]["step"] < max_steps:
+                lost, last_before = tid, rs[-1]["step"]
+                return True
+        return False
+
+    _wait_for(n2_trial_at_20, 300, "a trial on n2 at step 20", on_fail=job.text)
+    killed_at = _kill_all(n2)
+    other = next(t for t in _all_results(exp) if t != lost)
+
+    def lost_trains_again() -> bool:
+        return any(r["pid"] not in n2 for r in _results(exp, lost)) or job.done()
+
+    _wait_for(lost_trains_again, 600, f"trial {lost} training again", on_fail=job.text)
+    again = next(r for r in _results(exp, lost) if r["pid"] not in n2)
+    error_file = Layout(exp).trial_dir(lost) / "error.txt"
+    detected_at = error_file.stat().st_mtime
+    other_done = _result_times(exp, other)[-1]
+
+    # 2. the head's Ray dies under the driver, while the lost trial trains on n1
+    head = _ray_node_pids(job, 0)
+    assert head and again["pid"] in head, (again, head)
+    _kill_all(head)
+    state = job.wait_end(900)
+    log = job.text()
+    assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), log[-6000:]
+    assert int(state["Restarts"]) >= 1 and "died under the driver" in log, log[-6000:]
+    assert f"trial {lost} lost its node" in log and "not counted against" in log, log[-6000:]
+
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["finished"] is True
+    assert len(summary["trials"]) == 2, [t["trial_id"] for t in summary["trials"]]
+    assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
+    assert all(t["steps_trained"] == max_steps for t in summary["trials"])
+    failures = next(t for t in summary["trials"] if t["trial_id"] == lost)["failures"]
+    assert [f["node_lost"] for f in failures] == [True], failures
+
+    # the lost trial went on from its latest checkpoint (at most one interval lost), and no
+    # trial started again from step 0 after a checkpoint (the head's death included)
+    assert last_before - EVERY_STEPS <= again["resumed_from_step"] <= last_before, again
+    for tid, results in _all_results(exp).items():
+        for before, after in itertools.pairwise(_segments(results)):
+            if before[-1]["step"] >= EVERY_STEPS:
+                assert after[0]["resumed_from_step"] > 0, (tid, before[-1], after[0])
+    tune_steps = {
+        t["trial_id"]: [r["step"] for r in _results(exp, t["trial_id"])] for t in summary["trials"]
+    }
+    check_steps_logged_once(exp / "wandb", tune_steps)
+
+    figures = {
+        "kill_to_failure_recorded_s": round(detected_at - killed_at, 1),
+        "kill_to_training_again_s": round(again["timestamp"] - killed_at, 1),
+        "free_cpu_to_training_again_s": round(again["timestamp"] - max(other_done, detected_at), 1),
+        "last_reported_step": last_before,
+        "resumed_from_step": again["resumed_from_step"],
+        "steps_recomputed_at_most": last_before - again["resumed_from_step"] + EVERY_STEPS,
+    }
+    print(f"node-loss figures: {json.dumps(figures)}")

@@ -1,52 +1,14 @@
-"""Reading wandb's offline `.wandb` files in tests (wandb has no public reader).
-
-Format, as wandb 0.31 writes it: a 7-byte header (`:W&B`, 2 magic bytes, a version byte), then
-LevelDB-log framing: 32 KiB blocks; each record chunk behind a 7-byte header (crc32: 4 bytes,
-length: 2 bytes little-endian, type: 1 byte — 1 full, 2 first, 3 middle, 4 last); a block tail
-shorter than 7 bytes is padding. Each assembled record is a `wandb_internal_pb2.Record`.
-"""
+"""Reading wandb's offline `.wandb` files in tests, through `seg_tune.sweep.wandb_log`."""
 
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
 
-_BLOCK = 32 * 1024
-_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _records(path: Path) -> Iterator[bytes]:
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a wandb file")
-    pos, pending = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        left_in_block = _BLOCK - (pos % _BLOCK)
-        if left_in_block < _HEADER:  # padding at the end of a block
-            pos += left_in_block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
-        if pos + _HEADER + length > len(data):
-            return  # a chunk cut short by a kill: wandb sync drops it too
-        chunk = data[pos + _HEADER : pos + _HEADER + length]
-        pos += _HEADER + length
-        if kind == 0 and length == 0:  # zero fill written ahead of time
-            continue
-        if kind == _FULL:
-            yield chunk
-        elif kind == _FIRST:
-            pending = chunk
-        elif kind == _MIDDLE:
-            pending += chunk
-        elif kind == _LAST:
-            yield pending + chunk
-            pending = b""
+from seg_tune.sweep.wandb_log import records as _records
 
 
 @dataclass

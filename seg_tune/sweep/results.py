@@ -20,6 +20,7 @@ from seg_tune.checkpoint import is_set_aside, read_checkpoint
 from seg_tune.config import RunConfig
 from seg_tune.metrics import ci_keys
 from seg_tune.sweep import summary
+from seg_tune.sweep.faults import text_is_node_loss
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import HISTORY_KEYS, TrialRecord, best_trial, results_by_step
 from seg_tune.sweep.values import plain
@@ -169,17 +170,22 @@ _FAILURE_HEADER = re.compile(r"^Failure # (\d+) \(occurred at ([^)]*)\)$", re.MU
 
 
 def failure_history(text: str) -> list[dict[str, Any]]:
-    """Every failed attempt in a Tune error file: {"attempt", "at", "reason"}, in order."""
+    """Every failed attempt in a Tune error file, in order: {"attempt" (1, 2, ...), "at",
+    "reason", "node_lost"}. A lost node's attempt is not counted against
+    failure.max_retries (`faults`), so Tune's own number repeats there; "attempt" counts all."""
     heads = list(_FAILURE_HEADER.finditer(text))
-    if not heads:
-        return []
+    chunks = [
+        text[h.end() : n.start() if n else len(text)]
+        for h, n in zip(heads, [*heads[1:], None], strict=True)
+    ]
     return [
         {
-            "attempt": int(head.group(1)),
+            "attempt": i,
             "at": head.group(2),
-            "reason": error_reason(text[head.end() : nxt.start() if nxt else len(text)]),
+            "reason": error_reason(chunk),
+            "node_lost": text_is_node_loss(chunk),
         }
-        for head, nxt in zip(heads, [*heads[1:], None], strict=True)
+        for i, (head, chunk) in enumerate(zip(heads, chunks, strict=True), start=1)
     ]
 
 

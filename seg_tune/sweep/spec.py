@@ -105,6 +105,8 @@ class Resources(Strict):
 
 class Failure(Strict):
     max_retries: int = Field(2, ge=0)  # restarts of a failed trial (from its last checkpoint)
+    # restarts of a trial whose node died, not counted in max_retries (seg_tune.sweep.faults)
+    max_node_losses: int = Field(5, ge=0)
     # trials that may end in ERROR (after their retries) with the sweep still exiting 0
     allow_failed_trials: int = Field(0, ge=0)
 

@@ -183,8 +183,13 @@ def _restored(layout: Layout, trainable: Callable[..., Any], space: dict[str, An
 def run_config(
     spec: ExperimentSpec, layout: Layout, callbacks: Sequence[Any], keep: int | None
 ) -> Any:
-    """Tune's RunConfig of a Tuner in `layout`: its folder, retries, checkpoints, callbacks."""
+    """Tune's RunConfig of a Tuner in `layout`: its folder, retries (a lost node is not
+    counted: `faults`), checkpoints, callbacks."""
     from ray import tune
+
+    from seg_tune.sweep.faults import count_node_losses_apart
+
+    count_node_losses_apart(spec.failure.max_node_losses)
 
     return tune.RunConfig(
         name=TUNE_DIR,
