@@ -5,9 +5,9 @@ The SLURM is real (slurmctld, two slurmd `n1` and `n2` on loopback, munge), star
 started it. Jobs override the Wilkes3 defaults on the command line (`--gres=none`, few CPUs, short
 times) and run the real driver, `python -m seg_tune.run`, on a real Ray cluster per job.
 
-Timing on this 2-core machine (shared): 4-6 minutes for the file; the two-node smoke run takes
+Timing on this 2-core machine (shared): 7-10 minutes for the file; the two-node smoke run takes
 1.5-2 minutes, the two requeue jobs (run at the same time on one node, which is also the isolation
-test) 2.5-4.5, the check of `.ci/slurm.sh stop` (on a second SLURM of its own) about 15 s.
+test) 2.5-4.5, the node-loss job about 3.5, the check of `.ci/slurm.sh stop` about 15 s.
 """
 
 from __future__ import annotations
@@ -675,10 +675,6 @@ def _kill_all(pids: set[int]) -> float:
     return at
 
 
-def _result_times(exp: Path, trial_id: str) -> list[float]:
-    return [r["timestamp"] for r in _results(exp, trial_id)]
-
-
 def test_a_node_that_dies_mid_sweep_and_then_the_head(slurm: Slurm, tmp_path: Path) -> None:
     """One job on n1+n2 (1 CPU each: one trial per node), `failure.max_retries: 0`. The Ray
     processes of n2 are SIGKILLed by PID mid-trial: the sweep goes on on n1, the lost trial
@@ -723,16 +719,16 @@ def test_a_node_that_dies_mid_sweep_and_then_the_head(slurm: Slurm, tmp_path: Pa
 
     _wait_for(n2_trial_at_20, 300, "a trial on n2 at step 20", on_fail=job.text)
     killed_at = _kill_all(n2)
-    other = next(t for t in _all_results(exp) if t != lost)
 
     def lost_trains_again() -> bool:
         return any(r["pid"] not in n2 for r in _results(exp, lost)) or job.done()
 
     _wait_for(lost_trains_again, 600, f"trial {lost} training again", on_fail=job.text)
     again = next(r for r in _results(exp, lost) if r["pid"] not in n2)
+    # the last step n2 reported: it may have gone on past step 20 between the check and the kill
+    last_before = max(r["step"] for r in _results(exp, lost) if r["pid"] in n2)
     error_file = Layout(exp).trial_dir(lost) / "error.txt"
     detected_at = error_file.stat().st_mtime
-    other_done = _result_times(exp, other)[-1]
 
     # 2. the head's Ray dies under the driver, while the lost trial trains on n1
     head = _ray_node_pids(job, 0)
@@ -767,7 +763,6 @@ def test_a_node_that_dies_mid_sweep_and_then_the_head(slurm: Slurm, tmp_path: Pa
     figures = {
         "kill_to_failure_recorded_s": round(detected_at - killed_at, 1),
         "kill_to_training_again_s": round(again["timestamp"] - killed_at, 1),
-        "free_cpu_to_training_again_s": round(again["timestamp"] - max(other_done, detected_at), 1),
         "last_reported_step": last_before,
         "resumed_from_step": again["resumed_from_step"],
         "steps_recomputed_at_most": last_before - again["resumed_from_step"] + EVERY_STEPS,

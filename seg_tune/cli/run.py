@@ -201,7 +201,6 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from seg_tune.sweep.asha import check_ray
     from seg_tune.sweep.results import finish
-    from seg_tune.sweep.tracking import finish_open_runs
     from seg_tune.sweep.trial import placement_problem
     from seg_tune.sweep.tuner import Sweep, can_restore
 
@@ -245,7 +244,6 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
         stop.signals.append("SIGINT")
         outcome = None
     finally:
-        finish_open_runs()  # a fit that failed (or was interrupted) left them open
         ray.shutdown()
     if stop.storage is not None:
         print(

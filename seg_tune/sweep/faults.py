@@ -7,8 +7,9 @@ preempted cloud node) did nothing wrong. Ray says which is which: the trial's ac
 `ActorDiedError`, and when its node died the error is `preempted` (the node was drained first)
 or its text carries the GCS's cause, "The actor died because its node has died"; a node that
 went without notice often shows first as `ActorUnavailableError`, and then the GCS is asked
-whether the actor's node is still alive. Tune 2.60 already leaves preempted errors out of a trial's failure count
-(`Trial._handle_ray_actor_error`); `count_node_losses_apart` extends that to every node death,
+whether the actor's node is still alive. Tune 2.60 already leaves preempted errors out of a
+trial's failure count (`Trial._handle_ray_actor_error`); `count_node_losses_apart` extends that
+to every node death,
 in the driver, up to `failure.max_node_losses` losses per trial in one driver run (a trial that
 keeps taking nodes down is then counted as failing). The trial is retried from its latest
 checkpoint on a node that is left, and its error file still records the loss (summary.json
@@ -24,7 +25,6 @@ from typing import Any
 
 # The GCS's text for an actor whose node died (`ActorDiedError`, from its `ActorDiedErrorContext`)
 NODE_DIED = "because its node has died"
-
 
 # How long to wait for the GCS to settle whether an unreachable actor's node is gone: Ray
 # marks a node dead after missing health checks (3 s period x 5 misses by default)
@@ -50,7 +50,7 @@ def is_node_loss(exc: BaseException | None, wait_s: float = NODE_DEATH_WAIT_S) -
 
 def _node_gone(actor_id: str, wait_s: float) -> bool:
     """Whether the GCS marks the node of this actor dead within `wait_s` (False: it stays
-    alive, or the actor died on a node that lives: the trial's own failure)."""
+    alive, so the actor died on a node that lives: the trial's own failure)."""
     import ray
     from ray._private import state
 
@@ -64,8 +64,7 @@ def _node_gone(actor_id: str, wait_s: float) -> bool:
             return False
         if node and node not in alive:
             return True
-        if (info or {}).get("State") == "DEAD":  # died on a node that lives: its own failure
-            return False
+        # (not "the actor is DEAD": the GCS marks it so before it marks a killed node dead)
         if time.monotonic() >= deadline:
             return False
         time.sleep(1.0)

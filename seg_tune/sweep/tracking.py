@@ -138,14 +138,6 @@ def _reported(trial: Any) -> list[dict[str, Any]]:
     return results_by_step(*paths)
 
 
-def finish_open_runs() -> None:
-    """Finish the wandb runs a failed `fit` left open (Tune called no `on_experiment_end`: e.g.
-    the Ray head died under the driver), so that what they wrote counts as written
-    (`wandb_steps.json`) and a resumed driver does not log those steps again."""
-    while _LIVE:
-        _LIVE.pop().on_experiment_end([])
-
-
 class WandbTrialRuns(Callback):
     def __init__(
         self,
@@ -163,14 +155,12 @@ class WandbTrialRuns(Callback):
         self._steps_path = layout.wandb_steps
         self._runs: dict[str, Any] = {}
         self._logged: dict[str, int] = {}  # trials seen by this process: last step logged
-        _LIVE.append(self)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks: open runs stay behind
         return {**self.__dict__, "_runs": {}, "_logged": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # also pickled before `_logged` was
         self.__dict__.update({"_logged": {}, **state})
-        _LIVE.append(self)  # Tune's restored copy is the one that logs
 
     # ------------------------------------------------------------------ runs
 
@@ -222,8 +212,9 @@ class WandbTrialRuns(Callback):
         if step is None:
             return
         if tid not in self._logged:  # its first result in this process
-            # what wandb wrote for good: a finished run, or what its files hold (the driver
-            # may have died without finishing its runs, its wandb service writing on)
+            # what wandb wrote for good: what its run files hold (a driver that died without
+            # finishing its runs leaves what its wandb service wrote), or what finished runs
+            # held (wandb_steps.json: it outlives run files removed by `wandb sync --clean`)
             self._logged[tid] = max(
                 self._logged_steps().get(tid, -1),
                 last_step_written(self.experiment_dir / "wandb", tid),
@@ -255,14 +246,10 @@ class WandbTrialRuns(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial.trial_id)
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:  # or `finish_open_runs`
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Finish every open run (interrupted trials too), waiting at most finish_timeout_s."""
         closer = threading.Thread(
             target=lambda: [self._finish(tid) for tid in list(self._runs)], daemon=True
         )
         closer.start()
         closer.join(self.finish_timeout_s)
-
-
-# this driver's (strong references: a failed fit drops Tune's), for finish_open_runs
-_LIVE: list[WandbTrialRuns] = []
