@@ -174,6 +174,8 @@ def failure_history(text: str) -> list[dict[str, Any]]:
     "reason", "node_lost"}. A lost node's attempt is not counted against
     failure.max_retries (`faults`), so Tune's own number repeats there; "attempt" counts all."""
     heads = list(_FAILURE_HEADER.finditer(text))
+    if not heads:
+        return []
     chunks = [
         text[h.end() : n.start() if n else len(text)]
         for h, n in zip(heads, [*heads[1:], None], strict=True)
