@@ -698,73 +698,81 @@ def test_a_node_that_dies_mid_sweep_and_then_the_head(slurm: Slurm, tmp_path: Pa
         ),
         sbatch=["--nodes=2", "--cpus-per-task=1", "--time=30"],
     )
-    exp = job.storage / "nodeloss"
-    job.wait_log(r"Ray cluster up: 2 nodes alive", 300)
+    try:
+        exp = job.storage / "nodeloss"
+        job.wait_log(r"Ray cluster up: 2 nodes alive", 300)
 
-    # 1. n2 dies once its trial has reported twice (a checkpoint at step 20)
-    lost = ""
-    last_before = 0
-    n2: set[int] = set()
+        # 1. n2 dies once its trial has reported twice (a checkpoint at step 20)
+        lost = ""
+        last_before = 0
+        n2: set[int] = set()
 
-    def n2_trial_at_20() -> bool:
-        nonlocal lost, last_before, n2
-        if job.done():
-            raise AssertionError(f"the job ended before n2 was killed\n{job.text()[-4000:]}")
-        n2 = _ray_node_pids(job, 1)
-        for tid, rs in _all_results(exp).items():
-            if rs and rs[-1]["pid"] in n2 and 20 <= rs[-1]["step"] < max_steps:
-                lost, last_before = tid, rs[-1]["step"]
-                return True
-        return False
+        def n2_trial_at_20() -> bool:
+            nonlocal lost, last_before, n2
+            if job.done():
+                raise AssertionError(f"the job ended before n2 was killed\n{job.text()[-4000:]}")
+            n2 = _ray_node_pids(job, 1)
+            for tid, rs in _all_results(exp).items():
+                if rs and rs[-1]["pid"] in n2 and 20 <= rs[-1]["step"] < max_steps:
+                    lost, last_before = tid, rs[-1]["step"]
+                    return True
+            return False
 
-    _wait_for(n2_trial_at_20, 300, "a trial on n2 at step 20", on_fail=job.text)
-    killed_at = _kill_all(n2)
+        _wait_for(n2_trial_at_20, 300, "a trial on n2 at step 20", on_fail=job.text)
+        killed_at = _kill_all(n2)
 
-    def lost_trains_again() -> bool:
-        return any(r["pid"] not in n2 for r in _results(exp, lost)) or job.done()
+        def lost_trains_again() -> bool:
+            return any(r["pid"] not in n2 for r in _results(exp, lost)) or job.done()
 
-    _wait_for(lost_trains_again, 600, f"trial {lost} training again", on_fail=job.text)
-    again = next(r for r in _results(exp, lost) if r["pid"] not in n2)
-    # the last step n2 reported: it may have gone on past step 20 between the check and the kill
-    last_before = max(r["step"] for r in _results(exp, lost) if r["pid"] in n2)
-    error_file = Layout(exp).trial_dir(lost) / "error.txt"
-    detected_at = error_file.stat().st_mtime
+        _wait_for(lost_trains_again, 600, f"trial {lost} training again", on_fail=job.text)
+        again = next(r for r in _results(exp, lost) if r["pid"] not in n2)
+        # the last step n2 reported: it may have gone on past step 20 between the check and the kill
+        last_before = max(r["step"] for r in _results(exp, lost) if r["pid"] in n2)
+        error_file = Layout(exp).trial_dir(lost) / "error.txt"
+        detected_at = error_file.stat().st_mtime
 
-    # 2. the head's Ray dies under the driver, while the lost trial trains on n1
-    head = _ray_node_pids(job, 0)
-    assert head and again["pid"] in head, (again, head)
-    _kill_all(head)
-    state = job.wait_end(900)
-    log = job.text()
-    assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), log[-6000:]
-    assert int(state["Restarts"]) >= 1 and "died under the driver" in log, log[-6000:]
-    assert f"trial {lost} lost its node" in log and "not counted against" in log, log[-6000:]
+        # 2. the head's Ray dies under the driver, while the lost trial trains on n1
+        head = _ray_node_pids(job, 0)
+        assert head and again["pid"] in head, (again, head)
+        _kill_all(head)
+        state = job.wait_end(900)
+        log = job.text()
+        assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), log[-6000:]
+        assert int(state["Restarts"]) >= 1 and "died under the driver" in log, log[-6000:]
+        assert f"trial {lost} lost its node" in log and "not counted against" in log, log[-6000:]
 
-    summary = json.loads((exp / "summary.json").read_text())
-    assert summary["finished"] is True
-    assert len(summary["trials"]) == 2, [t["trial_id"] for t in summary["trials"]]
-    assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
-    assert all(t["steps_trained"] == max_steps for t in summary["trials"])
-    failures = next(t for t in summary["trials"] if t["trial_id"] == lost)["failures"]
-    assert [f["node_lost"] for f in failures] == [True], failures
+        summary = json.loads((exp / "summary.json").read_text())
+        assert summary["finished"] is True
+        assert len(summary["trials"]) == 2, [t["trial_id"] for t in summary["trials"]]
+        assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
+        assert all(t["steps_trained"] == max_steps for t in summary["trials"])
+        failures = next(t for t in summary["trials"] if t["trial_id"] == lost)["failures"]
+        assert [f["node_lost"] for f in failures] == [True], failures
 
-    # the lost trial went on from its latest checkpoint (at most one interval lost), and no
-    # trial started again from step 0 after a checkpoint (the head's death included)
-    assert last_before - EVERY_STEPS <= again["resumed_from_step"] <= last_before, again
-    for tid, results in _all_results(exp).items():
-        for before, after in itertools.pairwise(_segments(results)):
-            if before[-1]["step"] >= EVERY_STEPS:
-                assert after[0]["resumed_from_step"] > 0, (tid, before[-1], after[0])
-    tune_steps = {
-        t["trial_id"]: [r["step"] for r in _results(exp, t["trial_id"])] for t in summary["trials"]
-    }
-    check_steps_logged_once(exp / "wandb", tune_steps)
+        # the lost trial went on from its latest checkpoint (at most one interval lost), and no
+        # trial started again from step 0 after a checkpoint (the head's death included)
+        assert last_before - EVERY_STEPS <= again["resumed_from_step"] <= last_before, again
+        for tid, results in _all_results(exp).items():
+            for before, after in itertools.pairwise(_segments(results)):
+                if before[-1]["step"] >= EVERY_STEPS:
+                    assert after[0]["resumed_from_step"] > 0, (tid, before[-1], after[0])
+        tune_steps = {
+            t["trial_id"]: [r["step"] for r in _results(exp, t["trial_id"])]
+            for t in summary["trials"]
+        }
+        check_steps_logged_once(exp / "wandb", tune_steps)
 
-    figures = {
-        "kill_to_failure_recorded_s": round(detected_at - killed_at, 1),
-        "kill_to_training_again_s": round(again["timestamp"] - killed_at, 1),
-        "last_reported_step": last_before,
-        "resumed_from_step": again["resumed_from_step"],
-        "steps_recomputed_at_most": last_before - again["resumed_from_step"] + EVERY_STEPS,
-    }
-    print(f"node-loss figures: {json.dumps(figures)}")
+        figures = {
+            "kill_to_failure_recorded_s": round(detected_at - killed_at, 1),
+            "kill_to_training_again_s": round(again["timestamp"] - killed_at, 1),
+            "last_reported_step": last_before,
+            "resumed_from_step": again["resumed_from_step"],
+            "steps_recomputed_at_most": last_before - again["resumed_from_step"] + EVERY_STEPS,
+        }
+        print(f"node-loss figures: {json.dumps(figures)}")
+    finally:  # a killed node leaves its Ray temp dir (/tmp is node-local): the test removes it
+        if not job.done():
+            slurm.run("scancel", str(job.id), check=False)
+            job.wait_end(120)
+        for folder in _ray_tmp_dirs(job):
+            shutil.rmtree(folder, ignore_errors=True)
