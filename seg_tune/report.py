@@ -179,12 +179,30 @@ def _failed_section(exp: ExperimentSummary) -> str:
             _code(t.trial_id),
             _escape(str((t.error or {}).get("reason") or "not recorded")),
             _code(str((t.error or {}).get("file"))) if (t.error or {}).get("file") else _DASH,
+            _code(str((t.error or {}).get("log"))) if (t.error or {}).get("log") else _DASH,
         ]
         for t in failed
     ]
+    tails = [(f"trial {t.trial_id}", (t.error or {}).get("log_tail") or []) for t in failed]
     return (
         f"## Failed trials\n\n{len(failed)} of {len(exp.trials)} trials ended in ERROR after "
-        "their retries.\n\n" + _table(["trial", "reason", "error file"], rows, [False] * 3)
+        "their retries.\n\n"
+        + _table(["trial", "reason", "error file", "trial log"], rows, [False] * 4)
+        + _log_tails(tails)
+    )
+
+
+_TAILS_SHOWN = 10  # log tails in one section of the report (summary.json has them all)
+
+
+def _log_tails(tails: list[tuple[str, list[str]]]) -> str:
+    """The last lines a failed attempt wrote to its trial's log, one folded block each (a
+    four-backtick fence: a log line may hold three)."""
+    shown = [(what, lines) for what, lines in tails if lines][:_TAILS_SHOWN]
+    return "".join(
+        f"\n\n<details><summary>{_escape(what)}: the last lines of its log</summary>\n\n"
+        "````\n" + "\n".join(lines) + "\n````\n\n</details>"
+        for what, lines in shown
     )
 
 
@@ -204,11 +222,17 @@ def _retried_section(exp: ExperimentSummary) -> str:
         for t in retried
         for f in t.failures
     ]
+    tails = [
+        (f"trial {t.trial_id}, attempt {f.get('attempt', '')}", f.get("log_tail") or [])
+        for t in retried
+        for f in t.failures
+    ]
     return (
         f"## Retried attempts\n\n{len(retried)} trial(s) failed an attempt and were retried "
         "from their checkpoint: a trial failure counts against `failure.max_retries`, a lost "
         "node does not (`failure.max_node_losses`).\n\n"
         + _table(["trial", "attempt", "cause", "at", "reason"], rows, [False] * 5)
+        + _log_tails(tails)
     )
 
 

@@ -479,10 +479,11 @@ class _Trainer:
         tokens_per_step = t.batch_size * self.session.world_size * t.block_size
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         metrics: dict[str, Any] = {}
-        if self.progress and self.step == 0:
+        if rank0:  # in a sweep's trial: its log (`seg_tune.sweep.trial_log`)
             print(
                 f"seg_tune.train: GPT-2 {n_parameters(self.model):,} parameters, "
-                f"{self.data.train_stream.numel():,} training tokens, {self.steps} steps",
+                f"{self.data.train_stream.numel():,} training tokens, {self.steps} steps"
+                + (f", from step {self.step}" if self.step else ""),
                 flush=True,
             )
         self.model.train()
@@ -521,7 +522,7 @@ class _Trainer:
                     export_model(
                         self.model, self.data.tokenizer, self.export_dir / "best_model", self.cfg
                     )
-            if self.progress and bar.disable:
+            if rank0 and bar.disable:  # no bar (a trial, or no terminal): a line per evaluation
                 print(summary_line(metrics), flush=True)
             self.session.report(metrics, self._checkpointer(metrics) if checkpoint_due else None)
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()

@@ -18,6 +18,8 @@ from conftest import REPO
 from test_run import _env, _space, _start
 
 from seg_tune.cli.run import EXIT_FAILED, EXIT_FINISHED, _final_line
+from seg_tune.sweep import trial_log
+from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.load import load_space, smoke
 from seg_tune.sweep.spec import changed_keys
 from seg_tune.sweep.summary import FORMAT as SUMMARY_FORMAT
@@ -104,24 +106,32 @@ def test_a_sweep_whose_trials_all_fail_exits_1_and_says_why(tmp_path: Path) -> N
         assert error["reason"] == "RuntimeError: planted failure: no GPU on fire"
         assert Path(error["file"]).is_file() and Path(error["file"]).is_relative_to(exp)
         assert "planted failure" in Path(error["file"]).read_text()
+        # the trial's own log, on storage: the failed attempt's last lines end in its traceback
+        assert Path(error["log"]) == Layout(exp).trial_log(trial["trial_id"])
+        assert error["log_tail"][0].startswith(trial_log.HEADER), error["log_tail"]
+        assert "RuntimeError: planted failure: no GPU on fire" in error["log_tail"][-1]
+        assert any(line.startswith("Traceback") for line in error["log_tail"])
     (final,) = [line for line in out.splitlines() if line.startswith("seg_tune.run: FAILED: ")]
     match = re.fullmatch(
         r"seg_tune.run: FAILED: 3 of 3 trials failed \(failure.allow_failed_trials: 0\); "
-        r"first: trial (\w+): (.+); error file: (.+)",
+        r"first: trial (\w+): (.+); error file: (.+); its log: (.+)",
         final,
     )
     assert match, final
     named = next(t for t in summary["trials"] if t["trial_id"] == match[1])
-    assert [match[2], match[3]] == [named["error"]["reason"], named["error"]["file"]]
+    assert list(match.groups()[1:]) == [named["error"][k] for k in ("reason", "file", "log")]
     assert "done." not in out
     report = (exp / "report.md").read_text()
-    assert "## Failed trials" in report and report.count("planted failure") == 3
+    failed = report.split("## Failed trials", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in failed.splitlines() if line.startswith("| `")]
+    assert len(rows) == 3 and all("planted failure" in row for row in rows), rows
+    assert failed.count("the last lines of its log</summary>") == 3
 
 
 def test_exit_status_counts_failures_against_the_allowance() -> None:
     """The final line's arithmetic: 0 within failure.allow_failed_trials, 1 beyond it or when a
     post-sweep step failed."""
-    failed = [SimpleNamespace(trial_id="t1", error="E: x", error_file="/f")]
+    failed = [SimpleNamespace(trial_id="t1", error="E: x", error_file="/f", error_log=None)]
 
     def spec(allowed: int) -> SimpleNamespace:
         return SimpleNamespace(

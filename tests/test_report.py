@@ -416,6 +416,12 @@ def test_failed_trials_are_listed_with_reason_and_error_file(tmp_path: Path) -> 
         t["error"] = None
     err = next(t for t in trials if t["trial_id"] == "err001")
     err["error"] = {"reason": "DataError: bad.txt:2: bytes | not UTF-8", "file": "/x/error.txt"}
+    planted = {
+        "reason": "MemoryError",
+        "file": "/x/e2.txt",
+        "log": "/x/logs/err002.log",
+        "log_tail": ["=== seg_tune attempt 2026-12-03_10-00-00 trial", "step=10 a ``` b"],
+    }
     exp = make_experiment(tmp_path, trials=trials)
     summary = json.loads((exp / "summary.json").read_text())
     summary.update(format=2, outcome="failed", finished=False, n_failed=1)
@@ -427,6 +433,16 @@ def test_failed_trials_are_listed_with_reason_and_error_file(tmp_path: Path) -> 
     row = next(line for line in failed.splitlines() if "err001" in line)
     assert "DataError: bad.txt:2: bytes \\| not UTF-8" in row  # the pipe escaped
     assert "`/x/error.txt`" in row
+    assert "<details>" not in failed  # a format-2 error has no log
+    trials.append({**err, "trial_id": "err002", "error": planted})
+    text = write_report(make_experiment(tmp_path / "tail", trials=trials)).read_text()
+    failed = section(text, "Failed trials")
+    assert "`/x/logs/err002.log`" in next(line for line in failed.splitlines() if "err002" in line)
+    block = failed.split("<summary>trial err002: the last lines of its log</summary>", 1)[1]
+    assert (
+        block.split("</details>", 1)[0].strip()
+        == "````\n" + "\n".join(planted["log_tail"]) + "\n````"
+    )
     ok = [t for t in trials if t["status"] != "ERROR"]
     assert (
         "Failed trials" not in write_report(make_experiment(tmp_path / "ok", trials=ok)).read_text()

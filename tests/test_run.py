@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from wandb_files import check_steps_logged_once, offline_runs
 
 from seg_tune.metrics import SCORE_KEYS
+from seg_tune.sweep.layout import Layout
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -478,6 +480,14 @@ def test_a_trial_killed_like_the_oom_killer_is_retried_and_its_failure_kept(
     assert trial["error"] is None
     (failure,) = trial["failures"]
     assert failure["attempt"] == 1 and "died" in failure["reason"], failure
+    # the killed attempt's last lines in the trial's log: its header, then its evaluations up
+    # to the last one before the kill (a SIGKILLed process writes nothing more)
+    tail = failure["log_tail"]
+    assert tail and tail[0].startswith("=== seg_tune attempt ") and " trial on " in tail[0], tail
+    steps = [int(m[1]) for line in tail if (m := re.match(r"step=(\d+) ", line))]
+    assert steps and step <= max(steps) <= 60, (steps, step, tail)
+    log = Layout(exp).trial_log(trial["trial_id"]).read_text()
+    assert log.count("=== seg_tune attempt ") == 2 and "from step " in log  # the retry resumed
     restarts = [r["resumed_from_step"] for r in _results(exp, trial["trial_id"])]
     assert any(step - 10 <= r <= step and r > 0 for r in restarts), (restarts, step)
     report = (exp / "report.md").read_text()

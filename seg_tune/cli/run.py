@@ -299,6 +299,7 @@ def _final_line(outcome: Any, spec: Any, exp_dir: Path, signals: list[str]) -> i
             f"{len(outcome.failed)} of {spec.experiment.num_samples} trials failed "
             f"(failure.allow_failed_trials: {allowed}); first: trial {first.trial_id}: "
             f"{first.error}; error file: {first.error_file}"
+            + (f"; its log: {first.error_log}" if first.error_log else "")
         )
         if len(outcome.failed) > allowed:
             print(f"seg_tune.run: FAILED: {account}", flush=True)

@@ -8,6 +8,7 @@
     space.json             the resolved spec the experiment was started with (resumes compare)
     scheduler_state.json   ASHA's rungs, pauses and stops (`seg_tune.sweep.asha`)
     wandb/                 the trials' wandb runs; wandb_steps.json: the steps written for good
+    logs/<id>.log          what each trial printed, every attempt (`seg_tune.sweep.trial_log`)
     summary.json           every trial and the best (`seg_tune.sweep.summary`)
     best_model/            the best trial in Hugging Face format, with segmentation.json
     report.md, plots/      the report (`seg_tune.report`)
@@ -89,6 +90,14 @@ class Layout:
     @property
     def wandb_steps(self) -> Path:
         return self.root / "wandb_steps.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def trial_log(self, trial_id: str) -> Path:
+        """What a trial printed, all its attempts (`seg_tune.sweep.trial_log` owns the format)."""
+        return self.logs / f"{trial_id}.log"
 
     @property
     def summary(self) -> Path:

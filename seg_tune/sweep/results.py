@@ -19,7 +19,7 @@ from typing import Any
 from seg_tune.checkpoint import is_set_aside, read_checkpoint
 from seg_tune.config import RunConfig
 from seg_tune.metrics import ci_keys
-from seg_tune.sweep import summary
+from seg_tune.sweep import summary, trial_log
 from seg_tune.sweep.faults import text_is_node_loss
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import HISTORY_KEYS, TrialRecord, best_trial, results_by_step
@@ -145,7 +145,7 @@ def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
                 checkpoint_dir=str(checkpoint) if checkpoint else None,
                 best_checkpoint_dir=str(best) if best else None,
                 stopped_at_step=stopped.get(trial.trial_id),
-                **_error_of(trial, trial_dir),
+                **_error_of(trial, trial_dir, layout.trial_log(trial.trial_id)),
             )
         )
     return records
@@ -191,15 +191,21 @@ def failure_history(text: str) -> list[dict[str, Any]]:
     ]
 
 
-def _error_of(trial: Any, trial_dir: Path | None) -> dict[str, Any]:
-    """The failed attempts of a trial (retried or not), and for a trial in ERROR its reason and
-    error file (Tune writes one error.txt per trial, appended to at each failure)."""
+def _error_of(trial: Any, trial_dir: Path | None, log: Path) -> dict[str, Any]:
+    """The failed attempts of a trial (retried or not), each with the last lines its attempt
+    wrote to the trial's log (`trial_log.tail`), and for a trial in ERROR its reason, error
+    file (Tune writes one error.txt per trial, appended to at each failure) and log tail."""
     name = getattr(trial.run_metadata, "error_filename", None) or "error.txt"
     path = trial_dir / name if trial_dir is not None else None
     text = path.read_text("utf-8", errors="replace") if path and path.is_file() else None
-    found: dict[str, Any] = {"failures": failure_history(text) if text else []}
+    failures = failure_history(text) if text else []
+    found: dict[str, Any] = {
+        "failures": [{**f, "log_tail": trial_log.tail(log, f["at"])} for f in failures]
+    }
     if str(trial.status) != "ERROR":
         return found
+    at = failures[-1]["at"] if failures else None
+    found |= {"error_log": str(log) if log.is_file() else None, "log_tail": trial_log.tail(log, at)}
     if text is None:
         return {**found, "error": "unknown error (Tune wrote no error file)", "error_file": None}
     return {**found, "error": error_reason(text), "error_file": str(path)}

@@ -2,7 +2,9 @@
 
 Format 4 is format 3 plus `final` and, per trial, `failures`: every failed attempt of the trial
 (retried or not: a trial that finished after an OOM kill keeps it) as {"attempt", "at",
-"reason"}, from Tune's error file; empty for older writers. `final` is null without a final phase, else the final phase's results
+"reason", "node_lost", "log_tail"}, from Tune's error file, `log_tail` being the last lines the
+attempt wrote to the trial's log (`seg_tune.sweep.trial_log`); empty for older writers, which also
+leave out node_lost and log_tail. `final` is null without a final phase, else the final phase's results
 (`seg_tune.sweep.final.section`): outcome, n_runs, n_scored, failed, selection_metric,
 test_data, n_test, n_valid, `configurations` (per configuration: rank, search_trial_id, config,
 steps, seeds, search_value (its objective in the search, on valid), `runs` (per seed: the row
@@ -23,7 +25,8 @@ parameters), metrics (the last reported) and steps_trained (its last step), `bes
 metrics} of its best evaluation on the objective, or null), stopped_early (ASHA stopped it) and
 stopped_at_step, error
 (for a trial in ERROR: {"reason": its exception's first line, "file": the path of Tune's error
-file}, else null), and its history (one entry per evaluation: step and the main metrics;
+file, "log": the trial's log, "log_tail": the last lines its failed attempt wrote there; the last
+two absent for older writers}, else null), and its history (one entry per evaluation: step and the main metrics;
 duplicates from a restore removed). Format 2 had no scope and no best evaluation (its best trial
 was chosen on the last values, its model was the last checkpoint); format 1 also had no outcome,
 n_failed or error, and its `finished` meant "every trial ended", failed ones included. Both are
@@ -99,7 +102,10 @@ class TrialRecord:
     stopped_at_step: int | None = None
     error: str | None = None  # ERROR trials: the exception's first line
     error_file: str | None = None  # ERROR trials: Tune's error.txt
-    # every failed attempt, retried or not: {"attempt", "at", "reason"} (Tune's error.txt)
+    error_log: str | None = None  # ERROR trials: the trial's own log (`Layout.trial_log`)
+    log_tail: list[str] = field(default_factory=list)  # ERROR trials: its failed attempt's
+    # every failed attempt, retried or not: {"attempt", "at", "reason", "node_lost",
+    # "log_tail"} (Tune's error.txt; the attempt's last lines in the trial's log)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -172,7 +178,12 @@ def build(
             else ("asha" if by_asha else None),
             "error": None
             if t.status != "ERROR"
-            else {"reason": t.error or "unknown", "file": t.error_file},
+            else {
+                "reason": t.error or "unknown",
+                "file": t.error_file,
+                "log": t.error_log,
+                "log_tail": t.log_tail,
+            },
             "failures": t.failures,
             "best": None
             if top is None
@@ -235,7 +246,7 @@ class TrialSummary:
     history: list[dict[str, Any]]
     steps_trained: int | None
     stop_step: int | None  # where ASHA stopped it; None when it was not stopped early
-    error: dict[str, Any] | None = None  # a trial in ERROR: {"reason", "file"}
+    error: dict[str, Any] | None = None  # in ERROR: {"reason", "file", "log", "log_tail"}
     best: dict[str, Any] | None = None  # format 3: its best evaluation {"step", "metrics"}
     failures: list[dict[str, Any]] = field(default_factory=list)  # its failed attempts
 

@@ -15,6 +15,7 @@ on a cluster without it the driver asks for a sliver of a CPU instead.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import torch
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import RunConfig
 from seg_tune.metrics import BEST_SO_FAR
+from seg_tune.sweep.layout import Layout
 from seg_tune.train import Checkpointer, PreparedCorpus, train_loop
 
 TRIAL_RESOURCE = "seg_tune_trial"
@@ -49,6 +51,14 @@ class TrialSettings:
     # the final phase's runs, {key: FinalRun.as_params()} as JSON (None: a search trial); a final
     # trial's one parameter (`seg_tune.sweep.final.FINAL_KEY`) names its run
     final_runs_json: str | None = None
+    # the experiment folder (`Layout.root`): each trial writes its log there
+    # (`Layout.trial_log`, `seg_tune.sweep.trial_log`); None (pickled before it existed): no log
+    experiment_dir: str | None = None
+
+    def log_path(self, trial_id: str) -> Path | None:
+        if self.experiment_dir is None:
+            return None
+        return Layout(Path(self.experiment_dir)).trial_log(trial_id)
 
     def config(self, params: dict[str, Any]) -> RunConfig:
         from seg_tune.sweep.final import FINAL_KEY
@@ -185,10 +195,31 @@ def _set_aside(folder: Path, own: set[Path]) -> Path | None:
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function."""
+    """Ray Train's per-worker function; every rank copies its output into the trial's log."""
     cfg = RunConfig.model_validate_json(loop_config["config"])
-    session = TrainSession(loop_config["gpus"])
-    train_loop(cfg, session, progress=False, corpus=loop_config.get("corpus"))
+    log = loop_config.get("log")
+    # Ray Train V2 patches `print` on its workers to write both to stdout and to its logger,
+    # whose console handler writes to stderr: copying stdout too would log each print twice.
+    copy_stdout = getattr(builtins.print, "__module__", "builtins") == "builtins"
+    with _logged(Path(log) if log else None, "train worker", _world_rank(), copy_stdout):
+        session = TrainSession(loop_config["gpus"])
+        train_loop(cfg, session, progress=False, corpus=loop_config.get("corpus"))
+
+
+def _world_rank() -> int:
+    import ray.train
+
+    return ray.train.get_context().get_world_rank()
+
+
+def _logged(
+    path: Path | None, label: str, rank: int | None = None, stdout: bool = True
+) -> AbstractContextManager:
+    from contextlib import nullcontext
+
+    from seg_tune.sweep.trial_log import captured
+
+    return nullcontext() if path is None else captured(path, label, rank, stdout)
 
 
 def run_trial(
@@ -196,7 +227,16 @@ def run_trial(
 ) -> None:
     """The Tune function trainable of one trial. `corpus`: the sweep's corpus, read and encoded
     once by the driver (through `tune.with_parameters`, so it sits in Ray's object store once)."""
-    cfg = settings.config(params)
+    from ray import tune
+
+    log = settings.log_path(tune.get_context().get_trial_id())
+    with _logged(log, "trial"):
+        _run_trial(settings.config(params), settings, corpus, log)
+
+
+def _run_trial(
+    cfg: RunConfig, settings: TrialSettings, corpus: PreparedCorpus | None, log: Path | None
+) -> None:
     if not settings.use_ray_train:
         train_loop(cfg, TuneSession(settings.gpus_per_worker), progress=False, corpus=corpus)
         return
@@ -214,6 +254,7 @@ def run_trial(
             "config": cfg.model_dump_json(),
             "gpus": settings.gpus_per_worker,
             "corpus": corpus,
+            "log": None if log is None else str(log),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.workers,

@@ -268,6 +268,7 @@ class Sweep:
             max_retries=spec.failure.max_retries,
             keep_checkpoints=spec.checkpoints.keep or spec.base.training.keep_checkpoints,
             train_storage=str(layout.train_runs),
+            experiment_dir=str(layout.root),
             use_ray_train=r.workers > 1 or r.use_ray_train == "always",
         )
 
