@@ -18,30 +18,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import re
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 import yaml
-from conftest import DRIVERS, REPO, free_port_block
-from test_run import _env, _results, _space, _start, _wait_for, check_pausing_quota
-
-VENV_BIN = Path(sys.executable).parent
-
+from conftest import REPO
+from ray_cluster import VENV_BIN, ray_head
+from test_run import _results, _space, _start, _wait_for, check_pausing_quota
 
 # ------------------------------------------------------------------------------- helpers
 
@@ -88,98 +79,6 @@ class _TrainingTrials(threading.Thread):
 
     def __exit__(self, *exc: object) -> None:
         self.done.set()
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct TCP ports that are free now (held open together while chosen)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("", 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-@dataclass
-class Head:
-    address: str  # GCS address, ip:port, as `ray start` wrote it
-    env: dict[str, str]  # the environment of a client of this cluster (token included)
-    temp_dir: Path  # its --temp-dir: session_*/logs hold its processes' logs
-    pid: int  # `ray start --block`: its processes are the cluster's
-
-
-def _processes_of(temp_dir: Path) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if str(temp_dir) in " ".join(p.cmdline()):
-                found.append(p)
-    return found
-
-
-@contextlib.contextmanager
-def _ray_head(tmp: Path, num_cpus: int) -> Iterator[Head]:
-    """A Ray head started here with `ray start --head --block` (token auth, its own temp dir and
-    ports), stopped at the end with SIGTERM to that process, which stops this cluster's
-    processes only (never `ray stop`: it kills every Ray process of the user on the node)."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: unix sockets <= 107 B
-    token = tmp / "ray-token"
-    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, secrets.token_hex(32).encode())
-    os.close(fd)
-    env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    ports = _free_ports(9)
-    gcs, dash, agent, agent_grpc, metrics, runtime_env, node_mgr, obj_mgr, client = ports
-    workers = free_port_block(100, 40000, 49000, avoid=frozenset(ports))  # above Ray's own
-    cmd = [
-        str(VENV_BIN / "ray"),
-        "start",
-        "--head",
-        "--block",
-        f"--port={gcs}",
-        f"--num-cpus={num_cpus}",
-        '--resources={"seg_tune_trial": 2}',
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        f"--dashboard-agent-listen-port={agent}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--metrics-export-port={metrics}",
-        f"--runtime-env-agent-port={runtime_env}",
-        f"--node-manager-port={node_mgr}",
-        f"--object-manager-port={obj_mgr}",
-        f"--ray-client-server-port={client}",
-        f"--min-worker-port={workers}",
-        f"--max-worker-port={workers + 99}",
-        "--object-store-memory=200000000",
-        f"--temp-dir={temp_dir}",
-        "--disable-usage-stats",
-    ]
-    log = tmp / "ray_head.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    DRIVERS.append(proc)  # killed with its process group after the test, should it fail
-    try:
-        current = temp_dir / "ray_current_cluster"
-
-        def up() -> bool:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            return current.is_file() and "Ray runtime started" in log.read_text()
-
-        _wait_for(up, 120, "the Ray head")
-        yield Head(current.read_text().strip(), env, temp_dir, proc.pid)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=60)
-        left = _processes_of(temp_dir)
-        for p in left:  # only after a failed stop: the test fails below
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    # (only when the test passed: an error in it stays the one reported)
-    assert proc.returncode is not None and not left, f"stopping the Ray head left {left}"
 
 
 # ------------------------------------------------------------------------------- grid + epochs
@@ -334,7 +233,7 @@ def test_random_pausing_sweep_joins_a_cluster_is_interrupted_while_paused_and_re
     )
     storage, log = tmp_path / "results", tmp_path / "driver.log"
     exp = storage / "smoke"
-    with _ray_head(tmp_path, num_cpus=3) as head, _TrainingTrials(head.pid) as watch:
+    with ray_head(tmp_path, num_cpus=3) as head, _TrainingTrials(head.pid) as watch:
         args = ("--address", head.address)
         proc = _start(space, storage, log, *args, env=head.env)
 

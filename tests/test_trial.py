@@ -15,7 +15,6 @@ def _settings(workers: int = 1, cpus: float = 1, gpus: float = 0) -> TrialSettin
         workers=workers,
         cpus_per_worker=cpus,
         gpus_per_worker=gpus,
-        max_retries=0,
         keep_checkpoints=1,
         train_storage="/nowhere",
         use_ray_train=workers > 1,

@@ -9,8 +9,8 @@ or its text carries the GCS's cause, "The actor died because its node has died";
 went without notice often shows first as `ActorUnavailableError`, and then the GCS is asked
 whether the actor's node is still alive. Tune 2.60 already leaves preempted errors out of a
 trial's failure count (`Trial._handle_ray_actor_error`); `count_node_losses_apart` extends that
-to every node death,
-in the driver, up to `failure.max_node_losses` losses per trial in one driver run (a trial that
+to every node death (wrapping `Trial.handle_error`: a trial's own actor error, or a Ray Train
+trial's worker group error that carries a worker's), in the driver, up to `failure.max_node_losses` losses per trial in one driver run (a trial that
 keeps taking nodes down is then counted as failing). The trial is retried from its latest
 checkpoint on a node that is left, and its error file still records the loss (summary.json
 lists it with `node_lost: true`).
@@ -32,20 +32,45 @@ NODE_DEATH_WAIT_S = 45.0
 
 
 def is_node_loss(exc: BaseException | None, wait_s: float = NODE_DEATH_WAIT_S) -> bool:
-    """Whether Ray reports this trial error as the death of the trial's node.
+    """Whether Ray reports this trial error as the death of the trial's node, or, for a Ray
+    Train trial, of one of its workers' nodes (`_wrapped`).
 
     A node that dies without notice first shows as `ActorUnavailableError` (the socket to the
     actor closed: measured on the test SLURM), before the GCS has noticed; then the GCS is asked,
     for up to `wait_s`, whether the actor's node is still alive."""
-    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+    return any(_actor_lost_its_node(e, wait_s) for e in _wrapped(exc))
 
-    if isinstance(exc, RayTaskError):
-        exc = exc.as_instanceof_cause()
+
+def _actor_lost_its_node(exc: BaseException, wait_s: float) -> bool:
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
     if not isinstance(exc, RayActorError) or exc.actor_init_failed:
         return False
     if isinstance(exc, ActorUnavailableError):
         return exc.actor_id is not None and _node_gone(exc.actor_id, wait_s)
     return bool(exc.preempted) or NODE_DIED in str(exc)
+
+
+def _wrapped(exc: BaseException | None) -> list[BaseException]:
+    """The error and the errors it carries: a Ray task's cause, and a Ray Train trial's worker
+    failures (Train V2's `WorkerGroupError.worker_failures`: per rank, a worker's exception, or a
+    failed health check whose `health_check_failure` is the worker actor's error)."""
+    from ray.exceptions import RayTaskError
+
+    found: list[BaseException] = []
+    stack = [exc]
+    while stack and len(found) < 64:
+        e = stack.pop()
+        if not isinstance(e, BaseException):
+            continue
+        found.append(e)
+        if isinstance(e, RayTaskError):
+            stack.append(e.cause)
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            stack.extend(failures.values())
+        stack.append(getattr(e, "health_check_failure", None))
+    return found
 
 
 def _node_gone(actor_id: str, wait_s: float) -> bool:
@@ -89,23 +114,36 @@ def count_node_losses_apart(max_node_losses: int) -> None:
     from ray.tune.experiment.trial import Trial
 
     _limit[0] = max_node_losses
-    original = Trial._handle_ray_actor_error
+    original = Trial.handle_error
     if getattr(original, "seg_tune_node_losses", False):
         return
 
-    def handle(self: Any, exc: Any) -> None:
-        if is_node_loss(exc) and _losses[self.trial_id] < _limit[0]:
-            _losses[self.trial_id] += 1
-            exc.error_msg = f"{exc.error_msg}\n{NODE_LOST_NOTE}"  # Tune writes it to error.txt
-            print(
-                f"seg_tune: trial {self.trial_id} lost its node; retrying it from its latest "
-                f"checkpoint on a node that is left (node loss {_losses[self.trial_id]} of at "
-                f"most {_limit[0]}: not counted against failure.max_retries)",
-                file=sys.stderr,
-                flush=True,
-            )
+    def handle_error(self: Any, exc: Any = None) -> None:
+        if self.is_restoring or not _lost_and_not_counted(self.trial_id, exc):
+            original(self, exc)
             return
-        original(self, exc)
+        counted = self.run_metadata.num_failures
+        original(self, exc)  # Tune's bookkeeping and error.txt, whatever the error's kind
+        self.run_metadata.num_failures = counted  # before Tune asks whether to retry it
+        if self.local_path:
+            with open(self.error_file, "a", encoding="utf-8") as f:
+                f.write(NODE_LOST_NOTE + "\n")
 
-    handle.seg_tune_node_losses = True  # type: ignore[attr-defined]
-    Trial._handle_ray_actor_error = handle
+    handle_error.seg_tune_node_losses = True  # type: ignore[attr-defined]
+    Trial.handle_error = handle_error
+
+
+def _lost_and_not_counted(trial_id: str, exc: BaseException) -> bool:
+    """Whether this trial error is a node loss the trial may still have uncounted (it is
+    counted here, and said in the driver's log)."""
+    if _losses[trial_id] >= _limit[0] or not is_node_loss(exc):
+        return False
+    _losses[trial_id] += 1
+    print(
+        f"seg_tune: trial {trial_id} lost its node; retrying it from its latest "
+        f"checkpoint on a node that is left (node loss {_losses[trial_id]} of at "
+        f"most {_limit[0]}: not counted against failure.max_retries)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True

@@ -44,7 +44,6 @@ class TrialSettings:
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
-    max_retries: int
     keep_checkpoints: int
     train_storage: str
     use_ray_train: bool
@@ -267,7 +266,10 @@ def _run_trial(
         run_config=ray.train.RunConfig(
             name=tune.get_context().get_trial_id(),  # stable: a restarted trial resumes
             storage_path=settings.train_storage,
-            failure_config=ray.train.FailureConfig(max_failures=settings.max_retries),
+            # no retries of Train's own: a failed worker fails the attempt, and Tune retries it
+            # (from Train's latest checkpoint: the run name is stable), so failure.max_retries
+            # counts a trial's attempts on both paths, and a lost node is told apart (`faults`)
+            failure_config=ray.train.FailureConfig(max_failures=0),
             checkpoint_config=ray.train.CheckpointConfig(
                 **checkpoint_retention(settings.keep_checkpoints)
             ),

@@ -265,7 +265,6 @@ class Sweep:
             workers=r.workers,
             cpus_per_worker=r.cpus_per_worker,
             gpus_per_worker=r.gpus_per_worker,
-            max_retries=spec.failure.max_retries,
             keep_checkpoints=spec.checkpoints.keep or spec.base.training.keep_checkpoints,
             train_storage=str(layout.train_runs),
             experiment_dir=str(layout.root),
