@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from seg_tune.cli.run import read_data
+    from seg_tune.cli.prepare import read_data
     from seg_tune.sweep.load import load_space
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ The resolved config is saved with every checkpoint and exported model.
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,16 @@ class DataSource(Strict):
         return f"{self.kind} file {self.path}"
 
 
+class TrainSize(Strict):
+    """A training-set size: `amount` words (or utterances) of the training split, drawn as whole
+    utterances in one seeded order, so that a smaller amount's sample is part of a larger one's
+    (`DataConfig.sized`)."""
+
+    amount: int = Field(gt=0)
+    unit: Literal["words", "utterances"] = "words"
+    seed: int = 0
+
+
 class DataConfig(Strict):
     """The train and validation splits, and the held-out test split.
 
@@ -168,6 +179,9 @@ class DataConfig(Strict):
     test: DataSource | None = None
     # of train, when test is null: the block before valid's tail (valid null) or train's tail
     test_fraction: float | None = Field(None, gt=0, lt=1)
+    # train on this many words (or utterances) of the training split only, after valid and test
+    # are cut; null: all of it
+    train_size: TrainSize | None = None
 
     @model_validator(mode="after")
     def _check_test(self) -> DataConfig:
@@ -229,11 +243,35 @@ class DataConfig(Strict):
         end_train, end_test = self._cuts(len(train), starts)
         return train[:end_train], train[end_train:end_test], train[end_test:]
 
+    def sized(self, fit: list[corpus.Utterance]) -> list[corpus.Utterance]:
+        """The training utterances `train_size` keeps (all without it): the shortest prefix of
+        one seeded order of them that holds `amount` words (or `amount` utterances), back in
+        corpus order. One order per seed, whatever the amount: samples are nested."""
+        size = self.train_size
+        if size is None:
+            return fit
+        order = list(range(len(fit)))
+        random.Random(size.seed).shuffle(order)
+        have = sum(len(u.words) for u in fit) if size.unit == "words" else len(fit)
+        if have < size.amount:
+            raise ConfigError(
+                f"data.train_size.amount: {size.amount:,} {size.unit}, but the training split of "
+                f"data.train ({self.train.describe()}) has {have:,}; lower the amount or use "
+                "more data"
+            )
+        kept, count = [], 0
+        for i in order:
+            if count >= size.amount:
+                break
+            kept.append(i)
+            count += len(fit[i].words) if size.unit == "words" else 1
+        return [fit[i] for i in sorted(kept)]
+
     def load(self) -> tuple[list[corpus.Utterance], list[corpus.Utterance]]:
         """Train and validation utterances (never the test split: a block of train that is the
         test split is left out of train). Without `valid`, the tail of train is held out."""
         fit, _, tail = self._blocks(self.train.load_marked())
-        return fit, self.valid.load() if self.valid is not None else tail
+        return self.sized(fit), self.valid.load() if self.valid is not None else tail
 
     def load_splits(self) -> Splits:
         """Train, validation and test utterances, train read once (the final phase and the
@@ -242,7 +280,7 @@ class DataConfig(Strict):
         fit, block, tail = self._blocks((whole, starts))
         valid = self.valid.load() if self.valid is not None else tail
         test = self.test.load() if self.test is not None else block if self.has_test else None
-        return Splits(fit, valid, test, len(whole), starts is not None)
+        return Splits(self.sized(fit), valid, test, len(whole), starts is not None, len(fit))
 
     def load_test(self) -> list[corpus.Utterance] | None:
         """The test utterances; None when there is no test split. Only the final phase (and the
@@ -268,7 +306,7 @@ class DataConfig(Strict):
         if self.test_fraction is None:
             return ""
         splits = splits or self.load_splits()
-        end_train = len(splits.train)
+        end_train = len(splits.train) if splits.n_train_block is None else splits.n_train_block
         end_test = end_train + len(splits.test or [])
         whole = ", whole transcripts" if splits.by_transcript else ""
         return (
@@ -307,6 +345,7 @@ class Splits:
     test: list[corpus.Utterance] | None
     n_source: int  # utterances of the train source before the cuts (`describe_test`)
     by_transcript: bool = False  # the held-out blocks were cut between transcripts
+    n_train_block: int | None = None  # train's block before `train_size` drew from it
 
 
 def _nearest(starts: tuple[int, ...], cut: int, *, below: int) -> int | None:

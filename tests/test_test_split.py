@@ -230,7 +230,7 @@ def test_read_data_checks_then_drops_the_test_block(
     corpus_file: tuple[Path, list[Utterance]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from seg_tune.cli.run import read_data
+    from seg_tune.cli.prepare import read_data
     from seg_tune.train import prepare_corpus
 
     path, full = corpus_file

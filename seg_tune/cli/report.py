@@ -9,6 +9,7 @@ from pathlib import Path
 
 from seg_tune.cli.common import ArgumentParser, run_cli
 from seg_tune.report import render_markdown, write_report
+from seg_tune.study_report import is_study_folder, write_study_report
 from seg_tune.sweep.lock import holder
 from seg_tune.sweep.summary import read_experiment
 
@@ -24,13 +25,20 @@ def build_parser() -> ArgumentParser:
         ),
     )
     parser.add_argument(
-        "exp_dir", type=Path, metavar="EXP_DIR", help="experiment folder (holds summary.json)"
+        "exp_dir",
+        type=Path,
+        metavar="EXP_DIR",
+        help="experiment folder (holds summary.json), or a study's folder (holds study.json: "
+        "its report.md, study.csv and plots are rebuilt, mid-study too)",
     )
     return parser
 
 
 def _run(argv: list[str] | None) -> int:
     args: argparse.Namespace = build_parser().parse_args(argv)
+    if is_study_folder(args.exp_dir):  # a study's report reads the cells' summaries only
+        print(write_study_report(args.exp_dir))
+        return 0
     running = holder(args.exp_dir)
     if running is not None:  # its driver writes the report; we only read
         print(

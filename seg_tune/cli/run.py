@@ -32,7 +32,13 @@ from typing import Any
 
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.cli.common import ArgumentParser
-from seg_tune.errors import ConfigError, DataError, SegTuneError, StorageError
+from seg_tune.cli.prepare import (
+    ray_environment,
+    read_data,
+    refuse_changed_space,
+    refuse_cpu_torch_for_gpus,
+)
+from seg_tune.errors import ConfigError, SegTuneError, StorageError
 from seg_tune.sweep import cluster as local_cluster
 from seg_tune.sweep.disk import FULL_ERRNOS, StorageWatch, full_disk_line, shortage
 from seg_tune.sweep.layout import Layout
@@ -89,6 +95,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(<name>-smoke); all else real",
     )
     parser.add_argument("--no-report", action="store_true", help="skip the Markdown report")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="CELL",
+        help="a study file: run this cell only (repeat for more)",
+    )
+    parser.add_argument(
+        "--cell",
+        help="a study file: run this one cell as an experiment (the study's driver runs each "
+        "cell so; --name and --storage say where)",
+    )
     return parser.parse_args(argv)
 
 
@@ -156,7 +173,23 @@ def run(args: argparse.Namespace) -> int:
     if args.space is None:
         raise ConfigError("seg-tune run: give a search-space file SPACE.yaml (or --print-defaults)")
 
-    spec = load_space(args.space)  # ConfigError (exit 2) before anything expensive
+    from seg_tune.sweep.load import read_space_doc
+    from seg_tune.sweep.study import is_study, load_study
+
+    doc = read_space_doc(args.space)
+    if is_study(doc):
+        study = load_study(args.space, doc)
+        if args.cell is None:
+            from seg_tune.cli.study import run_study
+
+            return run_study(args, study)
+        spec = study.spec(study.cell(args.cell))
+    elif args.cell or args.only:
+        raise ConfigError(
+            f"{args.space}: --cell and --only are for study files (no `study` section)"
+        )
+    else:
+        spec = load_space(args.space)  # ConfigError (exit 2) before anything expensive
     if args.smoke:
         spec = smoke(spec)
     for notice in spec.notices:
@@ -170,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
             exp_dir.rename(moved)
         Layout(moved).lock.unlink(missing_ok=True)  # ours, moved with the folder
         print(f"seg_tune.run: --fresh: moved the old experiment to {moved} ({_kept(layout)})")
-    _refuse_changed_space(spec, layout, smoke=args.smoke)
-    _refuse_cpu_torch_for_gpus(spec)
+    refuse_changed_space(spec, layout, smoke=args.smoke)
+    refuse_cpu_torch_for_gpus(spec)
     corpus = read_data(spec)  # every source read and checked once (DataError: exit 2)
     # one driver per experiment (exit 2 if held). Ray must not be imported before the
     # environment below is set (its C++ config reads it once; importing it earlier broke the
@@ -189,12 +222,7 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
     """The sweep, with the experiment's lock held."""
     name, exp_dir = layout.name, layout.root
 
-    # Before Ray is imported: its C++ config reads these once.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # ours forwards to Tune's
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # Keep the terminal to Tune's status table: no snapshot-frequency advice, no optuna info.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray_environment()
     import optuna
     import ray
 
@@ -328,93 +356,15 @@ def _kept(layout: Layout) -> str:
     )
 
 
-def _refuse_cpu_torch_for_gpus(spec: Any) -> None:
-    """Trials that ask for GPUs with a CPU build of torch (./setup.sh on a login node without
-    nvidia-smi installs one) would all train on the CPU: refuse the sweep (exit 2) at once."""
-    import torch
-
-    if spec.resources.gpus_per_worker > 0 and torch.version.cuda is None:
-        raise ConfigError(
-            f"{spec.source_path}: resources.gpus_per_worker = {spec.resources.gpus_per_worker:g} "
-            f"but torch {torch.__version__} is a CPU build (no CUDA); install the CUDA build: "
-            "on a GPU node (nvidia-smi works) run `rm -rf .venv && ./setup.sh`, or anywhere "
-            "`TORCH_SPEC=torch ./setup.sh` in a fresh .venv; or set gpus_per_worker: 0"
-        )
-
-
-def _refuse_changed_space(spec: Any, layout: Layout, *, smoke: bool) -> None:
-    """A resumed experiment must be the one that was started: refuse (exit 2) a space file
-    that changed in the space, budget, scheduler, searcher, data, model or training."""
-    from seg_tune.sweep.spec import changed_keys, read_saved
-
-    exp_dir, old = layout.root, read_saved(layout.space)
-    if old is None:
-        return  # none (a new experiment), or unreadable: Tune's own state decides
-    changed = changed_keys(old, spec.to_dict())
-    if not changed:
-        return
-    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-    hint = "; a --smoke run shrinks the budget, so give it its own --name" if smoke else ""
-    raise ConfigError(
-        f"{exp_dir}: holds an experiment started with other settings ({shown}); resuming "
-        "would mix two experiments: use --fresh to start over (the old folder is kept) or "
-        f"--name for a new experiment{hint}"
-    )
-
-
-def read_data(spec: Any) -> Any:
-    """Read and check every data config a trial can get, before Ray starts (one line and exit
-    2 for a bad file or dataset); returns the base config's corpus, encoded, for the trials to
-    share (`seg_tune.train.PreparedCorpus`). The test split is read here only to refuse one
-    that overlaps train or valid (exit 2), then dropped: the corpus the trials get holds none
-    of it, and nothing else reads it until the final phase."""
-    from seg_tune.train import prepare_corpus
-
-    first, *others = spec.data_configs()
-    if first.has_test:
-        _check_test_split(first, final=bool(spec.final.enabled))
-    corpus = prepare_corpus(first)
-    for data in others:
-        data.load()
-    block = spec.base.training.block_size
-    if "training.block_size" in spec.space:
-        block = max(int(v) for v in spec.space["training.block_size"].corners())
-    if corpus.train_stream.numel() < 2 * block:
-        raise DataError(
-            f"data.train ({first.train.describe()}): {corpus.train_stream.numel()} training "
-            f"tokens, fewer than two blocks of training.block_size {block}; use more data or a "
-            "smaller block_size"
-        )
-    print(
-        f"seg_tune.run: data: {first.train.describe()}: {corpus.train_stream.numel():,} training "
-        f"and {corpus.valid_stream.numel():,} validation tokens, {len(corpus.units)} units "
-        f"(checked{f', with {len(others)} other data configs of the space' if others else ''})",
-        flush=True,
-    )
-    for warning in corpus.warnings:
-        print(f"seg_tune.run: warning: {warning}", flush=True)
-    return corpus
-
-
-def _check_test_split(data: Any, *, final: bool) -> None:
-    """Refuse (ConfigError, exit 2) a test split that overlaps train or valid; say its size."""
-    splits = data.load_splits()
-    data.refuse_overlap(splits)
-    until = "until the final phase" if final else "(final.enabled is false: nothing scores on it)"
-    print(
-        f"seg_tune.run: test split: {len(splits.test):,} utterances "
-        f"({data.describe_test(splits)}), held out "
-        f"{until}; no trial reads it",
-        flush=True,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(parse_args(argv))
     except SegTuneError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except KeyboardInterrupt:  # SIGINT before the sweep's own handler (reading the data, say)
+        print("seg_tune.run: stopped (SIGINT) before the sweep started; run it again", flush=True)
+        return EXIT_STOPPED
     except Exception as exc:  # a failure after validation: one line, the rest in Ray's logs
         if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:  # a full disk or quota
             print(f"error: {full_disk_line(exc)}", file=sys.stderr, flush=True)

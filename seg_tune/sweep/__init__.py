@@ -15,6 +15,7 @@
     summary          summary.json: its schema, written and read
     results          after the sweep: trials read back, the best model, the post-sweep steps
     final            the final phase: the best configurations replicated and scored on test
+    study            a study file's cells: corpora or languages x training-set sizes
     cluster          starting or joining Ray: the private token, loopback ports, the dashboard
 
 The command that drives it is `seg_tune.cli.run` (`python -m seg_tune.run`).

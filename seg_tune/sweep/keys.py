@@ -32,6 +32,7 @@ OUR_SECTIONS = (
     "hub",
     "final",
 )
+STUDY_SECTION = "study"  # a study file's own section (`seg_tune.sweep.study`), beside these
 
 
 def unknown_key(source: str, key: str, allowed: Iterable[str], hint: str = "") -> ConfigError:

@@ -137,3 +137,54 @@ class Layout:
 
 def trial_dirname(trial_id: str) -> str:
     return f"trial_{trial_id}"
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """A study's folder, `<storage>/<study>/` (`seg_tune.sweep.study`):
+
+    study.json        the cells and their axis values, and how each one's driver last ended
+    <cell>/           each cell's experiment folder (`Layout`)
+    logs/<cell>.log   what each cell's driver printed
+    driver.lock       held by the study's driver
+    report.md, study.csv, plots/   the study report (`seg_tune.study_report`)
+    """
+
+    root: Path
+
+    @classmethod
+    def of(cls, storage: Path, name: str) -> StudyLayout:
+        return cls((storage / name).resolve())
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def cell(self, name: str) -> Layout:
+        return Layout(self.root / name)
+
+    def cell_log(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    @property
+    def study(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def csv(self) -> Path:
+        return self.root / "study.csv"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def moved_aside(self) -> Path:
+        return Layout(self.root).moved_aside()

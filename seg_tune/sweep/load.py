@@ -47,7 +47,13 @@ from seg_tune.sweep.distributions import (
     _Distribution,
     parse_distribution,
 )
-from seg_tune.sweep.keys import OUR_SECTIONS, SPACE_KEYS, check_metric, unknown_key
+from seg_tune.sweep.keys import (
+    OUR_SECTIONS,
+    SPACE_KEYS,
+    STUDY_SECTION,
+    check_metric,
+    unknown_key,
+)
 from seg_tune.sweep.spec import (
     AshaScheduler,
     Checkpoints,
@@ -84,25 +90,42 @@ def _section(cls: type[M], data: Any, prefix: str, source: str) -> M:
         ) from None
 
 
-def load_space(path: str | Path) -> ExperimentSpec:
-    """Read, validate and resolve a search-space file (either syntax). Raises ConfigError."""
-    source = str(path)
+def read_space_doc(path: str | Path) -> dict[str, Any]:
+    """A space (or study) file's mapping of sections. Raises ConfigError."""
     raw = read_yaml(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"{source}: expected a mapping of sections ({', '.join(OUR_SECTIONS[:5])}, ...), "
+            f"{path}: expected a mapping of sections ({', '.join(OUR_SECTIONS[:5])}, ...), "
             f"got {type(raw).__name__}"
         )
+    return raw
+
+
+def load_space(path: str | Path) -> ExperimentSpec:
+    """Read, validate and resolve a search-space file (either syntax). Raises ConfigError (a
+    study file too: its cells are `seg_tune.sweep.study`'s)."""
+    raw = read_space_doc(path)
+    if STUDY_SECTION in raw:
+        raise ConfigError(
+            f"{path}: a study file (it has a `{STUDY_SECTION}` section): "
+            "`python -m seg_tune.run` runs its cells; read one with seg_tune.sweep.study"
+        )
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-.") or "experiment"
+    return load_doc(raw, source=str(path), default_name=stem)
+
+
+def load_doc(raw: Mapping[str, Any], *, source: str, default_name: str) -> ExperimentSpec:
+    """Validate and resolve a space file's mapping (either syntax); `source` names it in
+    errors. Raises ConfigError."""
     notices: list[str] = []
     labels: dict[str, str] = {}
     if "parameters" in raw or "method" in raw:
         doc = from_wandb(raw, source, notices, labels)
     else:
         doc = raw
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem).strip("-.") or "experiment"
-    return _build(doc, source=source, default_name=stem, notices=notices, labels=labels)
+    return _build(doc, source=source, default_name=default_name, notices=notices, labels=labels)
 
 
 # --------------------------------------------------------------------------- building a spec
