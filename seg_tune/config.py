@@ -52,9 +52,9 @@ class DataSource(Strict):
     split: str = "train"  # hf: the split
     column: str = "text"  # hf: the column holding the utterances
     format: Literal["tagged", "text"] = "tagged"  # hf: how the column is written
-    where: dict[str, str | int | float | bool] | None = (
-        None  # hf: keep rows whose columns equal these
-    )
+    # hf: keep rows whose columns equal these, or lie in a range: {is_child: false,
+    # target_child_age: {min: 12, max: 36}} (both ends included; a row without a value is left out)
+    where: dict[str, str | int | float | bool | corpus.Range] | None = None
     # hf: the column naming each row's transcript (IPA-CHILDES: transcript_id); held-out blocks
     # of this source (valid_fraction, test_fraction) are then cut between transcripts
     transcript_column: str | None = None

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from seg_tune.errors import DataError, location
 
 DEFAULT_BOUNDARY_TOKENS: tuple[str, ...] = (";eword", "WORD_BOUNDARY")
@@ -275,6 +277,34 @@ def load_hf(name: str, **options: Any) -> list[Utterance]:
     return load_hf_transcripts(name, **options)[0]
 
 
+class Range(BaseModel):
+    """A `where` condition on a numeric column: min <= value <= max (either end may be left
+    out); rows without a value fail it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min: float | None = None
+    max: float | None = None
+
+    def __str__(self) -> str:
+        low = "" if self.min is None else f"{self.min:g}"
+        high = "" if self.max is None else f"{self.max:g}"
+        return f"{low}..{high}"
+
+    def holds(self, value: Any) -> bool:
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+def _holds(condition: Any, value: Any) -> bool:
+    if isinstance(condition, Range):
+        return condition.holds(value)
+    if isinstance(condition, Mapping):
+        return Range.model_validate(condition).holds(value)
+    return bool(value == condition)
+
+
 def load_hf_transcripts(
     name: str,
     *,
@@ -284,7 +314,7 @@ def load_hf_transcripts(
     fmt: Literal["tagged", "text"] = "tagged",
     boundary_tokens: Iterable[str] = DEFAULT_BOUNDARY_TOKENS,
     max_rows: int | None = None,
-    where: Mapping[str, str | int | float | bool] | None = None,
+    where: Mapping[str, Any] | None = None,
     transcript_column: str | None = None,
 ) -> tuple[list[Utterance], tuple[int, ...] | None]:
     """A dataset's utterances, and where transcripts begin: the indices (into the utterances)
@@ -293,7 +323,8 @@ def load_hf_transcripts(
 
     A folder written by `Dataset.save_to_disk` is loaded with `datasets.load_from_disk`. `where`
     keeps the rows whose columns equal the given values (IPA-CHILDES: `{is_child: false}` leaves
-    out the children's own speech), before `max_rows` counts them.
+    out the children's own speech) or lie in a `Range` (`{target_child_age: {min: 12, max:
+    36}}`), before `max_rows` counts them.
     """
     import datasets  # imported here: slow to import, and only this source needs it
 
@@ -318,7 +349,7 @@ def load_hf_transcripts(
                 f"{source}, split {split!r}: 'where' names no column {missing[0]!r}; "
                 f"columns are {ds.column_names}"
             )
-        ds = ds.filter(lambda row: all(row[k] == v for k, v in conditions.items()))
+        ds = ds.filter(lambda row: all(_holds(v, row[k]) for k, v in conditions.items()))
     if transcript_column is not None and transcript_column not in ds.column_names:
         raise DataError(
             f"{source}, split {split!r}: transcript_column {transcript_column!r} is not a "

@@ -231,3 +231,69 @@ def test_a_study_runs_its_cells_on_one_cluster_stops_and_resumes(tmp_path: Path)
     )
     assert rebuilt.returncode == 0 and rebuilt.stdout.strip() == str(StudyLayout(root).report)
     assert StudyLayout(root).report.read_text() == report
+
+
+def _ipa_childes_like(folder: Path, utterances: list[list[list[str]]]) -> None:
+    """A local dataset laid out like an IPA-CHILDES config: one CSV with is_child,
+    target_child_age (months) and phonemized_utterance (phonemes separated by spaces,
+    WORD_BOUNDARY after each word). Every third row is the child's own speech; ages run 6..59."""
+    folder.mkdir(parents=True)
+    lines = ["is_child,target_child_age,phonemized_utterance"]
+    for i, words in enumerate(utterances):
+        text = " ".join(" ".join(w) + " WORD_BOUNDARY" for w in words)
+        lines.append(f"{i % 3 == 2},{6 + i % 54},{text}")
+    (folder / "processed.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_languages_read_ipa_childes_like_datasets_with_their_filters(tmp_path: Path) -> None:
+    """Two "languages" as local datasets laid out like IPA-CHILDES: real English CHILDES, and a
+    synthetic language with another phoneme inventory and longer words. The study's data
+    template names the language twice (folder and config); every cell is read through
+    `datasets` as the driver reads it before Ray, with the children's speech left out and a
+    target-child age range kept, and each builds its own units (tokenizer)."""
+    import random
+
+    from seg_tune.cli.prepare import read_data
+    from seg_tune.corpus import parse_tagged_line
+
+    train = CHILDES / "train.txt"
+    if not train.is_file():
+        pytest.skip(f"shared data not found at {CHILDES}")
+    english = [
+        [list(w) for w in u.words]
+        for line in train.read_text(encoding="utf-8").splitlines()[:1500]
+        if (u := parse_tagged_line(line)) is not None
+    ]
+    rng = random.Random(0)
+    inventory = ["ka", "lo", "mi", "ŋu", "tsa", "ʁe"]  # units the English data has none of
+    lexicon = [[rng.choice(inventory) for _ in range(rng.randint(3, 6))] for _ in range(80)]
+    synthetic = [[rng.choice(lexicon) for _ in range(rng.randint(1, 4))] for _ in range(1500)]
+    _ipa_childes_like(tmp_path / "data" / "EnglishNA", english)
+    _ipa_childes_like(tmp_path / "data" / "Synthlang", synthetic)
+
+    def languages(doc: dict) -> None:
+        study = doc["study"]
+        del study["corpora"], study["overrides"]
+        study.update(languages=["EnglishNA", "Synthlang"], sizes=[500])
+        doc["data"] = {
+            "train": {
+                "kind": "hf",
+                "name": str(tmp_path / "data" / "{language}"),
+                "column": "phonemized_utterance",
+                "where": {"is_child": False, "target_child_age": {"min": 12, "max": 36}},
+            },
+            "test_fraction": 0.1,
+        }
+
+    study = load_study(_study_file(tmp_path, languages))
+    assert [c.name for c in study.cells] == ["EnglishNA-500w", "Synthlang-500w"]
+    units = {}
+    for cell in study.cells:
+        spec = study.spec(cell)
+        splits = spec.base.data.load_splits()
+        assert splits.n_source == sum(
+            1 for i in range(1500) if i % 3 != 2 and 12 <= 6 + i % 54 <= 36
+        ), cell.name  # the filters: adults only, ages 12..36
+        assert 500 <= sum(len(u.words) for u in splits.train) < 520  # train_size drew it
+        units[cell.value] = set(read_data(spec).units)
+    assert {"ka", "ŋu", "ʁe"} <= units["Synthlang"] and not {"ka", "ŋu"} & units["EnglishNA"]
