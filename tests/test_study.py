@@ -297,3 +297,24 @@ def test_languages_read_ipa_childes_like_datasets_with_their_filters(tmp_path: P
         assert 500 <= sum(len(u.words) for u in splits.train) < 520  # train_size drew it
         units[cell.value] = set(read_data(spec).units)
     assert {"ka", "ŋu", "ʁe"} <= units["Synthlang"] and not {"ka", "ŋu"} & units["EnglishNA"]
+
+
+def test_the_shipped_ipa_childes_study_makes_valid_cells() -> None:
+    """search_spaces/study_ipa_childes.yaml: every language at both sizes, each cell a valid
+    space file reading its own IPA-CHILDES config (the hub is not reached here: only the files
+    are checked), with the size's models and the fixed evaluation sample."""
+    study = load_study(REPO / "search_spaces" / "study_ipa_childes.yaml")
+    languages = ["EnglishNA", "EnglishUK", "French", "German", "Spanish", "Dutch"]
+    assert [c.name for c in study.cells] == [
+        f"{lang}-{size}" for lang in languages for size in ("100kw", "1Mw")
+    ]
+    for cell in study.cells:
+        spec = study.spec(cell)
+        train = spec.base.data.train
+        assert (train.name, train.config) == ("phonemetransformers/IPA-CHILDES", cell.value)
+        assert (
+            spec.base.data.train_size is not None and spec.base.data.train_size.amount == cell.size
+        )
+        assert spec.final.test_utterances == 2000
+        presets = set(spec.space["model.preset"].corners())
+        assert presets == ({"400k", "800k", "1M"} if cell.size == 100000 else {"1M", "5M", "19M"})
