@@ -356,14 +356,19 @@ def _kept(layout: Layout) -> str:
     )
 
 
+def _stop_before_the_sweep(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGUSR1 before the sweep's own handlers: stop, as SIGINT does
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGUSR1, _stop_before_the_sweep)  # (its default would kill us)
     try:
         return run(parse_args(argv))
     except SegTuneError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except KeyboardInterrupt:  # SIGINT before the sweep's own handler (reading the data, say)
-        print("seg_tune.run: stopped (SIGINT) before the sweep started; run it again", flush=True)
+    except KeyboardInterrupt:  # SIGINT or SIGUSR1 before the sweep's handlers (reading data)
+        print("seg_tune.run: stopped (a signal) before the sweep started; run it again", flush=True)
         return EXIT_STOPPED
     except Exception as exc:  # a failure after validation: one line, the rest in Ray's logs
         if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:  # a full disk or quota

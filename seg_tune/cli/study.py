@@ -7,8 +7,9 @@ file (`python -m seg_tune.run STUDY.yaml --cell CELL`, joined to the study's clu
 `study.max_concurrent_cells` at once, so that one cell's end game or final phase leaves its slots
 to the next cell's search. Each cell driver's output goes to `logs/<cell>.log`.
 
-SIGINT, SIGTERM and SIGUSR1 are passed on to the cell drivers, which stop as they do alone; no
-new cell starts, and the study exits 3. Run the same command again to resume: cells that
+SIGINT, SIGTERM and SIGUSR1 stop the study: each cell driver gets SIGUSR1 (a graceful stop, as
+alone; a second signal here reaches them as SIGINT: stop at once); no new cell starts, and the
+study exits 3. Run the same command again to resume: cells that
 finished are not run again, and the others resume inside themselves. Exit status: 0 every cell
 finished, 1 a cell failed, 2 bad input (or a cell refused to start), 3 stopped.
 """
@@ -118,10 +119,15 @@ def _run_cells(
     signals: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
+        # The first stop reaches each cell driver as SIGUSR1, the graceful stop that never
+        # counts as a second signal: under SLURM, scancel or a requeue also sends every process
+        # of the job SIGTERM itself, and a second SIGINT/SIGTERM makes a driver stop at once.
+        # A second stop here (a second Ctrl-C) is passed on as SIGINT: stop at once.
         signals.append(signum)
+        passed = signal.SIGUSR1 if len(signals) == 1 else signal.SIGINT
         for proc in running.values():
             if proc.poll() is None:
-                os.kill(proc.pid, signum)
+                os.kill(proc.pid, passed)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, forward)
