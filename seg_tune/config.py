@@ -4,7 +4,7 @@ A run's YAML file has four sections (every key optional; defaults give a small m
 embedded synthetic corpus):
 
     data:      {train: SOURCE, valid: SOURCE | null, valid_fraction: 0.1,
-                test: SOURCE | null, test_fraction: null}
+                test: SOURCE | null, test_fraction: null, train_size: TrainSize | null}
     model:     {preset: 800k, n_layer, n_head, n_embd, n_inner, n_positions, dropout}
     training:  {steps, batch_size, block_size, optimizer, lr, ...}
     score:     {type_key: wordseg}
@@ -168,7 +168,13 @@ class DataConfig(Strict):
     at its two ends. When the source says where transcripts begin (`transcript_column`), the
     cuts move to the nearest transcript starts, and every transcript is in one split only.
     `load` never reads the test split: `load_test` does (the final phase, and
-    the sweep driver's overlap check before the search)."""
+    the sweep driver's overlap check before the search).
+
+    `train_size` ({amount: N, unit: words | utterances, seed: 0}) then keeps N gold words (or N
+    utterances) of the training split only, as whole utterances (`sized`): the shortest prefix
+    of one seeded order of them, back in corpus order, so that a smaller amount's sample is part
+    of a larger one's with the same seed. Valid and test are cut first and never change with it;
+    an amount above what the training split holds is refused (ConfigError) where it is read."""
 
     train: DataSource = DataSource()
     valid: DataSource | None = None  # null: the last valid_fraction of train is held out
@@ -256,8 +262,8 @@ class DataConfig(Strict):
         if have < size.amount:
             raise ConfigError(
                 f"data.train_size.amount: {size.amount:,} {size.unit}, but the training split of "
-                f"data.train ({self.train.describe()}) has {have:,}; lower the amount or use "
-                "more data"
+                f"data.train ({self.train.describe()}) has {have:,} {size.unit}; lower the "
+                "amount or use more data"
             )
         kept, count = [], 0
         for i in order:

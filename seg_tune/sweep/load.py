@@ -600,6 +600,8 @@ def smoke(spec: ExperimentSpec) -> ExperimentSpec:
 
 def _smoke_data(data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
+    # the corpus shrinks below any realistic training-set size: a smoke run trains on all of it
+    data.pop("train_size", None)
     train = data.setdefault("train", {})
     if train.get("kind", "synthetic") == "synthetic":
         train["n_utterances"] = min(train.get("n_utterances", 6000), SMOKE_UTTERANCES)
