@@ -62,6 +62,11 @@ class DataSource(Strict):
     n_utterances: int = Field(6000, ge=1)
     seed: int = 0  # synthetic: the corpus seed
     lexicon_size: int = Field(400, ge=1)  # synthetic: distinct words
+    # synthetic: a "language" of its own: its phonemes, and its word lengths as the weights of
+    # 1, 2, ... CV(C) syllables (defaults: corpus.SYNTHETIC_CONSONANTS, _VOWELS, _SYLLABLE_WEIGHTS)
+    consonants: tuple[str, ...] | None = None
+    vowels: tuple[str, ...] | None = None
+    syllable_weights: tuple[float, ...] | None = None
     # any kind: drop the first N utterances (e.g. a file's second half as a test split)
     skip_utterances: int = Field(0, ge=0)
     # any kind: keep the first N utterances (after skip_utterances)
@@ -80,6 +85,7 @@ class DataSource(Strict):
             raise ValueError(
                 f"'where' filters dataset rows: kind {self.kind!r} has none (use kind: hf)"
             )
+        self._check_inventory()
         if self.transcript_column and self.kind != "hf":
             raise ValueError(
                 f"transcript_column {self.transcript_column!r} names a dataset column: kind "
@@ -89,6 +95,41 @@ class DataSource(Strict):
             )
         return self
 
+    def _check_inventory(self) -> None:
+        given = {
+            k: v
+            for k, v in (
+                ("consonants", self.consonants),
+                ("vowels", self.vowels),
+                ("syllable_weights", self.syllable_weights),
+            )
+            if v is not None
+        }
+        if given and self.kind != "synthetic":
+            raise ValueError(
+                f"{', '.join(given)} make a synthetic language: kind {self.kind!r} reads its "
+                "phonemes from its data (use kind: synthetic)"
+            )
+        from seg_tune.tokenizer import SPECIAL_TOKENS
+
+        reserved = {*self.boundary_tokens, *SPECIAL_TOKENS}
+        for key in ("consonants", "vowels"):
+            phonemes = given.get(key)
+            if phonemes is None:
+                continue
+            bad = [p for p in phonemes if not p or p != p.strip() or " " in p or p in reserved]
+            if not phonemes or bad or len(set(phonemes)) != len(phonemes):
+                raise ValueError(
+                    f"{key} {list(phonemes)}: give distinct phonemes, each a non-empty string "
+                    "without spaces that is no boundary or special token"
+                )
+        weights = self.syllable_weights
+        if weights is not None and (not weights or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(
+                f"syllable_weights {list(weights)}: the weights of words of 1, 2, ... "
+                "syllables, non-negative, at least one positive"
+            )
+
     def load(self) -> list[corpus.Utterance]:
         return self.load_marked()[0]
 
@@ -97,9 +138,21 @@ class DataSource(Strict):
         None when the source does not say where transcripts begin (see transcript_column)."""
         starts: tuple[int, ...] | None = None
         if self.kind == "synthetic":
-            utts = corpus.synthetic_corpus(
-                self.n_utterances, seed=self.seed, lexicon_size=self.lexicon_size
-            )
+            inventory = {
+                k: v
+                for k, v in (
+                    ("consonants", self.consonants),
+                    ("vowels", self.vowels),
+                    ("syllable_weights", self.syllable_weights),
+                )
+                if v is not None
+            }
+            try:
+                utts = corpus.synthetic_corpus(
+                    self.n_utterances, seed=self.seed, lexicon_size=self.lexicon_size, **inventory
+                )
+            except ValueError as e:
+                raise ConfigError(f"{self.describe()}: {e}") from None
         elif self.kind == "tagged":
             utts = corpus.load_tagged(self.path, self.boundary_tokens)  # type: ignore[arg-type]
         elif self.kind == "text":
@@ -312,7 +365,7 @@ class DataConfig(Strict):
         if self.test_fraction is None:
             return ""
         splits = splits or self.load_splits()
-        end_train = len(splits.train) if splits.n_train_block is None else splits.n_train_block
+        end_train = splits.n_train_block
         end_test = end_train + len(splits.test or [])
         whole = ", whole transcripts" if splits.by_transcript else ""
         return (
@@ -350,8 +403,8 @@ class Splits:
     valid: list[corpus.Utterance]
     test: list[corpus.Utterance] | None
     n_source: int  # utterances of the train source before the cuts (`describe_test`)
-    by_transcript: bool = False  # the held-out blocks were cut between transcripts
-    n_train_block: int | None = None  # train's block before `train_size` drew from it
+    by_transcript: bool  # the held-out blocks were cut between transcripts
+    n_train_block: int  # train's block, before `train_size` drew from it (`describe_test`)
 
 
 def _nearest(starts: tuple[int, ...], cut: int, *, below: int) -> int | None:

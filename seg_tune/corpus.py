@@ -389,9 +389,13 @@ def load_hf_transcripts(
 
 # --------------------------------------------------------------------------- synthetic corpus
 
-# A small phoneme inventory (ASCII stand-ins for IPA, so the default runs need no fonts).
-_CONSONANTS = ("p", "b", "t", "d", "k", "g", "m", "n", "f", "v", "s", "z", "l", "r", "w", "j", "h")
-_VOWELS = ("a", "e", "i", "o", "u", "ae", "ai", "ou")
+# The default phoneme inventory (ASCII stand-ins for IPA, so the default runs need no fonts) and
+# word lengths (weights of 1, 2, 3, 4 syllables).
+SYNTHETIC_CONSONANTS = (
+    *("p", "b", "t", "d", "k", "g", "m", "n", "f", "v", "s", "z", "l", "r", "w", "j", "h"),
+)
+SYNTHETIC_VOWELS = ("a", "e", "i", "o", "u", "ae", "ai", "ou")
+SYNTHETIC_SYLLABLE_WEIGHTS = (3.0, 4.0, 2.0, 1.0)
 
 
 def synthetic_corpus(
@@ -401,19 +405,31 @@ def synthetic_corpus(
     lexicon_size: int = 400,
     zipf_s: float = 1.1,
     max_words: int = 6,
+    consonants: Sequence[str] = SYNTHETIC_CONSONANTS,
+    vowels: Sequence[str] = SYNTHETIC_VOWELS,
+    syllable_weights: Sequence[float] = SYNTHETIC_SYLLABLE_WEIGHTS,
 ) -> list[Utterance]:
     """The embedded corpus: seeded, so the same arguments give the same utterances.
 
-    A lexicon of `lexicon_size` distinct pseudo-words of one to four CV(C) syllables is drawn over
-    the inventory above; word frequencies follow a Zipf law with exponent `zipf_s`; an utterance
-    holds one to `max_words` words (short utterances are more frequent, as in child-directed
-    speech). Word-internal transitions are more predictable than transitions across words, so the
-    boundaries can be learnt.
+    A lexicon of `lexicon_size` distinct pseudo-words of CV(C) syllables is drawn over the
+    inventory (`consonants`, `vowels`: the default above, or a "language" of its own); a word has
+    k syllables with weight `syllable_weights[k - 1]` (default 3:4:2:1 for one to four); word
+    frequencies follow a Zipf law with exponent `zipf_s`; an utterance holds one to `max_words`
+    words (short utterances are more frequent, as in child-directed speech). Word-internal
+    transitions are more predictable than transitions across words, so the boundaries can be
+    learnt. ValueError when the inventory cannot make `lexicon_size` distinct words.
     """
     if n_utterances < 1 or lexicon_size < 1 or max_words < 1:
         raise ValueError("n_utterances, lexicon_size and max_words must be positive")
+    if not consonants or not vowels:
+        raise ValueError("the inventory needs at least one consonant and one vowel")
+    if not syllable_weights or min(syllable_weights) < 0 or sum(syllable_weights) <= 0:
+        raise ValueError(
+            f"syllable_weights {list(syllable_weights)}: weights of 1, 2, ... syllables, "
+            "non-negative, at least one positive"
+        )
     rng = random.Random(seed)
-    lexicon = _pseudo_words(rng, lexicon_size)
+    lexicon = _pseudo_words(rng, lexicon_size, tuple(consonants), tuple(vowels), syllable_weights)
     weights = [1.0 / (rank**zipf_s) for rank in range(1, lexicon_size + 1)]
     cumulative = list(_accumulate(weights))
     length_weights = [math.exp(-0.45 * k) for k in range(max_words)]
@@ -432,17 +448,32 @@ def _accumulate(values: Sequence[float]) -> Iterator[float]:
         yield total
 
 
-def _pseudo_words(rng: random.Random, n: int) -> list[tuple[str, ...]]:
+def _pseudo_words(
+    rng: random.Random,
+    n: int,
+    consonants: tuple[str, ...],
+    vowels: tuple[str, ...],
+    syllable_weights: Sequence[float],
+) -> list[tuple[str, ...]]:
     seen: set[tuple[str, ...]] = set()
     words: list[tuple[str, ...]] = []
+    lengths = range(1, len(syllable_weights) + 1)
+    tries = 0
     while len(words) < n:
-        n_syllables = rng.choices((1, 2, 3, 4), weights=(3, 4, 2, 1))[0]
+        tries += 1
+        if tries > 200 * n + 10_000:
+            raise ValueError(
+                f"lexicon_size {n}: {len(consonants)} consonant(s), {len(vowels)} vowel(s) and "
+                f"up to {len(syllable_weights)} syllable(s) made only {len(words)} distinct "
+                "words; use a smaller lexicon, more phonemes or longer words"
+            )
+        n_syllables = rng.choices(lengths, weights=syllable_weights)[0]
         word: list[str] = []
         for _ in range(n_syllables):
-            word.append(rng.choice(_CONSONANTS))
-            word.append(rng.choice(_VOWELS))
+            word.append(rng.choice(consonants))
+            word.append(rng.choice(vowels))
             if rng.random() < 0.25:
-                word.append(rng.choice(_CONSONANTS))
+                word.append(rng.choice(consonants))
         key = tuple(word)
         if key not in seen:
             seen.add(key)

@@ -5,10 +5,11 @@
 `EXP_DIR/report.md` and `EXP_DIR/plots/*.png` (each atomically) and prints the report's path.
 
 The report holds: the experiment's settings and state (finished or interrupted, trial status
-counts); the best trial (config, key metrics); one table row per trial, best first by the
-objective; learning curves (the objective and a loss against step, a red x where ASHA stopped a
-trial); the objective against each hyperparameter; and the best model's cue x strategy table
-beside the transitional-probability baselines.
+counts, the GPU or CPU hours its trials took: summary.json's `compute`); the best trial (config,
+key metrics); one table row per trial, best first by the objective; learning curves (the objective
+and a loss against step, a red x where ASHA stopped a trial); the objective against each
+hyperparameter; and the best model's cue x strategy table beside the transitional-probability
+baselines.
 
 The summary is read leniently, because an interrupted experiment leaves partial trials: missing
 metrics, empty histories and None (NaN, as `seg_tune.sweep.results` writes it) are shown as "–" and
@@ -159,7 +160,33 @@ def _header(exp: ExperimentSummary) -> str:
         f"- **Data:** {_fmt(s.get('data'))}",
         f"- **State:** {state}; trials: {statuses}; {n_stopped} stopped early by ASHA",
     ]
+    if exp.compute:
+        lines.append(f"- **Compute:** {compute_line(exp.compute)}")
     return "\n".join(lines)
+
+
+def compute_line(compute: Mapping[str, Any]) -> str:
+    """summary.json's `compute` in words: the hours in all, then each phase's."""
+    unit = str(compute.get("unit") or "CPU")
+    parts = []
+    for phase, what, of in (("search", "search", "trials"), ("final", "final phase", "runs")):
+        entry = compute.get(phase)
+        if isinstance(entry, Mapping):
+            parts.append(
+                f"{what} {_hours(entry.get('hours'))} ({_fmt(entry.get('trials'))} {of}, "
+                f"{_fmt(entry.get('compute_s'))} s)"
+            )
+    per_trial = finite_number(compute.get("per_trial"))
+    held = f"{per_trial:g} {unit}" if per_trial is not None else "–"
+    return (
+        f"{_hours(compute.get('hours'))} {unit} hours: {'; '.join(parts)}; the trials' compute "
+        f"time (every attempt's, from Tune's results) x the {held} each trial holds"
+    )
+
+
+def _hours(value: Any) -> str:
+    number = finite_number(value)
+    return _DASH if number is None else f"{number:.3g}"
 
 
 _STATES = {
@@ -627,7 +654,7 @@ def final_section(exp: ExperimentSummary) -> str:
         f"The best {len(configurations)} configurations of the search, each retrained from "
         f"scratch with {seeds} seeds. Each model chose its cue x strategy row and cutoffs on "
         f"{_fmt(final.get('n_valid'))} validation utterances, and was then scored once on "
-        f"**{_fmt(final.get('test_data'))}** ({_fmt(final.get('n_test'))} utterances), which "
+        f"**{_fmt(final.get('test_data'))}** ({_test_size(final)}), which "
         "no trial of the search saw. Scores: mean ± the half-width of a 95% Student-t interval "
         "over seeds. Untrained: the same configuration and seed at step 0, scored the same way; "
         "gain: trained minus untrained, paired by seed.",
@@ -713,6 +740,18 @@ def final_section(exp: ExperimentSummary) -> str:
             ),
         ]
     return "\n".join(lines).rstrip()
+
+
+def _test_size(final: Mapping[str, Any]) -> str:
+    """How much of the test split was scored: its utterances, and phonemes (format 5)."""
+    size = f"{_fmt(final.get('n_test'))} utterances"
+    phonemes = finite_number(final.get("n_test_phonemes"))
+    if phonemes is not None:
+        size += f", {int(phonemes):,} phonemes"
+    sample = final.get("test_sample")
+    if isinstance(sample, Mapping) and sample.get("by") == "phonemes":
+        size += f": the first whole utterances holding at least {_fmt(sample.get('asked'))}"
+    return size
 
 
 def render_markdown(exp: ExperimentSummary, plots: Mapping[str, str]) -> str:

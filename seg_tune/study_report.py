@@ -6,9 +6,15 @@ One row per cell, for pandas and R (`study.csv`) and for reading (`report.md`):
 - how far it got (`outcome` of its summary, or "not started");
 - the search: trials, the best trial, its step and its objective on valid (what chose it);
 - the final phase, when the cell has one: test boundary F (BF), word-token F (WF) and lexicon
-  (type) F as the mean over the final runs' seeds with their 95% interval, the untrained
-  control's test BF and the gain over it (paired by seed), the best TP baseline on the same test
-  utterances and its BF, and the configuration's hyperparameters and steps.
+  (type) F as the mean over the final runs' seeds with their 95% interval, how many test
+  utterances and phonemes were scored (`study.eval_utterances` or `eval_phonemes`), the
+  untrained control's test BF and the gain over it (paired by seed), the best TP baseline on the
+  same test utterances and its BF, the cue x strategy row its runs chose on valid
+  (`cue/strategy`; with the share of seeds when they differ), and the configuration's
+  hyperparameters and steps;
+- the compute: GPU hours when the trials hold GPUs, else CPU hours (`gpu_hours` or
+  `cpu_hours`), of the search and final-phase trials together (summary.json's `compute`: each
+  trial's compute time x the GPUs or CPUs it holds).
 
 Test scores come from the final phase only: the search's numbers are on valid, which chose them.
 The plots: test BF per corpus or language (a marker per size, interval bars, the untrained
@@ -22,10 +28,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from seg_tune.checkpoint import atomic_write_text
 from seg_tune.errors import DataError
 from seg_tune.sweep.layout import StudyLayout
 from seg_tune.sweep.study import read_state
@@ -46,14 +54,19 @@ COLUMNS = (
     "valid_objective",
     *(f"test_{k}_{s}" for k in ("bf", "wf", "lf") for s in ("mean", "low", "high")),
     "test_runs",
+    "test_utterances",
+    "test_phonemes",
     "untrained_bf_mean",
     "gain_bf_mean",
     "gain_bf_low",
     "gain_bf_high",
     "tp_best",
     "tp_best_bf",
+    "chosen",
     "steps",
     "params",
+    "gpu_hours",
+    "cpu_hours",
 )
 TEST_BF_PNG = "test_bf.png"
 BF_BY_SIZE_PNG = "test_bf_by_size.png"
@@ -100,6 +113,7 @@ def _from_summary(summary: dict[str, Any]) -> dict[str, Any]:
         "valid_objective": finite_number(chosen.get(metric)) if metric else None,
         "steps": best.get("steps_trained"),
         "params": json.dumps(best.get("config") or {}, sort_keys=True) if best else None,
+        **_hours(summary.get("compute")),
     }
     final = summary.get("final") or {}
     configurations = final.get("configurations") or []
@@ -112,6 +126,9 @@ def _from_summary(summary: dict[str, Any]) -> dict[str, Any]:
         for stat in ("mean", "low", "high"):
             row[f"test_{short}_{stat}"] = finite_number(interval.get(stat))
     row["test_runs"] = (test.get(BF) or {}).get("n")
+    row["test_utterances"] = final.get("n_test")
+    row["test_phonemes"] = final.get("n_test_phonemes")
+    row["chosen"] = chosen_rows(top.get("runs") or [])
     row["untrained_bf_mean"] = finite_number(
         (((top.get("untrained") or {}).get("test") or {}).get(BF) or {}).get("mean")
     )
@@ -131,14 +148,38 @@ def _from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _hours(compute: Any) -> dict[str, float | None]:
+    """gpu_hours or cpu_hours of a summary's `compute` (format 5; older: neither)."""
+    if not isinstance(compute, dict):
+        return {}
+    unit = "gpu" if compute.get("unit") == "GPU" else "cpu"
+    return {f"{unit}_hours": finite_number(compute.get("hours"))}
+
+
+def chosen_rows(runs: Sequence[Any]) -> str | None:
+    """The cue x strategy rows final runs chose on valid, as `cue/strategy`; when the seeds
+    chose differently, each with its share, most chosen first ("a/spike (2/3); b/spike (1/3)")."""
+    rows = [
+        f"{c.get('cue')}/{c.get('strategy')}"
+        for run in runs
+        if isinstance(run, dict) and isinstance(c := run.get("chosen"), dict)
+    ]
+    if not rows:
+        return None
+    counts = Counter(rows).most_common()
+    if len(counts) == 1:
+        return counts[0][0]
+    return "; ".join(f"{row} ({n}/{len(rows)})" for row, n in counts)
+
+
 def write_study_report(root: Path) -> Path:
     """Write report.md, study.csv and plots/ in the study folder `root`; returns report.md."""
     layout = StudyLayout(Path(root))
     table = rows(layout.root)
     try:
         plots = _write_plots(layout, table)
-        _write_atomically(layout.csv, to_csv(table))
-        _write_atomically(layout.report, render_markdown(layout.name, table, plots))
+        atomic_write_text(layout.csv, to_csv(table))
+        atomic_write_text(layout.report, render_markdown(layout.name, table, plots))
     except OSError as exc:
         raise DataError(f"{root}: cannot write the study report: {exc}") from None
     return layout.report
@@ -167,6 +208,22 @@ def _interval(row: dict[str, Any], short: str) -> str:
     return f"{_num(mean)} [{_num(low)}, {_num(high)}]"
 
 
+def _sample(row: dict[str, Any]) -> str:
+    """The test sample scored: "2,000 u / 21,345 ph"."""
+    n, phonemes = row.get("test_utterances"), row.get("test_phonemes")
+    if n is None:
+        return "–"
+    return f"{n:,} u" + ("" if phonemes is None else f" / {phonemes:,} ph")
+
+
+def _hours_cell(row: dict[str, Any]) -> str:
+    for unit in ("gpu", "cpu"):
+        hours = finite_number(row.get(f"{unit}_hours"))
+        if hours is not None:
+            return f"{hours:.3g} {unit.upper()} h"
+    return "–"
+
+
 def render_markdown(name: str, table: Sequence[dict[str, Any]], plots: Sequence[str]) -> str:
     done = [r for r in table if r["outcome"] == "finished"]
     left = [r for r in table if r["outcome"] != "finished"]
@@ -174,21 +231,26 @@ def render_markdown(name: str, table: Sequence[dict[str, Any]], plots: Sequence[
         f"# Study {name}",
         "",
         f"{len(done)} of {len(table)} cells finished. Test scores are the final phase's (mean "
-        "over seeds [95% interval]); the search's objective is on valid, which chose the "
-        "model. `study.csv` holds the same rows for pandas or R.",
+        "over seeds [95% interval]) on the test sample (utterances / phonemes scored); the "
+        "search's objective is on valid, which chose the model; the chosen row is the cue/"
+        "strategy its final runs chose on valid. Hours: the search's and final phase's trials' "
+        "compute time x the GPUs (else CPUs) each holds. `study.csv` holds the same rows for "
+        "pandas or R.",
         "",
         "| cell | size | outcome | trials | valid objective | test BF | test WF | test LF | "
-        "untrained BF | gain BF | best TP (BF) | steps |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "test sample | untrained BF | gain BF | best TP (BF) | chosen row | steps | hours |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in table:
         size = "all" if r["size"] is None else f"{r['size']:,} {r['unit']}"
         tp = "–" if r["tp_best"] is None else f"{r['tp_best']} ({_num(r['tp_best_bf'])})"
+        chosen = "–" if r["chosen"] is None else f"`{r['chosen']}`"
         lines.append(
             f"| `{r['cell']}` | {size} | {r['outcome']} | {r['trials'] or '–'} | "
             f"{_num(r['valid_objective'])} | {_interval(r, 'bf')} | {_interval(r, 'wf')} | "
-            f"{_interval(r, 'lf')} | {_num(r['untrained_bf_mean'])} | "
-            f"{_num(r['gain_bf_mean'])} | {tp} | {r['steps'] or '–'} |"
+            f"{_interval(r, 'lf')} | {_sample(r)} | {_num(r['untrained_bf_mean'])} | "
+            f"{_num(r['gain_bf_mean'])} | {tp} | {chosen} | {r['steps'] or '–'} | "
+            f"{_hours_cell(r)} |"
         )
     if left:
         lines += [
@@ -262,9 +324,3 @@ def _write_plots(layout: StudyLayout, table: Sequence[dict[str, Any]]) -> list[s
         fig.savefig(layout.plots / BF_BY_SIZE_PNG, dpi=120)
         made.append(BF_BY_SIZE_PNG)
     return made
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    from seg_tune.checkpoint import atomic_write_text
-
-    atomic_write_text(path, text)

@@ -13,6 +13,7 @@ import yaml
 from test_run import _env, _results, _start
 
 from seg_tune.report import MODEL_MARKER_GID, learning_curves_figure
+from seg_tune.sweep.summary import FORMAT as SUMMARY_FORMAT
 from seg_tune.sweep.summary import read_experiment
 
 OVERFITTING = {  # as tests/test_train.py's overfitting_config: the best is well before the end
@@ -73,7 +74,7 @@ def test_a_trial_that_peaks_early_exports_its_best_step(tmp_path: Path) -> None:
     best_step = min(losses, key=lambda s: (losses[s], s))
     assert best_step < 120 and losses[120] > losses[best_step], f"no peak: {losses}"
 
-    assert summary["format"] == 4 and summary["scope"] == "best"
+    assert summary["format"] == SUMMARY_FORMAT and summary["scope"] == "best"
     assert trial["best"]["step"] == best_step and trial["steps_trained"] == 120
     assert trial["best"]["metrics"]["valid_loss"] == pytest.approx(losses[best_step])
     assert trial["metrics"]["valid_loss"] == pytest.approx(losses[120])  # the last, as before

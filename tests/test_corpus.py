@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import datasets
@@ -9,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from seg_tune.config import ModelConfig, RunConfig, load_run_config, validate
+from seg_tune import corpus
+from seg_tune.config import DataSource, ModelConfig, RunConfig, load_run_config, validate
 from seg_tune.corpus import (
     Utterance,
     load_hf,
@@ -145,6 +147,66 @@ def test_synthetic_corpus_is_seeded_zipfian_and_varied() -> None:
     assert freqs[0] > 10 * freqs[len(freqs) // 2]  # a long-tailed word distribution
     assert {len(u.words) for u in a} >= {1, 2, 3, 4}
     assert len({len(w) for w in counts}) >= 4  # words of varied lengths
+
+
+def test_a_synthetic_language_has_its_own_inventory_and_word_lengths() -> None:
+    """`consonants`, `vowels` and `syllable_weights` make another "language": only its phonemes,
+    its word lengths, and the default corpus unchanged by the options' existence."""
+
+    source = DataSource(
+        kind="synthetic",
+        n_utterances=2000,
+        seed=3,
+        lexicon_size=100,
+        consonants=("k", "ʁ", "ŋ", "ts"),
+        vowels=("a", "ɛ"),
+        syllable_weights=(0, 0, 1, 1),  # 3 or 4 syllables
+    )
+    utts = source.load()
+    assert utts == source.load()  # seeded
+    words = {w for u in utts for w in u.words}
+    assert {p for w in words for p in w} == {"k", "ʁ", "ŋ", "ts", "a", "ɛ"}
+    syllables = {sum(p in ("a", "ɛ") for p in w) for w in words}  # one vowel per syllable
+    assert syllables == {3, 4}
+    default = synthetic_corpus(2000, seed=3, lexicon_size=100)
+    assert {p for u in default for w in u.words for p in w} <= {
+        *corpus.SYNTHETIC_CONSONANTS,
+        *corpus.SYNTHETIC_VOWELS,
+    }
+    assert (
+        default == DataSource(kind="synthetic", n_utterances=2000, seed=3, lexicon_size=100).load()
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"vowels": ["a", "a"]}, "vowels ['a', 'a']: give distinct phonemes"),
+        ({"consonants": ["k t"]}, "consonants ['k t']: give distinct phonemes"),
+        ({"consonants": ["UTT_BOUNDARY"]}, "no boundary or special token"),
+        ({"syllable_weights": [0, 0]}, "syllable_weights [0.0, 0.0]: the weights"),
+        ({"syllable_weights": [1, -1]}, "non-negative"),
+    ],
+)
+def test_a_bad_synthetic_inventory_is_refused_naming_the_key(fields, expected) -> None:  # type: ignore[no-untyped-def]
+
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        DataSource(kind="synthetic", **fields)
+
+
+def test_an_inventory_on_a_file_source_or_too_small_for_its_lexicon_is_refused(
+    tmp_path: Path,
+) -> None:
+
+    path = tmp_path / "c.txt"
+    write_tagged(path, synthetic_corpus(5))
+    with pytest.raises(ValueError, match="vowels make a synthetic language: kind 'tagged'"):
+        DataSource(kind="tagged", path=str(path), vowels=("a",))
+    tiny = DataSource(
+        kind="synthetic", consonants=("k",), vowels=("a",), syllable_weights=(1,), lexicon_size=5
+    )
+    with pytest.raises(ConfigError, match=r"lexicon_size 5: 1 consonant\(s\), 1 vowel\(s\)"):
+        tiny.load()
 
 
 def test_tokenizer_round_trip(tmp_path: Path) -> None:

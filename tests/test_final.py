@@ -21,8 +21,9 @@ from conftest import REPO
 from test_run import _env, _start, _stop_and_check, _wait_for
 from wandb_files import offline_runs
 
-from seg_tune.corpus import synthetic_corpus, write_tagged
+from seg_tune.corpus import load_tagged, synthetic_corpus, write_tagged
 from seg_tune.metrics import SCORE_KEYS
+from seg_tune.sweep.summary import FORMAT as SUMMARY_FORMAT
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -57,6 +58,34 @@ def _final_trials(exp: Path) -> list[Path]:
     return sorted((exp / "final" / "tune").glob("trial_*"))
 
 
+def _check_compute(exp: Path, summary: dict) -> None:
+    """summary.json's compute: each trial's is the sum of Tune's time_this_iter_s over every
+    result of every attempt (a final run stopped and resumed counts the steps it recomputed,
+    which Tune's time_total_s, restarted from the checkpoint's value, leaves out); CPU hours =
+    seconds x the 1 CPU a trial holds / 3600, per phase and in all."""
+    compute = summary["compute"]
+    assert (compute["unit"], compute["per_trial"]) == ("CPU", 1)
+    search = {t["trial_id"]: t["compute_s"] for t in summary["trials"]}
+    for trial_id, seconds in search.items():
+        results = _results(exp / "tune" / f"trial_{trial_id}")
+        assert seconds > 0 and seconds == pytest.approx(sum(r["time_this_iter_s"] for r in results))
+    assert compute["search"] == {
+        "trials": len(search),
+        "compute_s": pytest.approx(sum(search.values())),
+        "hours": pytest.approx(sum(search.values()) / 3600),
+    }
+    runs = summary["final"]["compute"]["runs"]
+    assert sorted(runs) == ["r1-s1", "r1-s2", "r2-s1", "r2-s2"]
+    for t in _final_trials(exp):
+        results = _results(t)
+        seconds = runs[results[-1]["config"]["final_run"]]
+        assert seconds > 0 and seconds == pytest.approx(sum(r["time_this_iter_s"] for r in results))
+        assert seconds >= results[-1]["time_total_s"] - 1e-6  # Tune's figure: the lineage
+    assert compute["final"]["trials"] == 4
+    assert compute["final"]["compute_s"] == pytest.approx(sum(runs.values()))
+    assert compute["hours"] == pytest.approx((sum(search.values()) + sum(runs.values())) / 3600)
+
+
 @pytest.fixture
 def final_space(tmp_path: Path) -> tuple[Path, Path]:
     utts = synthetic_corpus(2000, seed=0)
@@ -68,7 +97,8 @@ def final_space(tmp_path: Path) -> tuple[Path, Path]:
         "train": {"kind": "tagged", "path": str(train)},
         "test": {"kind": "tagged", "path": str(test)},
     }
-    doc["final"] = {"top_k": 3, "seeds": 3}  # --smoke: 2 x 2
+    # --smoke: 2 x 2, and a sample of at most 1,000 phonemes
+    doc["final"] = {"top_k": 3, "seeds": 3, "test_phonemes": 5000}
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(doc))
     return space, test
@@ -135,9 +165,15 @@ def test_final_phase_scores_on_a_test_split_the_search_never_opened_and_resumes(
     # the summary's final section: every run scored, intervals over 2 seeds, the controls
     summary = json.loads((exp / "summary.json").read_text())
     final = summary["final"]
-    assert summary["format"] == 4 and final["outcome"] == "finished", final.get("outcome")
+    assert summary["format"] == SUMMARY_FORMAT and final["outcome"] == "finished", final
     assert final["n_runs"] == 4 and final["n_scored"] == 4
-    assert final["n_test"] == 200, "--smoke scores 200 test utterances"
+    # the test sample: the first whole test utterances holding 1,000 phonemes (--smoke's cap)
+    lengths = [len(u) for u in load_tagged(test_file)]
+    n = next(i for i in range(1, len(lengths) + 1) if sum(lengths[:i]) >= 1000)
+    assert (final["n_test"], final["n_test_phonemes"]) == (n, sum(lengths[:n])), final
+    assert final["test_sample"] == {"by": "phonemes", "asked": 1000}
+    assert all(r["n_test"] == n for c in final["configurations"] for r in c["runs"])
+    _check_compute(exp, summary)
     assert [c["rank"] for c in final["configurations"]] == [1, 2]
     for c in final["configurations"]:
         assert len(c["runs"]) == 2 and len(c["untrained"]["runs"]) == 2
@@ -165,9 +201,12 @@ def test_final_phase_scores_on_a_test_split_the_search_never_opened_and_resumes(
     # the report leads with the test results; the terminal quotes test BF with its interval
     report = (exp / "report.md").read_text()
     assert report.index("## Test results (final phase)") < report.index("used for selection")
+    assert f"{n} utterances, {sum(lengths[:n]):,} phonemes" in report
+    assert "- **Compute:** " in report and " CPU hours: search " in report
     assert (exp / "plots" / "final_test_bf.png").is_file()
     last = out.strip().splitlines()[-1]
     assert "test BF" in last and "±" in last and "95% CI over 2 seeds" in last, last
+    assert f"{n} test utterances, {sum(lengths[:n]):,} phonemes" in last, last
 
     # wandb: one run per final trial, grouped as <experiment>-final
     runs = offline_runs(exp / "final" / "wandb")

@@ -531,6 +531,15 @@ def test_killed_train_worker_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert any(r["resumed_from_step"] >= step > 0 for r in history), [
         r["resumed_from_step"] for r in history
     ]
+    # Tune's time_total_s starts again from 0 in the retried attempt (Tune holds no checkpoint
+    # of a Ray Train trial), so summary.json's compute_s sums every result's time_this_iter_s
+    retried = next(r for r in history if r["resumed_from_step"] > 0)
+    assert retried["time_total_s"] == pytest.approx(retried["time_this_iter_s"])
+    assert trial["compute_s"] == pytest.approx(sum(r["time_this_iter_s"] for r in history))
+    assert trial["compute_s"] > history[-1]["time_total_s"] + 0.5
+    compute = summary["compute"]
+    assert (compute["unit"], compute["per_trial"]) == ("CPU", 2)  # 2 workers x 1 CPU
+    assert compute["hours"] == pytest.approx(2 * trial["compute_s"] / 3600)
 
 
 @pytest.mark.parametrize(

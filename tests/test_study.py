@@ -41,6 +41,8 @@ def test_the_smoke_study_makes_one_cell_per_corpus_and_size() -> None:
         "synth-a-2kw",
         "synth-b-1kw",
         "synth-b-2kw",
+        "childes-en-1kw",
+        "childes-en-2kw",
     ]
     by_name = {c.name: c for c in study.cells}
     cell = by_name["synth-b-2kw"]
@@ -167,11 +169,9 @@ def test_a_study_runs_its_cells_on_one_cluster_stops_and_resumes(tmp_path: Path)
 
     def with_childes(doc: dict) -> None:
         corpora = doc["study"]["corpora"]
-        del corpora["synth-b"]
-        corpora["childes-en"] = {
-            "train": {"kind": "tagged", "path": str(train), "max_utterances": 2000},
-            "test_fraction": 0.1,
-        }
+        del corpora["synth-b"]  # 4 cells are enough here
+        assert corpora["childes-en"]["train"]["max_utterances"] == 2000
+        corpora["childes-en"]["train"]["path"] = str(train)
 
     study = _study_file(tmp_path, with_childes)
     storage, log = tmp_path / "results", tmp_path / "study.log"
@@ -200,7 +200,14 @@ def test_a_study_runs_its_cells_on_one_cluster_stops_and_resumes(tmp_path: Path)
     for name in set(first) - set(done):
         cell_log = StudyLayout(root).cell_log(name).read_text()
         if first[name]["exit"] == 3:  # stopped mid-way: resumed inside itself
-            assert "resuming experiment" in cell_log, cell_log[-3000:]
+            first_run, second_run = cell_log.split("seg_tune.run: stopped", 1)
+            if "starting experiment" in first_run:
+                assert "resuming experiment" in second_run, cell_log[-3000:]
+            else:  # stopped while it started up: nothing to resume
+                assert second_run.startswith(" (a signal) before the sweep started"), cell_log
+    for name in first:  # each cell's folder holds its own experiment's trials only
+        prefixes = {d.name.split("_")[1] for d in (root / name / "tune").glob("trial_*")}
+        assert len(prefixes) == 1, (name, prefixes)
     rows = list(csv.DictReader(StudyLayout(root).csv.open()))
     assert sorted(r["cell"] for r in rows) == [
         "childes-en-1kw",
@@ -231,6 +238,48 @@ def test_a_study_runs_its_cells_on_one_cluster_stops_and_resumes(tmp_path: Path)
     )
     assert rebuilt.returncode == 0 and rebuilt.stdout.strip() == str(StudyLayout(root).report)
     assert StudyLayout(root).report.read_text() == report
+
+
+def test_each_driver_stages_its_tune_files_in_a_folder_of_its_own(tmp_path: Path) -> None:
+    """Tune stages a driver's files in <session>/artifacts/<timestamp>/tune/ (to the second):
+    two cell drivers starting within a second shared it and copied each other's experiment
+    state into their folders (a resumed cell then restored another cell's trials). The staging
+    timestamp carries the driver's process id, in a new Tuner's context as in Tune's own."""
+    import os
+
+    from ray.train._internal.storage import StorageContext
+
+    from seg_tune.sweep.tuner import own_staging_folder
+
+    own_staging_folder()
+    own_staging_folder()  # idempotent: one suffix
+    context = StorageContext(storage_path=str(tmp_path), experiment_dir_name="tune")
+    assert context._timestamp.endswith(f"_pid{os.getpid()}")
+    assert context._timestamp.count("_pid") == 1
+
+
+def test_a_stop_passed_on_while_a_cell_driver_starts_up_is_not_lost(tmp_path: Path) -> None:
+    """A cell driver starts with SIGUSR1 blocked (as the study starts it): a stop passed on
+    50 ms after its start, long before Python has imported anything, waits for main() and
+    ends it with exit 3 (without the mask: SIGUSR1's default action, exit -10)."""
+    import time
+
+    from seg_tune.cli.study import _block_usr1
+
+    space, storage = REPO / "search_spaces" / "smoke.yaml", tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seg_tune.run", space, "--storage", storage],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_block_usr1,
+    )
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out[-2000:]
+    assert "stopped (a signal) before the sweep started" in out
 
 
 def _ipa_childes_like(folder: Path, utterances: list[list[list[str]]]) -> None:

@@ -10,6 +10,10 @@ from collections.abc import Callable
 
 from seg_tune.errors import ConfigError, SegTuneError
 
+# The drivers' exit statuses (`seg-tune run` on a space file or a study; the batch script reads
+# them): every trial (cell) finished, some failed, bad input, stopped (resumable).
+EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+
 
 def run_cli(run: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
     """Run a command's body; a user error becomes one `error: ...` line and its exit status."""

@@ -55,7 +55,7 @@ def read_data(spec: Any) -> Any:
 
     first, *others = spec.data_configs()
     if first.has_test:
-        check_test_split(first, final=bool(spec.final.enabled))
+        check_test_split(first, final=spec.final)
     corpus = prepare_corpus(first)
     for data in others:
         data.load()
@@ -79,15 +79,33 @@ def read_data(spec: Any) -> Any:
     return corpus
 
 
-def check_test_split(data: Any, *, final: bool) -> None:
-    """Refuse (ConfigError, exit 2) a test split that overlaps train or valid; say its size."""
+def check_test_split(data: Any, *, final: Any) -> None:
+    """Refuse (ConfigError, exit 2) a test split that overlaps train or valid, or that holds
+    fewer phonemes than the final phase's sample asks for (`final`: the spec's FinalSection,
+    `final.test_phonemes`); say its size, and the sample the final phase will score."""
     splits = data.load_splits()
     data.refuse_overlap(splits)
-    until = "until the final phase" if final else "(final.enabled is false: nothing scores on it)"
+    where = data.describe_test(splits)
+    phonemes = sum(len(u) for u in splits.test)
+    if not final.enabled:
+        until = "(final.enabled is false: nothing scores on it)"
+    else:
+        sample = final.test_sample(splits.test, where)  # ConfigError when too few phonemes
+        until = "until the final phase"
+        if final.test_utterances and len(sample) < final.test_utterances:
+            print(
+                f"seg_tune.run: warning: final.test_utterances {final.test_utterances:,}, but "
+                f"the test split has {len(splits.test):,}: the final phase scores all of them",
+                flush=True,
+            )
+        elif final.test_utterances or final.test_phonemes:
+            until += (
+                f" (which scores its first {len(sample):,} utterances, "
+                f"{sum(len(u) for u in sample):,} phonemes)"
+            )
     print(
-        f"seg_tune.run: test split: {len(splits.test):,} utterances "
-        f"({data.describe_test(splits)}), held out "
-        f"{until}; no trial reads it",
+        f"seg_tune.run: test split: {len(splits.test):,} utterances ({where}), {phonemes:,} "
+        f"phonemes, held out {until}; no trial reads it",
         flush=True,
     )
 

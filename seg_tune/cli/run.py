@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from seg_tune.checkpoint import atomic_write_text
-from seg_tune.cli.common import ArgumentParser
+from seg_tune.cli.common import (
+    EXIT_FAILED,
+    EXIT_FINISHED,
+    EXIT_STOPPED,
+    ArgumentParser,
+)
 from seg_tune.cli.prepare import (
     ray_environment,
     read_data,
@@ -43,8 +48,6 @@ from seg_tune.sweep import cluster as local_cluster
 from seg_tune.sweep.disk import FULL_ERRNOS, StorageWatch, full_disk_line, shortage
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.lock import ExperimentLock
-
-EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
 
 def _add_host_argument(parser: argparse.ArgumentParser) -> None:
@@ -363,6 +366,9 @@ def _stop_before_the_sweep(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, _stop_before_the_sweep)  # (its default would kill us)
     try:
+        # a study starts its cell drivers with SIGUSR1 blocked (`seg_tune.cli.study`): a stop
+        # sent while this process started up is taken here
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
         return run(parse_args(argv))
     except SegTuneError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -377,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"error: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
         return EXIT_FAILED
+    finally:
+        # done: a stop that comes now (a study passing on Ctrl-C as this driver exits) changes
+        # nothing, and at exit Python would give SIGUSR1 back its default action (exit -10)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

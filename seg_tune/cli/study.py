@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any
 
+from seg_tune.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_FINISHED, EXIT_STOPPED
 from seg_tune.cli.prepare import (
     ray_environment,
     read_data,
@@ -36,7 +37,6 @@ from seg_tune.sweep.layout import StudyLayout
 from seg_tune.sweep.lock import ExperimentLock
 from seg_tune.sweep.study import STUDY_FORMAT, Cell, Study, read_state, write_state
 
-EXIT_FINISHED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 _POLL_S = 1.0
 
 
@@ -101,6 +101,7 @@ def _run_cells(
             "value": cell.value,
             "size": cell.size,
             "exit": old.get("exit"),
+            "started_at": old.get("started_at"),
             "ended_at": old.get("ended_at"),
         }
     write_state(layout, state)
@@ -117,17 +118,19 @@ def _run_cells(
     )
     running: dict[str, subprocess.Popen] = {}
     signals: list[int] = []
+    told: set[str] = set()  # the cells whose drivers were passed the first stop
 
     def forward(signum: int, frame: Any) -> None:
-        # The first stop reaches each cell driver as SIGUSR1, the graceful stop that never
-        # counts as a second signal: under SLURM, scancel or a requeue also sends every process
-        # of the job SIGTERM itself, and a second SIGINT/SIGTERM makes a driver stop at once.
-        # A second stop here (a second Ctrl-C) is passed on as SIGINT: stop at once.
+        # The first stop reaches each cell driver as SIGUSR1 (from the loop below, so that a
+        # cell being started meanwhile is not missed), the graceful stop that never counts as a
+        # second signal: under SLURM, scancel or a requeue also sends every process of the job
+        # SIGTERM itself, and a second SIGINT/SIGTERM makes a driver stop at once. A second stop
+        # here (a second Ctrl-C) is passed on at once as SIGINT: stop at once.
         signals.append(signum)
-        passed = signal.SIGUSR1 if len(signals) == 1 else signal.SIGINT
-        for proc in running.values():
-            if proc.poll() is None:
-                os.kill(proc.pid, passed)
+        if len(signals) > 1:
+            for proc in running.values():
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGINT)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, forward)
@@ -137,19 +140,25 @@ def _run_cells(
             while pending and len(running) < at_once and not signals:
                 cell = pending.pop(0)
                 running[cell.name] = _start_cell(args, study, layout, cell, address)
+                records[cell.name].update(started_at=_now(), ended_at=None)
+                write_state(layout, state)
                 print(
                     f"seg_tune.run: cell {cell.name} started (log: {layout.cell_log(cell.name)})",
                     flush=True,
                 )
             if signals and not running:
                 break
+            for name, proc in running.items() if signals else ():
+                if name not in told and proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGUSR1)
+                    told.add(name)
             time.sleep(_POLL_S)
             for name, proc in list(running.items()):
                 if (code := proc.poll()) is None:
                     continue
                 del running[name]
                 codes[name] = code
-                records[name].update(exit=code, ended_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                records[name].update(exit=code, ended_at=_now())
                 write_state(layout, state)
                 print(
                     f"seg_tune.run: cell {name} {_ENDED.get(code, 'ended')} (exit {code})",
@@ -161,6 +170,7 @@ def _run_cells(
                 os.kill(proc.pid, signal.SIGTERM)
                 proc.wait()
         ray.shutdown()
+    report_failed = False
     if not args.no_report:
         from seg_tune.study_report import write_study_report
 
@@ -168,8 +178,8 @@ def _run_cells(
             print(f"seg_tune.run: study report: {write_study_report(layout.root)}", flush=True)
         except (SegTuneError, OSError) as exc:
             print(f"seg_tune.run: FAILED after the study: the report: {exc}", flush=True)
-            codes.setdefault("<report>", EXIT_FAILED)
-    return _study_line(layout, cells, records, codes, signals)
+            report_failed = True
+    return _study_line(layout, cells, records, codes, signals, report_failed)
 
 
 _ENDED = {0: "finished", 1: "failed", 2: "refused to start", 3: "stopped"}
@@ -196,14 +206,22 @@ def _start_cell(
     log = layout.cell_log(cell.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        # its own session: a Ctrl-C in the terminal reaches the study's driver, which passes it on
+        # its own session: a Ctrl-C in the terminal reaches the study's driver, which passes it
+        # on. SIGUSR1 starts blocked (the mask survives exec): a stop passed on while the driver
+        # still starts up waits until its main() can take it (`seg_tune.cli.run.main`), where
+        # SIGUSR1's default action would have killed it (exit -10, nothing saved).
         return subprocess.Popen(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_block_usr1,
         )
+
+
+def _block_usr1() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
 
 def _study_line(
@@ -212,6 +230,7 @@ def _study_line(
     records: dict[str, dict[str, Any]],
     codes: dict[str, int],
     signals: list[int],
+    report_failed: bool,
 ) -> int:
     finished = [c.name for c in cells if records[c.name]["exit"] == EXIT_FINISHED]
     left = [c.name for c in cells if c.name not in finished]
@@ -224,7 +243,7 @@ def _study_line(
             flush=True,
         )
         return EXIT_STOPPED
-    if not left and EXIT_FAILED not in codes.values():
+    if not left and EXIT_FAILED not in codes.values() and not report_failed:
         print(f"seg_tune.run: study done. {account}; report: {layout.report}", flush=True)
         return EXIT_FINISHED
     print(
@@ -233,3 +252,9 @@ def _study_line(
         flush=True,
     )
     return EXIT_BAD_INPUT if EXIT_BAD_INPUT in codes.values() else EXIT_FAILED
+
+
+def _now() -> str:
+    """study.json's times: local time to the millisecond (the study bench measures with them)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"

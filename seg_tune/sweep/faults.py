@@ -10,8 +10,9 @@ went without notice often shows first as `ActorUnavailableError`, and then the G
 whether the actor's node is still alive. Tune 2.60 already leaves preempted errors out of a
 trial's failure count (`Trial._handle_ray_actor_error`); `count_node_losses_apart` extends that
 to every node death (wrapping `Trial.handle_error`: a trial's own actor error, or a Ray Train
-trial's worker group error that carries a worker's), in the driver, up to `failure.max_node_losses` losses per trial in one driver run (a trial that
-keeps taking nodes down is then counted as failing). The trial is retried from its latest
+trial's worker group error that carries a worker's), in the driver, up to
+`failure.max_node_losses` losses per trial in one driver run (a trial that keeps taking nodes
+down is then counted as failing). The trial is retried from its latest
 checkpoint on a node that is left, and its error file still records the loss (summary.json
 lists it with `node_lost: true`).
 """

@@ -15,12 +15,17 @@ data has a test split), in four resumable steps:
    on the objective (scope best; its last for scope last), and its untrained control (the same
    configuration and seed at step 0), choose their cue x strategy row and cutoffs on the
    validation split only and are scored once on the test split (`segment.held_out_scores`);
-   the TP and simple baselines are scored on the same test utterances. Each score is written to
+   the TP and simple baselines are scored on the same test utterances. The test utterances
+   are the split's first `final.test_utterances`, or its first whole utterances whose phonemes
+   add up to at least `final.test_phonemes` (the shortest such prefix; a split with fewer is
+   refused before Ray starts), or all of it (`seg_tune.sweep.spec.sample_test`); summary.json
+   says how many utterances (`n_test`) and phonemes (`n_test_phonemes`). Each score is written to
    `final/scores/` as soon as it is made (atomically), so that a rerun does not redo it.
 4. **Numbers.** `section()` is summary.json's `final`: per configuration its runs, and for each
    of the 12 scores the mean, sd and 95% Student-t interval over seeds on test; the untrained
    control the same way; the gain over it (paired by seed); the baselines; the best final model
-   by validation (which `best_model/` holds).
+   by validation (which `best_model/` holds); each run's trial compute seconds (`compute`, for
+   the summary's GPU or CPU hours).
 
 The test split is read only here (step 3), and by the driver's overlap check before the search.
 """
@@ -107,20 +112,27 @@ def saved_plan(layout: Layout, spec: Any, trials: Sequence[TrialRecord]) -> list
 
 @dataclass
 class _Splits:
-    """The validation and test utterances of each data config, read once per phase."""
+    """The validation and test utterances of each data config, read once per phase: the test
+    sample is `final.test_utterances` or `final.test_phonemes` of the split
+    (`seg_tune.sweep.spec.sample_test`)."""
 
     valid_n: int
     test_n: int | None
     cache: dict[str, tuple[list, list, str]] = field(default_factory=dict)
+    test_phonemes: int | None = None
 
     def of(self, cfg: Any) -> tuple[list, list, str]:
+        from seg_tune.sweep.spec import sample_test
+
         key = cfg.data.model_dump_json()
         if key not in self.cache:
             splits = cfg.data.load_splits()
             if not splits.test:
                 raise ValueError("the final phase needs a test split; the data has none")
-            test = splits.test[: self.test_n] if self.test_n else splits.test
             where = cfg.data.describe_test(splits)
+            test = sample_test(
+                splits.test, utterances=self.test_n, phonemes=self.test_phonemes, where=where
+            )
             self.cache[key] = (splits.valid[: self.valid_n], test, where)
         return self.cache[key]
 
@@ -153,7 +165,7 @@ def _score_model(model: Any, tokenizer: Any, cfg: Any, splits: _Splits) -> dict[
         metric=SELECTION_METRIC,
         type_key=cfg.score.type_key,
     )
-    return {**scores, "test_data": test_data}
+    return {**scores, "test_data": test_data, "n_test_phonemes": sum(len(u) for u in test)}
 
 
 def score_run(
@@ -279,8 +291,11 @@ def section(
     search_values: dict[str, float | None],
     outcome: str,
     failed: Sequence[str] = (),
+    sample: dict[str, Any] | None = None,
+    compute: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
-    """summary.json's `final` section (schema: `seg_tune.sweep.summary`)."""
+    """summary.json's `final` section (schema: `seg_tune.sweep.summary`). `sample`: the test
+    sample's rule (`sample_rule`); `compute`: each run's trial compute seconds, by run key."""
     ranks = sorted({r.rank for r in runs})
     configurations = [
         _configuration(k, [r for r in runs if r.rank == k], trained, untrained) for k in ranks
@@ -302,7 +317,15 @@ def section(
             "selection_metric": SELECTION_METRIC,
             "test_data": any_run.get("test_data") if any_run else None,
             "n_test": any_run.get("n_test") if any_run else None,
+            "n_test_phonemes": any_run.get("n_test_phonemes") if any_run else None,
+            "test_sample": sample,
             "n_valid": any_run.get("n_valid") if any_run else None,
+            "compute": None
+            if compute is None
+            else {
+                "compute_s": sum(v for v in compute.values() if v is not None),
+                "runs": dict(compute),
+            },
             "configurations": configurations,
             "baselines": baselines,
             "best": None
@@ -322,6 +345,16 @@ def section(
         },
         finite=True,
     )
+
+
+def sample_rule(final: Any) -> dict[str, Any]:
+    """How a `FinalSection` draws the test sample: {"by": "phonemes", "utterances" or "all",
+    "asked": the number asked for, or None}."""
+    if final.test_phonemes is not None:
+        return {"by": "phonemes", "asked": final.test_phonemes}
+    if final.test_utterances is not None:
+        return {"by": "utterances", "asked": final.test_utterances}
+    return {"by": "all", "asked": None}
 
 
 # --------------------------------------------------------------------------- the phase
@@ -367,6 +400,8 @@ def run_phase(
     ended = all(mine.get(k) is not None and mine[k].status in DONE_STATUSES for k in by_key)
     trained: dict[str, dict] = {}
     untrained: dict[str, dict] = {}
+    sample = sample_rule(spec.final)
+    compute = {k: mine[k].compute_s if k in mine else None for k in by_key}
 
     def stopped() -> FinalPhase:  # what is scored so far is kept in final/scores/
         out = section(
@@ -377,12 +412,18 @@ def run_phase(
             mode=e.mode,
             search_values=search_values,
             outcome="stopped",
+            sample=sample,
+            compute=compute,
         )
         return FinalPhase(out, None, failed, True)
 
     if interrupted() or not ended:
         return stopped()
-    splits = _Splits(spec.final.valid_utterances, spec.final.test_utterances)
+    splits = _Splits(
+        spec.final.valid_utterances,
+        spec.final.test_utterances,
+        test_phonemes=spec.final.test_phonemes,
+    )
     for run in runs:
         record = mine[run.key]
         if (
@@ -405,6 +446,8 @@ def run_phase(
         search_values=search_values,
         outcome="failed" if failed else "finished",
         failed=[f"{t.trial_id}: {t.error}" for t in failed],
+        sample=sample,
+        compute=compute,
     )
     best = out["best"]
     checkpoint = None
@@ -428,8 +471,10 @@ def headline(final: dict[str, Any]) -> str | None:
     ci = f" ± {half:.3f}" if half is not None else ""
     gain = (top.get("gain") or {}).get(SELECTION_METRIC) or {}
     more = f", {gain['mean']:+.3f} over untrained" if gain.get("mean") is not None else ""
+    phonemes = final.get("n_test_phonemes")
+    of = f", {phonemes:,} phonemes" if isinstance(phonemes, int) else ""
     return (
         f"final configuration #{top['rank']} (search trial {top['search_trial_id']}): test BF "
         f"{bf['mean']:.3f}{ci} (mean, 95% CI over {bf['n']} seeds{more}; row and cutoffs chosen "
-        f"on valid; {final.get('n_test')} test utterances)"
+        f"on valid; {final.get('n_test')} test utterances{of})"
     )

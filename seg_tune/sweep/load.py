@@ -512,7 +512,13 @@ SMOKE_SUFFIX = "-smoke"  # of a smoke run's experiment name
 SMOKE_UTTERANCES = 1500
 SMOKE_VALID_UTTERANCES = 300
 # the final phase of a smoke run: 2 configurations x 2 seeds, scored on few utterances
-SMOKE_FINAL = {"top_k": 2, "seeds": 2, "valid_utterances": 200, "test_utterances": 200}
+SMOKE_FINAL = {
+    "top_k": 2,
+    "seeds": 2,
+    "valid_utterances": 200,
+    "test_utterances": 200,
+    "test_phonemes": 1000,  # a sample by phonemes stays one (about 80 utterances)
+}
 # Caps on searched values in a smoke run (small model, short context, small evaluations).
 SMOKE_CAPS: dict[str, float] = {
     "model.n_layer": 2,
@@ -571,11 +577,14 @@ def smoke(spec: ExperimentSpec) -> ExperimentSpec:
         top_k=min(final["top_k"], SMOKE_FINAL["top_k"]),
         seeds=min(final["seeds"], SMOKE_FINAL["seeds"]),
         valid_utterances=min(final["valid_utterances"], SMOKE_FINAL["valid_utterances"]),
-        test_utterances=min(
+    )
+    if final.get("test_phonemes") is not None:
+        final["test_phonemes"] = min(final["test_phonemes"], SMOKE_FINAL["test_phonemes"])
+    else:
+        final["test_utterances"] = min(
             final["test_utterances"] or SMOKE_FINAL["test_utterances"],
             SMOKE_FINAL["test_utterances"],
-        ),
-    )
+        )
     if final["steps"] is not None:
         final["steps"] = min(final["steps"], SMOKE_STEPS)
     doc["space"] = _smoke_space(spec.space, grid)

@@ -22,7 +22,13 @@ from seg_tune.metrics import ci_keys
 from seg_tune.sweep import summary, trial_log
 from seg_tune.sweep.faults import text_is_node_loss
 from seg_tune.sweep.layout import Layout
-from seg_tune.sweep.summary import HISTORY_KEYS, TrialRecord, best_trial, results_by_step
+from seg_tune.sweep.summary import (
+    HISTORY_KEYS,
+    TrialRecord,
+    best_trial,
+    compute_seconds,
+    results_by_step,
+)
 from seg_tune.sweep.values import plain
 
 
@@ -145,6 +151,7 @@ def collect_trials(layout: Layout, metric: str) -> list[TrialRecord]:
                 checkpoint_dir=str(checkpoint) if checkpoint else None,
                 best_checkpoint_dir=str(best) if best else None,
                 stopped_at_step=stopped.get(trial.trial_id),
+                compute_s=compute_seconds(trial_dir / "result.json") if trial_dir else None,
                 **_error_of(trial, trial_dir, layout.trial_log(trial.trial_id)),
             )
         )
@@ -199,13 +206,16 @@ def _error_of(trial: Any, trial_dir: Path | None, log: Path) -> dict[str, Any]:
     path = trial_dir / name if trial_dir is not None else None
     text = path.read_text("utf-8", errors="replace") if path and path.is_file() else None
     failures = failure_history(text) if text else []
+    *attempts, last = trial_log.tails(log, [f["at"] for f in failures] + [None])
     found: dict[str, Any] = {
-        "failures": [{**f, "log_tail": trial_log.tail(log, f["at"])} for f in failures]
+        "failures": [{**f, "log_tail": t} for f, t in zip(failures, attempts, strict=True)]
     }
     if str(trial.status) != "ERROR":
         return found
-    at = failures[-1]["at"] if failures else None
-    found |= {"error_log": str(log) if log.is_file() else None, "log_tail": trial_log.tail(log, at)}
+    found |= {
+        "error_log": str(log) if log.is_file() else None,
+        "log_tail": attempts[-1] if attempts else last,  # the attempt that failed for good
+    }
     if text is None:
         return {**found, "error": "unknown error (Tune wrote no error file)", "error_file": None}
     return {**found, "error": error_reason(text), "error_file": str(path)}

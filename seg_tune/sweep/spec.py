@@ -10,16 +10,20 @@ import copy
 import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from seg_tune.config import DataConfig, RunConfig, ScoreConfig, Strict, validate, with_dotted
+from seg_tune.errors import ConfigError
 from seg_tune.sweep.distributions import Distribution
 from seg_tune.sweep.rungs import rung_steps
 from seg_tune.sweep.values import flatten
+
+if TYPE_CHECKING:
+    from seg_tune.corpus import Utterance
 
 FORMAT = "seg_tune.search_space/1"  # of space.json (the name is older than the sweep package)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -150,7 +154,52 @@ class FinalSection(Strict):
     seeds: int = Field(3, ge=1)
     steps: int | None = Field(None, ge=1)  # null: the steps its search trial reached
     valid_utterances: int = Field(2000, ge=1)  # validation utterances the row and cutoffs come from
-    test_utterances: int | None = Field(None, ge=1)  # test utterances scored; null: all
+    # the test sample scored, one of (null both: the whole test split): the first
+    # test_utterances utterances of the split, or the first whole utterances whose phonemes add
+    # up to at least test_phonemes (the shortest such prefix: it overshoots by less than one
+    # utterance), so that corpora are compared on equal amounts of speech
+    test_utterances: int | None = Field(None, ge=1)
+    test_phonemes: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_sample_size(self) -> FinalSection:
+        if self.test_utterances is not None and self.test_phonemes is not None:
+            raise ValueError(
+                f"test_utterances {self.test_utterances} and test_phonemes {self.test_phonemes}: "
+                "give one of them (a sample of utterances or of phonemes), not both"
+            )
+        return self
+
+    def test_sample(self, test: Sequence[Utterance], where: str) -> list[Utterance]:
+        """The test utterances the final phase scores (`sample_test`)."""
+        return sample_test(
+            test, utterances=self.test_utterances, phonemes=self.test_phonemes, where=where
+        )
+
+
+def sample_test(
+    test: Sequence[Utterance], *, utterances: int | None, phonemes: int | None, where: str
+) -> list[Utterance]:
+    """The final phase's test sample of a whole split (`test`, in corpus order): its first
+    `utterances` utterances (all when it has fewer), or its shortest prefix of whole utterances
+    whose phonemes (`Utterance.phonemes`: word boundaries not counted) add up to at least
+    `phonemes`, or all of it. ConfigError, naming `where` (the split), when the split holds
+    fewer than `phonemes`: a smaller sample would make the comparison across corpora unequal."""
+    if phonemes is None:
+        return list(test[:utterances] if utterances else test)
+    kept, count = [], 0
+    for utterance in test:
+        if count >= phonemes:
+            break
+        kept.append(utterance)
+        count += len(utterance)  # its phonemes
+    if count < phonemes:
+        raise ConfigError(
+            f"final.test_phonemes: {phonemes:,} phonemes (a study's eval_phonemes), but the "
+            f"test split ({where}) has {count:,} in {len(kept):,} utterances; lower it or give "
+            "the data a larger test split"
+        )
+    return kept
 
 
 # --------------------------------------------------------------------------- the spec

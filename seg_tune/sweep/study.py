@@ -16,6 +16,9 @@ A study file is a space file (any of its sections, exactly as today) plus a `stu
         sizes: {1000000: {model: {preset: 5M}, experiment: {num_samples: 24}}}
         languages: {French: {training: {lr: 1.0e-3}}}
       eval_utterances: 2000        # every cell's final phase scores this many test utterances
+                                   #   (final.test_utterances), or instead:
+      eval_phonemes: 20000         # the first whole test utterances holding at least this many
+                                   #   phonemes (final.test_phonemes; boundaries not counted)
       max_concurrent_cells: 2      # cells whose drivers run at once on the study's cluster
 
 The cells are every corpus and language, times every size (no sizes: one cell each), named
@@ -27,7 +30,11 @@ the cell's data and size and the overrides of its axis values merged in (a mappi
 key, anything else replaces), its experiment named after the cell.
 
 Every cell is validated as a space file is (`load_doc`), before Ray starts: an error names the
-cell (`study.yaml (cell French-100kw): ...`).
+cell (`study.yaml (cell French-100kw): ...`). So is its test split against the evaluation sample:
+a cell whose test split holds fewer phonemes than `eval_phonemes` is refused then (exit 2), since
+scoring it on less would break the comparison. `eval_utterances` and `eval_phonemes` exclude each
+other, and each excludes the other's key in the file's `final` section (`final.test_phonemes`
+with `eval_utterances`, `final.test_utterances` with `eval_phonemes`).
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ from seg_tune.errors import ConfigError
 from seg_tune.sweep.keys import STUDY_SECTION
 
 # study.json (`StudyLayout.study`): {"format", "name", "file", "unit", "cells": {cell: {"axis",
-# "value", "size", "exit" (its driver's last exit status, null: not run yet), "ended_at"}}}
+# "value", "size", "exit" (its driver's last exit status, null: not run yet), "started_at",
+# "ended_at" (its driver's last start and end, local ISO time; null: not yet)}}}. Format 1
+# files written before started_at existed lack the key: read it with .get.
 STUDY_FORMAT = 1
 LANGUAGE_FIELD = "{language}"
 
@@ -72,9 +81,12 @@ class StudySection(BaseModel):
     size_unit: Literal["words", "utterances"] = "words"
     size_seed: int = 0
     overrides: Overrides = Overrides()
-    # every cell's final phase scores this many test utterances (final.test_utterances), so
-    # that corpora and languages are compared on equal amounts of speech; null: all of each
+    # every cell's final phase scores this many test utterances (final.test_utterances), or
+    # the first whole test utterances holding at least eval_phonemes phonemes
+    # (final.test_phonemes), so that corpora and languages are compared on equal amounts of
+    # speech; one of the two; null both: all of each cell's test split
     eval_utterances: int | None = Field(None, ge=1)
+    eval_phonemes: int | None = Field(None, ge=1)
     max_concurrent_cells: int = Field(2, ge=1)
 
 
@@ -150,6 +162,7 @@ def load_study(path: str | Path, doc: Mapping[str, Any] | None = None) -> Study:
             f"{path}: study.languages {section.languages}: the data section has no "
             f"{LANGUAGE_FIELD} to replace (e.g. data.train.config: '{LANGUAGE_FIELD}')"
         )
+    _refuse_two_samples(section, base.get("final"), path)
     name = section.name or _safe(path.stem)
     cells = _cells(base, section, name, path)
     return Study(name=name, path=path, section=section, cells=tuple(cells))
@@ -194,11 +207,8 @@ def _cells(base: dict[str, Any], section: StudySection, study: str, path: Path) 
                     "unit": section.size_unit,
                     "seed": section.size_seed,
                 }
-            if section.eval_utterances is not None:
-                doc["final"] = {
-                    **(doc.get("final") or {}),
-                    "test_utterances": section.eval_utterances,
-                }
+            if (sample := _eval_sample(section)) is not None:
+                doc["final"] = {**(doc.get("final") or {}), **sample}
             axis_overrides = (
                 section.overrides.corpora if axis == "corpus" else section.overrides.languages
             )
@@ -214,6 +224,38 @@ def _cells(base: dict[str, Any], section: StudySection, study: str, path: Path) 
             doc["wandb"] = wandb
             cells.append(Cell(name=name, axis=axis, value=value, size=size, doc=doc))
     return cells
+
+
+_SAMPLE_KEYS = {"eval_utterances": "test_utterances", "eval_phonemes": "test_phonemes"}
+
+
+def _eval_sample(section: StudySection) -> dict[str, int] | None:
+    """The `final` keys of the study's evaluation sample, or None when it sets none."""
+    for study_key, final_key in _SAMPLE_KEYS.items():
+        if (value := getattr(section, study_key)) is not None:
+            return {final_key: value}
+    return None
+
+
+def _refuse_two_samples(section: StudySection, final: Any, path: Path) -> None:
+    """One evaluation sample per study: eval_utterances or eval_phonemes, and not the other
+    kind in the file's `final` section (the cells would get both)."""
+    given = [k for k in _SAMPLE_KEYS if getattr(section, k) is not None]
+    if len(given) > 1:
+        raise ConfigError(
+            f"{path}: study.eval_utterances {section.eval_utterances} and study.eval_phonemes "
+            f"{section.eval_phonemes}: give one of them (a sample of utterances or of "
+            "phonemes), not both"
+        )
+    final = final if isinstance(final, Mapping) else {}
+    for study_key in given:
+        other = next(v for k, v in _SAMPLE_KEYS.items() if k != study_key)
+        if final.get(other) is not None:
+            raise ConfigError(
+                f"{path}: study.{study_key} {getattr(section, study_key)} and final.{other} "
+                f"{final[other]}: give one of them (the study's sample is every cell's final "
+                f"phase sample), not both"
+            )
 
 
 def size_label(size: int, unit: str) -> str:

@@ -1,5 +1,22 @@
 """summary.json: its versioned schema, written AND read here (nothing else parses it).
 
+Format 5 is format 4 plus the compute the trials took: per trial `compute_s`, and top-level
+`compute` = {"unit": "GPU" or "CPU" (GPU when the trials hold GPUs), "per_trial" (the GPUs, else
+CPUs, one trial holds: resources.workers x gpus_per_worker, else x cpus_per_worker), "resources"
+(the `resources` section the summary was written with), "search" and "final" (each {"trials",
+"compute_s", "hours"}; final null without a final phase) and "hours" (their sum)}; hours =
+compute_s x per_trial / 3600. A trial's `compute_s` is the sum of Tune's `time_this_iter_s` over
+every result in its result.json: the trainable's time from its start to each report, of every
+attempt (`compute_seconds`). Tune's own `time_total_s` is not used: on a retry or resume it
+restarts from the checkpoint's value, so the steps recomputed after a failure do not count, and a
+Ray Train trial (which gives Tune no checkpoint) starts again from 0. Not counted: what an attempt
+did after its last report (lost to a failure), a trial process's start before its trainable runs,
+and the driver's own work (the final phase's scoring). Resources may change on a resume; the hours
+use the last run's. The final section adds `n_test_phonemes` (the phonemes of the test utterances
+scored, boundaries not counted), `test_sample` ({"by": "utterances", "phonemes" or "all", "asked":
+final.test_utterances or test_phonemes, or null}) and `compute` ({"compute_s", "runs": {run key:
+its trial's compute_s}}). Older formats have none of these (read as None).
+
 Format 4 is format 3 plus `final` and, per trial, `failures`: every failed attempt of the trial
 (retried or not: a trial that finished after an OOM kill keeps it) as {"attempt", "at",
 "reason", "node_lost", "log_tail"}, from Tune's error file, `log_tail` being the last lines the
@@ -40,7 +57,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +68,8 @@ from seg_tune.metrics import STEP, STOPPED_BY, TUNE_BOOKKEEPING, ci_keys
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.values import flatten, plain
 
-FORMAT = 4  # written
-READ_FORMATS = (1, 2, 3, 4)  # read
+FORMAT = 5  # written
+READ_FORMATS = (1, 2, 3, 4, 5)  # read
 OUTCOMES = ("finished", "failed", "stopped")
 HISTORY_KEYS = (
     "step",
@@ -62,6 +79,7 @@ HISTORY_KEYS = (
     "seg_boundary_noedge_fscore",
     *ci_keys("seg_boundary_noedge_fscore"),
 )
+TIME_THIS_ITER = "time_this_iter_s"  # Tune's: the seconds from the previous report to this one
 _EXP_HINT = "EXP_DIR must be an experiment folder written by seg_tune.run (it holds summary.json)"
 
 # --------------------------------------------------------------------------- Tune's records
@@ -83,6 +101,58 @@ def results_by_step(*paths: Path) -> list[dict[str, Any]]:
             if isinstance(result, dict) and isinstance(result.get(STEP), int):
                 by_step[result[STEP]] = result
     return [by_step[step] for step in sorted(by_step)]
+
+
+def compute_seconds(path: Path) -> float | None:
+    """A trial's compute time: the sum of `time_this_iter_s` over every result in its
+    result.json (JSON lines), each attempt's included (a step recomputed after a failure counts
+    again: it took the time again); None without the file. A line cut by a kill is skipped."""
+    if not path.is_file():
+        return None
+    total = 0.0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        seconds = finite_number(result.get(TIME_THIS_ITER)) if isinstance(result, dict) else None
+        total += seconds if seconds is not None and seconds > 0 else 0.0
+    return total
+
+
+def held_per_trial(resources: Mapping[str, Any]) -> tuple[float, str]:
+    """(how many, "GPU" or "CPU"): the GPUs one trial holds (resources.workers x
+    gpus_per_worker), or its CPUs (x cpus_per_worker) when it holds no GPU."""
+    workers = finite_number(resources.get("workers")) or 1.0
+    gpus = finite_number(resources.get("gpus_per_worker")) or 0.0
+    if gpus > 0:
+        return workers * gpus, "GPU"
+    return workers * (finite_number(resources.get("cpus_per_worker")) or 1.0), "CPU"
+
+
+def compute_section(
+    resources: Mapping[str, Any],
+    search_s: Sequence[float | None],
+    final_s: Sequence[float | None] | None,
+) -> dict[str, Any]:
+    """summary.json's `compute`: each phase's trials, their compute seconds and hours (seconds x
+    the GPUs or CPUs a trial holds / 3600), and the total. A trial without a record counts 0."""
+    per_trial, unit = held_per_trial(resources)
+
+    def phase(seconds: Sequence[float | None]) -> dict[str, Any]:
+        total = sum(s for s in seconds if s is not None)
+        return {"trials": len(seconds), "compute_s": total, "hours": total * per_trial / 3600}
+
+    search = phase(search_s)
+    final = None if final_s is None else phase(final_s)
+    return {
+        "unit": unit,
+        "per_trial": per_trial,
+        "resources": dict(resources),
+        "search": search,
+        "final": final,
+        "hours": search["hours"] + (final["hours"] if final else 0.0),
+    }
 
 
 # --------------------------------------------------------------------------- writing
@@ -107,6 +177,7 @@ class TrialRecord:
     # every failed attempt, retried or not: {"attempt", "at", "reason", "node_lost",
     # "log_tail"} (Tune's error.txt; the attempt's last lines in the trial's log)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    compute_s: float | None = None  # `compute_seconds` of its result.json (None: no record)
 
     @property
     def steps_trained(self) -> int:
@@ -185,6 +256,7 @@ def build(
                 "log_tail": t.log_tail,
             },
             "failures": t.failures,
+            "compute_s": t.compute_s,
             "best": None
             if top is None
             else {"step": top[STEP], "metrics": {k: v for k, v in top.items() if k != STEP}},
@@ -193,6 +265,12 @@ def build(
 
     best = best_trial(trials, metric, mode, scope)
     experiment = space.get("experiment", {})
+    final_runs = ((final or {}).get("compute") or {}).get("runs")  # None: no final phase
+    compute = compute_section(
+        space.get("resources") or {},
+        [t.compute_s for t in trials],
+        None if final_runs is None else list(final_runs.values()),
+    )
     return plain(
         {
             "format": FORMAT,
@@ -210,6 +288,7 @@ def build(
             "data": data_description,
             "best": None if best is None else _best_entry(entry(best), scope),
             "trials": [entry(t) for t in sorted(trials, key=lambda t: t.trial_id)],
+            "compute": compute,
             "final": final,
         },
         finite=True,
@@ -249,6 +328,7 @@ class TrialSummary:
     error: dict[str, Any] | None = None  # in ERROR: {"reason", "file", "log", "log_tail"}
     best: dict[str, Any] | None = None  # format 3: its best evaluation {"step", "metrics"}
     failures: list[dict[str, Any]] = field(default_factory=list)  # its failed attempts
+    compute_s: float | None = None  # format 5: its compute seconds (`compute_seconds`)
 
     def best_value(self, metric: str) -> float | None:
         """`metric` at its best evaluation of the objective (format 3), else None."""
@@ -279,6 +359,7 @@ class ExperimentSummary:
     best: dict[str, Any] | None
     segmentation: dict[str, Any] | None
     final: dict[str, Any] | None = None  # format 4: the final phase (None: none ran)
+    compute: dict[str, Any] | None = None  # format 5: the trials' compute (None: not recorded)
 
     @property
     def model_step(self) -> int | None:
@@ -369,6 +450,7 @@ def _trial(raw: Any, where: str) -> TrialSummary:
         error=mapping(raw["error"], f"{where} error") if raw.get("error") else None,
         best=mapping(raw["best"], f"{where} best") if raw.get("best") else None,
         failures=[mapping(f, f"{where} failures") for f in raw.get("failures") or []],
+        compute_s=finite_number(raw.get("compute_s")),
     )
 
 
@@ -430,4 +512,5 @@ def read_experiment(exp_dir: Path) -> ExperimentSummary:
         best=mapping(best, f"{path} best") or None,
         segmentation=read_segmentation(exp_dir),
         final=mapping(summary.get("final"), f"{path} final") or None,
+        compute=mapping(summary.get("compute"), f"{path} compute") or None,
     )

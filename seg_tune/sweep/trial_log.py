@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -138,22 +138,42 @@ def captured(
 
 def tail(path: Path, at: str | None = None, lines: int = TAIL_LINES) -> list[str]:
     """The last `lines` lines of the attempt that was running at `at` (a time in TIME_FORMAT,
-    Tune's failure time: the last attempt that started at or before it), or of the last attempt
-    when `at` is None; [] when there is no log. The attempt's header is its first line while it
-    fits. Lines are cut at 400 characters."""
+    Tune's failure time: the last attempt that started at or before it, else the first), or of
+    the last attempt when `at` is None; [] when there is no log. The attempt's header is its
+    first line while it fits. Lines are cut at 400 characters."""
+    return tails(path, [at], lines)[0]
+
+
+def tails(path: Path, times: Sequence[str | None], lines: int = TAIL_LINES) -> list[list[str]]:
+    """`tail` for each of `times`, the log read once."""
+    attempts = _attempts(path, lines)
+    return [_running_at(attempts, at) for at in times]
+
+
+def _attempts(path: Path, lines: int) -> list[tuple[str, list[str]]]:
+    """Every attempt in the log, in order: (its start time, its last `lines` lines)."""
     if not path.is_file():
         return []
-    kept: deque[str] = deque(maxlen=lines)
+    found: list[tuple[str, deque[str]]] = []
     try:
         with path.open(encoding="utf-8", errors="replace") as f:
             for raw in f:
                 line = raw.rstrip("\n")
-                if line.startswith(HEADER):
-                    started = line[len(HEADER) :].split(" ", 1)[0]
-                    if at is not None and started > at and kept:
-                        break  # a later attempt: the one running at `at` is `kept`
-                    kept.clear()
-                kept.append(line[:_MAX_LINE])
+                if line.startswith(HEADER) or not found:
+                    started = (
+                        line[len(HEADER) :].split(" ", 1)[0] if line.startswith(HEADER) else ""
+                    )
+                    found.append((started, deque(maxlen=lines)))
+                found[-1][1].append(line[:_MAX_LINE])
     except OSError:
         return []
-    return list(kept)
+    return [(started, list(kept)) for started, kept in found]
+
+
+def _running_at(attempts: list[tuple[str, list[str]]], at: str | None) -> list[str]:
+    if not attempts:
+        return []
+    if at is None:
+        return attempts[-1][1]
+    before = [kept for started, kept in attempts if started <= at]
+    return before[-1] if before else attempts[0][1]  # (a clock behind Tune's: the first)

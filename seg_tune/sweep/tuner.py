@@ -171,6 +171,7 @@ def _restored(layout: Layout, trainable: Callable[..., Any], space: dict[str, An
     """The Tuner saved in `layout`, resumed: unfinished and errored trials go on."""
     from ray import tune
 
+    own_staging_folder()
     return tune.Tuner.restore(
         str(layout.tune),
         trainable=trainable,
@@ -190,6 +191,7 @@ def run_config(
     from seg_tune.sweep.faults import count_node_losses_apart
 
     count_node_losses_apart(spec.failure.max_node_losses)
+    own_staging_folder()
 
     return tune.RunConfig(
         name=TUNE_DIR,
@@ -199,6 +201,37 @@ def run_config(
         callbacks=list(callbacks),
         verbose=1,
     )
+
+
+def own_staging_folder() -> None:
+    """Give this driver's Tuners a staging folder of their own (idempotent).
+
+    Tune stages a driver's files (experiment state, searcher state, trial results) in
+    `<Ray session>/artifacts/<timestamp>/<experiment folder name>/` on the driver's node and
+    copies that whole folder to the experiment's storage (`StorageContext._timestamp` in
+    ray/train/_internal/storage.py, taken to the second). Every seg_tune experiment's folder is
+    named `tune` (TUNE_DIR), so two drivers on one Ray cluster (a study's cells; two
+    `seg-tune run --address`) whose Tuners start within the same second shared it: each copied
+    the other's experiment state into its own folder, and a resumed cell restored the other
+    cell's trials. The process id is appended to the timestamp: drivers on one node differ, and
+    drivers on other nodes stage on their own disks. A restored Tuner still reuses the staging
+    folder recorded in its trials (Tune sets it from them), which was unique when made.
+    """
+    import os
+
+    from ray.train._internal import storage
+
+    context = storage.StorageContext
+    if getattr(context, "_seg_tune_own_staging", False):
+        return
+    made = context.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        self._timestamp = f"{self._timestamp}_pid{os.getpid()}"
+
+    context.__init__ = __init__
+    context._seg_tune_own_staging = True
 
 
 def build_final_tuner(
