@@ -5,14 +5,17 @@ The SLURM is real (slurmctld, two slurmd `n1` and `n2` on loopback, munge), star
 started it. Jobs override the Wilkes3 defaults on the command line (`--gres=none`, few CPUs, short
 times) and run the real driver, `python -m seg_tune.run`, on a real Ray cluster per job.
 
-Timing on this 2-core machine (shared): 7-10 minutes for the file; the two-node smoke run takes
+Timing on this 2-core machine (shared): 12-15 minutes for the file; the two-node smoke run takes
 1.5-2 minutes, the two requeue jobs (run at the same time on one node, which is also the isolation
-test) 2.5-4.5, the node-loss job about 3.5, the check of `.ci/slurm.sh stop` about 15 s.
+test) 2.5-4.5, the node-loss job about 3.5, the check of `.ci/slurm.sh stop` about 15 s; the
+requeued study (two cells one after the other, two Ray start-ups) 5 minutes on the idle machine,
+6 at load 4 and 10-11 at load 3-13 (other test runs), nearly all of it start-ups.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import itertools
 import json
 import os
@@ -34,7 +37,8 @@ import yaml
 from conftest import REPO, free_port_block
 from wandb_files import check_steps_logged_once
 
-from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.layout import Layout, StudyLayout
+from seg_tune.sweep.lock import read_holder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -286,7 +290,18 @@ def _segments(results: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 def _space(tmp: Path, name: str, max_retries: int = 1, **experiment: int) -> Path:
     """A requeue experiment: fixed step budget (FIFO), checkpoint and report every 10 steps."""
-    doc = {
+    return _write_space(tmp, name, _space_doc(name, max_retries, **experiment))
+
+
+def _write_space(tmp: Path, name: str, doc: dict[str, Any]) -> Path:
+    path = tmp / f"{name}.yaml"
+    tmp.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _space_doc(name: str, max_retries: int = 1, **experiment: int) -> dict[str, Any]:
+    return {
         "experiment": {"name": name, "metric": "valid_loss", "mode": "min", **experiment},
         "data": {"train": {"kind": "synthetic", "n_utterances": 600, "seed": 0}},
         "model": {"preset": "400k", "n_positions": 64},
@@ -308,10 +323,6 @@ def _space(tmp: Path, name: str, max_retries: int = 1, **experiment: int) -> Pat
         "checkpoints": {"keep": 2},
         "wandb": {"project": "seg_tune", "mode": "offline"},
     }
-    path = tmp / f"{name}.yaml"
-    tmp.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 def _ray_tmp_dirs(job: Job) -> list[Path]:
@@ -556,12 +567,20 @@ def _record_nodes(cases: dict[str, RequeueCase]) -> None:
 
 
 def _check_resumed(case: RequeueCase, expect_finished_before: bool) -> None:
-    job, exp = case.job, case.exp
+    job = case.job
     state = job.state()
     assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), job.text()[-6000:]
     assert int(state["Restarts"]) >= 1
     log = job.text()
     assert "SLURM_RESTART_COUNT=0" in log and "SLURM_RESTART_COUNT=1" in log
+    _check_experiment_resumed(case, log, expect_finished_before)
+
+
+def _check_experiment_resumed(case: RequeueCase, log: str, expect_finished_before: bool) -> None:
+    """The experiment `case.exp` (its driver's output: `log`) resumed after the requeue and
+    finished every trial once: no finished trial ran again, an interrupted one went on from its
+    checkpoint, wandb logged each step once."""
+    exp = case.exp
     assert len(re.findall(r"resuming experiment", log)) >= 1, log[-4000:]
 
     summary = json.loads((exp / "summary.json").read_text())
@@ -635,6 +654,161 @@ def test_two_jobs_on_one_node_keep_their_own_ray_clusters(
     seen = [requeued["limit"].nodes_seen, requeued["outside"].nodes_seen]
     assert all(seen) and not seen[0] & seen[1], seen
     assert requeued["limit"].seen_together, "the two jobs never ran at the same time"
+
+
+# ------------------------------------------------------------------------------- a study requeued
+
+STUDY = "requeued-study"
+STUDY_CELLS = ("synth-a-1kw", "synth-b-1kw")  # run one after the other, in this order
+STUDY_STEPS = 100  # every search trial's budget (10 reports; synth-b is requeued in its second)
+
+
+def _study_space(tmp: Path) -> Path:
+    """Two cells (two synthetic corpora at 1,000 training words), one at a time; each 2 trials
+    of STUDY_STEPS (synth-a's at once, synth-b's one after the other) and a final phase of 1
+    configuration x 1 seed of 40 steps, scored on 50 test utterances."""
+    doc = _space_doc("unused", num_samples=2, max_concurrent=1, max_steps=STUDY_STEPS)
+    del doc["data"], doc["experiment"]["name"]  # each cell's: its corpus and its name
+    synthetic = {"kind": "synthetic", "n_utterances": 800}
+    doc["study"] = {
+        "name": STUDY,
+        "corpora": {
+            "synth-a": {"train": {**synthetic, "seed": 0, "lexicon_size": 200}},
+            "synth-b": {"train": {**synthetic, "seed": 1, "lexicon_size": 120}},
+        },
+        "sizes": [1000],
+        "eval_utterances": 50,
+        "max_concurrent_cells": 1,
+        "overrides": {"corpora": {"synth-a": {"experiment": {"max_concurrent": 2}}}},
+    }
+    for corpus in doc["study"]["corpora"].values():
+        corpus["test_fraction"] = 0.1
+    doc["final"] = {"top_k": 1, "seeds": 1, "steps": 40, "valid_utterances": 50}
+    return _write_space(tmp, STUDY, doc)
+
+
+def _study_cells(root: Path) -> dict[str, dict[str, Any]]:
+    """study.json's cells ({} before the study has written it)."""
+    try:
+        return json.loads(StudyLayout(root).study.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _result_sizes(cell: Layout) -> dict[Path, int]:
+    """Bytes of every result.json of a cell's search and final phase."""
+    files = [*cell.tune.glob("trial_*/result.json"), *cell.final.tune.glob("trial_*/result.json")]
+    return {f: f.stat().st_size for f in files}
+
+
+@dataclass
+class StudyAtRequeue:
+    """What the study held when it was requeued."""
+
+    cells: dict[str, dict[str, Any]]  # study.json's cells
+    summary: str  # the finished cell's summary.json
+    results: dict[Path, int]  # the finished cell's result.json files and their bytes
+    drivers: list[int]  # PIDs of the study's driver and the running cell's
+
+
+def _requeue_mid_study(case: RequeueCase, root: Path) -> StudyAtRequeue:
+    """Once the first cell has finished and the second has one trial finished and the next
+    reporting (`_trigger_outside_requeue`): `scontrol requeue`."""
+    study, (first, second) = StudyLayout(root), STUDY_CELLS
+    seen: list[StudyAtRequeue] = []
+
+    def requeued() -> bool:
+        assert not case.job.done(), f"the job ended before the requeue\n{case.job.text()[-4000:]}"
+        cells = _study_cells(root)
+        assert cells.get(second, {}).get("exit") is None, f"{second} ended first: {cells}"
+        if cells.get(first, {}).get("exit") != 0:
+            return False
+        holders = [read_holder(study.lock)[0], read_holder(study.cell(second).lock)[0]]
+        seen[:] = [
+            StudyAtRequeue(
+                cells=cells,
+                summary=study.cell(first).summary.read_text(),
+                results=_result_sizes(study.cell(first)),
+                drivers=[h.pid for h in holders if h is not None],
+            )
+        ]
+        return _trigger_outside_requeue(case)
+
+    _wait_for(requeued, 900, f"{first} finished and {second} mid-search", on_fail=case.job.text)
+    return seen[0]
+
+
+def test_a_study_survives_a_requeue_and_finishes(slurm: Slurm, tmp_path: Path) -> None:
+    """A study of two cells, one at a time, in one job on n1 (2 CPUs). Once the first cell has
+    finished and the second has finished one trial and the next is reporting, `scontrol
+    requeue`. The job restarts once and finishes (exit 0): the finished cell is not run again
+    (its study.json record, summary and results untouched; its driver ran once), the
+    interrupted cell resumes inside itself (exactly its 2 trials, the finished one not run
+    again, the interrupted one from its checkpoint, wandb steps once) and runs its final phase;
+    the study report lists both cells finished; no driver of the first run outlives it."""
+    job = submit(
+        slurm,
+        tmp_path,
+        _study_space(tmp_path),
+        sbatch=["-w", "n1", "--nodes=1", "--cpus-per-task=2", "--time=30"],
+    )
+    root = job.storage / STUDY
+    study, (first, second) = StudyLayout(root), STUDY_CELLS
+    case = RequeueCase(job, study.cell(second).root, num_samples=2, max_steps=STUDY_STEPS)
+    try:
+        before = _requeue_mid_study(case, root)
+        state = job.wait_end(900)
+        log = job.text()
+        assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), log[-6000:]
+        assert int(state["Restarts"]) == 1, state
+        assert re.findall(r"SLURM_RESTART_COUNT=(\d+) job=", log) == ["0", "1"], log[-6000:]
+        assert re.search(r"SIGTERM at [\d.]+ from SLURM \(requeue\)", log), log[-6000:]
+        restart = log.split("SLURM_RESTART_COUNT=1 job=", 1)[1]
+        assert f"cell {first} finished before; not run again" in restart, restart[-4000:]
+        assert "2 cells, 1 to run" in restart and f"cell {first} started" not in restart
+        assert log.count("study done.") == 1 and "study done. 2 of 2 cells" in restart, log[-4000:]
+
+        # The finished cell was not run again.
+        cells = _study_cells(root)
+        assert cells[first] == before.cells[first], (cells, before.cells)  # same ended_at
+        assert [cells[name]["exit"] for name in STUDY_CELLS] == [0, 0], cells
+        assert study.cell(first).summary.read_text() == before.summary
+        assert _result_sizes(study.cell(first)) == before.results and len(before.results) == 3
+        first_log = study.cell_log(first).read_text()
+        assert first_log.count("starting experiment") == 1 and "resuming" not in first_log
+
+        # The interrupted cell resumed inside itself: its trials once each, then its final phase.
+        second_log = study.cell_log(second).read_text()
+        assert second_log.count("starting experiment") == 1, second_log[-4000:]
+        _check_experiment_resumed(case, second_log, expect_finished_before=True)
+        trial_ids = [
+            t["trial_id"]
+            for t in json.loads(case.exp.joinpath("summary.json").read_text())["trials"]
+        ]
+        assert len(set(trial_ids)) == 2 and len(list(Layout(case.exp).tune.glob("trial_*"))) == 2
+        assert len(list(Layout(case.exp).final.tune.glob("trial_*"))) == 1
+
+        # Both cells have their final phase's test scores; the study report lists both.
+        for name in STUDY_CELLS:
+            summary = json.loads(study.cell(name).summary.read_text())
+            assert summary["finished"] is True and summary["final"]["n_test"] == 50, name
+            assert study.cell(name).report.is_file()
+        rows = list(csv.DictReader(study.csv.open()))
+        assert sorted((r["cell"], r["outcome"]) for r in rows) == [
+            (name, "finished") for name in STUDY_CELLS
+        ]
+        assert "2 of 2 cells finished" in study.report.read_text()
+
+        # Nothing of the first run is left: its drivers, Ray's temp dirs, the job's token.
+        assert len(before.drivers) == 2 and not [p for p in before.drivers if _alive(p)]
+        assert not _ray_tmp_dirs(job)
+        assert not list(job.token_dir.glob(f"job-{job.id}.token"))
+    finally:
+        if not job.done():
+            slurm.run("scancel", str(job.id), check=False)
+            job.wait_end(120)
+        for folder in _ray_tmp_dirs(job):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------- a node dies
