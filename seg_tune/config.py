@@ -200,13 +200,21 @@ class DataSource(Strict):
         return f"{self.kind} file {self.path}"
 
 
+# how much of a training split an utterance is, per TrainSize.unit
+_SIZE_MEASURES = {
+    "words": lambda u: len(u.words),
+    "phonemes": len,
+    "utterances": lambda u: 1,
+}
+
+
 class TrainSize(Strict):
-    """A training-set size: `amount` words (or utterances) of the training split, drawn as whole
-    utterances in one seeded order, so that a smaller amount's sample is part of a larger one's
-    (`DataConfig.sized`)."""
+    """A training-set size: `amount` words (or phonemes, or utterances) of the training split,
+    drawn as whole utterances in one seeded order, so that a smaller amount's sample is part of
+    a larger one's (`DataConfig.sized`)."""
 
     amount: int = Field(gt=0)
-    unit: Literal["words", "utterances"] = "words"
+    unit: Literal["words", "phonemes", "utterances"] = "words"  # phonemes: the model's tokens
     seed: int = 0
 
 
@@ -223,8 +231,9 @@ class DataConfig(Strict):
     `load` never reads the test split: `load_test` does (the final phase, and
     the sweep driver's overlap check before the search).
 
-    `train_size` ({amount: N, unit: words | utterances, seed: 0}) then keeps N gold words (or N
-    utterances) of the training split only, as whole utterances (`sized`): the shortest prefix
+    `train_size` ({amount: N, unit: words | phonemes | utterances, seed: 0}) then keeps N gold
+    words (or N phonemes, or N utterances) of the training split only, as whole utterances
+    (`sized`): the shortest prefix
     of one seeded order of them, back in corpus order, so that a smaller amount's sample is part
     of a larger one's with the same seed. Valid and test are cut first and never change with it;
     an amount above what the training split holds is refused (ConfigError) where it is read."""
@@ -304,14 +313,16 @@ class DataConfig(Strict):
 
     def sized(self, fit: list[corpus.Utterance]) -> list[corpus.Utterance]:
         """The training utterances `train_size` keeps (all without it): the shortest prefix of
-        one seeded order of them that holds `amount` words (or `amount` utterances), back in
-        corpus order. One order per seed, whatever the amount: samples are nested."""
+        one seeded order of them that holds `amount` words (or phonemes, boundaries not counted,
+        or utterances), back in corpus order. One order per seed, whatever the amount: samples
+        are nested."""
         size = self.train_size
         if size is None:
             return fit
         order = list(range(len(fit)))
         random.Random(size.seed).shuffle(order)
-        have = sum(len(u.words) for u in fit) if size.unit == "words" else len(fit)
+        measure = _SIZE_MEASURES[size.unit]
+        have = sum(measure(u) for u in fit)
         if have < size.amount:
             raise ConfigError(
                 f"data.train_size.amount: {size.amount:,} {size.unit}, but the training split of "
@@ -323,7 +334,7 @@ class DataConfig(Strict):
             if count >= size.amount:
                 break
             kept.append(i)
-            count += len(fit[i].words) if size.unit == "words" else 1
+            count += measure(fit[i])
         return [fit[i] for i in sorted(kept)]
 
     def load(self) -> tuple[list[corpus.Utterance], list[corpus.Utterance]]:

@@ -111,6 +111,7 @@ def test_size_labels() -> None:
         "1500w",
     ]
     assert size_label(3000, "utterances") == "3ku"
+    assert size_label(500_000, "phonemes") == "500kp"
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

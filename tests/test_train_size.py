@@ -1,4 +1,4 @@
-"""`data.train_size`: N words (or utterances) of the training split, whole utterances in one
+"""`data.train_size`: N words (or phonemes, or utterances) of the training split, whole utterances in one
 seeded order (nested samples), valid and test untouched; too large an amount is refused, on the
 driver's read before Ray too."""
 
@@ -73,12 +73,13 @@ def _words(utts: list[Utterance]) -> int:
 
 def _expected(fit: list[Utterance], amount: int, unit: str, seed: int) -> list[int]:
     """The spec, independently: the shortest prefix of random.Random(seed)'s shuffle of the
-    indices that holds `amount` words (or is `amount` utterances long), sorted."""
+    indices that holds `amount` words (or phonemes, or is `amount` utterances long), sorted."""
     order = list(range(len(fit)))
     random.Random(seed).shuffle(order)
     count = 0
     for k, i in enumerate(order, 1):
-        count += len(fit[i].words) if unit == "words" else 1
+        words = fit[i].words
+        count += {"words": len(words), "phonemes": sum(map(len, words)), "utterances": 1}[unit]
         if count >= amount:
             return sorted(order[:k])
     raise AssertionError("amount above the split")
@@ -156,6 +157,23 @@ def test_unit_utterances_keeps_exactly_n_nested(corpus_file: Path) -> None:
         assert sample == [fit[i] for i in at]
         samples.append(set(at))
     assert samples[0] < samples[1]
+
+
+def test_unit_phonemes_counts_the_phonemes_without_boundaries_nested(corpus_file: Path) -> None:
+    fit = _data(_tagged(corpus_file)).load()[0]
+    samples = []
+    for amount in (2000, 6000):
+        data = _data(_tagged(corpus_file), {"amount": amount, "unit": "phonemes", "seed": 3})
+        at = _positions(data.sized(fit), fit)
+        assert at == _expected(fit, amount, "phonemes", 3)
+        phonemes = sum(len(p) for i in at for p in fit[i].words)
+        assert amount <= phonemes < amount + max(len(u) for u in fit)  # whole utterances
+        assert _words([fit[i] for i in at]) < phonemes  # not counted in words
+        samples.append(set(at))
+    assert samples[0] < samples[1]
+    too_many = _data(_tagged(corpus_file), {"amount": 10**7, "unit": "phonemes"})
+    with pytest.raises(ConfigError, match=r"10,000,000 phonemes, but the training split"):
+        too_many.sized(fit)
 
 
 def test_every_source_kind_is_sized_after_its_cuts(tmp_path: Path, hf_folder: Path) -> None:

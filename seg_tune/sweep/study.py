@@ -9,7 +9,7 @@ A study file is a space file (any of its sections, exactly as today) plus a `stu
       languages: [EnglishNA, French]   # and/or: "{language}" in the file's data section is
                                    #   replaced by each (IPA-CHILDES config names, say)
       sizes: [100000, 1000000]     # training-set sizes: `data.train_size.amount` of each cell
-      size_unit: words             # or utterances
+      size_unit: words             # or phonemes (the model's tokens), or utterances
       size_seed: 0                 # the draw of whole utterances (nested: a smaller size's
                                    #   sample is part of a larger one's)
       overrides:                   # sections merged into a cell's file, per axis value
@@ -78,7 +78,7 @@ class StudySection(BaseModel):
     corpora: dict[str, dict[str, Any]] = {}
     languages: list[str] = []
     sizes: list[int] = Field(default_factory=list)
-    size_unit: Literal["words", "utterances"] = "words"
+    size_unit: Literal["words", "phonemes", "utterances"] = "words"
     size_seed: int = 0
     overrides: Overrides = Overrides()
     # every cell's final phase scores this many test utterances (final.test_utterances), or
@@ -259,8 +259,9 @@ def _refuse_two_samples(section: StudySection, final: Any, path: Path) -> None:
 
 
 def size_label(size: int, unit: str) -> str:
-    """100000 words -> '100kw', 2000000 utterances -> '2Mu', 12345 -> '12345w'."""
-    suffix = "w" if unit == "words" else "u"
+    """100000 words -> '100kw', 2000000 utterances -> '2Mu', 500000 phonemes -> '500kp',
+    12345 words -> '12345w'."""
+    suffix = {"words": "w", "phonemes": "p", "utterances": "u"}[unit]
     for factor, letter in ((1_000_000, "M"), (1_000, "k")):
         if size % factor == 0:
             return f"{size // factor}{letter}{suffix}"
