@@ -95,16 +95,17 @@ class DataSource(Strict):
             )
         return self
 
-    def _check_inventory(self) -> None:
-        given = {
-            k: v
-            for k, v in (
-                ("consonants", self.consonants),
-                ("vowels", self.vowels),
-                ("syllable_weights", self.syllable_weights),
-            )
-            if v is not None
+    def _inventory(self) -> dict[str, tuple[Any, ...]]:
+        """The synthetic language's own settings (`corpus.synthetic_corpus` keywords) given."""
+        fields = {
+            "consonants": self.consonants,
+            "vowels": self.vowels,
+            "syllable_weights": self.syllable_weights,
         }
+        return {k: v for k, v in fields.items() if v is not None}
+
+    def _check_inventory(self) -> None:
+        given = self._inventory()
         if given and self.kind != "synthetic":
             raise ValueError(
                 f"{', '.join(given)} make a synthetic language: kind {self.kind!r} reads its "
@@ -138,15 +139,7 @@ class DataSource(Strict):
         None when the source does not say where transcripts begin (see transcript_column)."""
         starts: tuple[int, ...] | None = None
         if self.kind == "synthetic":
-            inventory = {
-                k: v
-                for k, v in (
-                    ("consonants", self.consonants),
-                    ("vowels", self.vowels),
-                    ("syllable_weights", self.syllable_weights),
-                )
-                if v is not None
-            }
+            inventory = self._inventory()
             try:
                 utts = corpus.synthetic_corpus(
                     self.n_utterances, seed=self.seed, lexicon_size=self.lexicon_size, **inventory
