@@ -89,12 +89,16 @@ STOPPED_BY = "stopped_by"
 # Reported with the first result after a resume that found unreadable checkpoints: one line per
 # folder moved aside (the driver prints them; a trial's own output stays in Ray's logs).
 RESTORE_WARNINGS = "restore_warnings"
+# The Ray node a trial's result came from (rank 0's, hex): where it ran, attempt by attempt (which
+# worker job's node, `cluster/ray_worker.wilkes3`, in the logs of the SLURM scripts).
+NODE_ID = "node_id"
 
 TUNE_BOOKKEEPING: frozenset[str] = frozenset(
     {
         BEST_SO_FAR,
         STOPPED_BY,
         RESTORE_WARNINGS,
+        NODE_ID,
         "checkpoint_dir_name",
         "checkpoint_path",
         "should_checkpoint",

@@ -202,3 +202,54 @@ def test_a_train_trial_whose_worker_node_dies_resumes_on_a_new_node_with_no_retr
         f"{again['timestamp'] - killed_at:.1f} s after; checkpoint {step} before the kill, "
         f"resumed from {again['resumed_from_step']}"
     )
+
+
+def test_a_sweep_waits_for_a_node_that_fits_then_runs(tmp_path: Path) -> None:
+    """`--wait-for-workers`: a trial of 2 CPUs on a 1-CPU head. The driver says it waits instead
+    of refusing; a 2-CPU node joins (as a worker job's would) and the trial runs there to its
+    end. Without the option (and after the wait runs out) the sweep is refused, exit 2."""
+    space = _fifo_space(
+        tmp_path,
+        1,
+        20,
+        resources={"workers": 1, "cpus_per_worker": 2, "gpus_per_worker": 0},
+        wandb={"mode": "disabled"},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    with contextlib.ExitStack() as stack:
+        head = stack.enter_context(ray_head(tmp_path, num_cpus=1))
+        short = _start(
+            space,
+            storage,
+            tmp_path / "short.log",
+            "--address",
+            head.address,
+            "--wait-for-workers",
+            "4",
+            env=head.env,
+        )
+        assert short.wait(timeout=120) == 2
+        refused = (tmp_path / "short.log").read_text()
+        assert "waiting up to 4 s" in refused and "waited 4 s" in refused, refused[-2000:]
+        assert "cpus_per_worker" in refused.strip().splitlines()[-1], refused[-2000:]
+
+        proc = _start(
+            space,
+            storage,
+            log,
+            "--address",
+            head.address,
+            "--wait-for-workers",
+            "300",
+            env=head.env,
+        )
+        _wait_for(lambda: "waiting up to 300 s" in log.read_text(), 120, "the wait line")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        node = stack.enter_context(ray_node(head, tmp_path, 2, "big"))  # a worker job's node
+        assert proc.wait(timeout=300) == 0, log.read_text()[-4000:]
+        assert "a trial fits now" in log.read_text()
+        exp = storage / "smoke"
+        (trial,) = json.loads((exp / "summary.json").read_text())["trials"]
+        assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 20, trial
+        node_ids = {r["node_id"] for r in _results(exp, trial["trial_id"])}
+        assert len(node_ids) == 1 and node.pid, node_ids  # one attempt, on the node that fits

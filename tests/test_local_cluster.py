@@ -8,6 +8,7 @@ run (smoke.yaml --smoke, stopped with SIGINT once a trial has checkpointed) abou
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -48,6 +49,33 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv(local_cluster.TOKEN_DIR_ENV, str(tmp_path / "tokens"))
     monkeypatch.setattr(local_cluster, "_made_token_file", None)
     return tmp_path / "tokens"
+
+
+# ---------------------------------------------------------------------- worker jobs' pointer
+
+
+def test_the_head_pointer_names_the_head_file_only_under_the_head_script(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`note_head_file` writes ray_head.json (what `ray_worker.wilkes3 --join FOLDER` reads) when
+    the batch script set SEG_TUNE_HEAD_FILE, and nothing otherwise."""
+    from seg_tune.sweep.layout import Layout
+
+    layout = Layout(tmp_path / "exp")
+    monkeypatch.delenv(local_cluster.HEAD_FILE_ENV, raising=False)
+    local_cluster.note_head_file(layout.head_pointer)
+    assert not layout.head_pointer.exists()
+
+    monkeypatch.setenv(local_cluster.HEAD_FILE_ENV, str(tmp_path / "tokens" / "job-42.head"))
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    local_cluster.note_head_file(layout.head_pointer)
+    doc = json.loads(layout.head_pointer.read_text())
+    assert doc == {
+        "format": local_cluster.HEAD_POINTER_FORMAT,
+        "head_file": str(tmp_path / "tokens" / "job-42.head"),
+        "slurm_job": "42",
+    }
+    assert [p.name for p in layout.root.iterdir()] == ["ray_head.json"]  # no temp file left
 
 
 # ---------------------------------------------------------------------- the token file

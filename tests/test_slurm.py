@@ -1,4 +1,4 @@
-"""seg_tune on a real SLURM: `cluster/ray_head.wilkes3` submitted with sbatch.
+"""seg_tune on a real SLURM: `cluster/ray_head.wilkes3` (and `ray_worker.wilkes3`) submitted with sbatch.
 
 The SLURM is real (slurmctld, two slurmd `n1` and `n2` on loopback, munge), started by
 `.ci/slurm.sh start` unless `sinfo` already answers, and stopped by PID at the end if this session
@@ -9,7 +9,8 @@ Timing on this 2-core machine (shared): 12-15 minutes for the file; the two-node
 1.5-2 minutes, the two requeue jobs (run at the same time on one node, which is also the isolation
 test) 2.5-4.5, the node-loss job about 3.5, the check of `.ci/slurm.sh stop` about 15 s; the
 requeued study (two cells one after the other, two Ray start-ups) 5 minutes on the idle machine,
-6 at load 4 and 10-11 at load 3-13 (other test runs), nearly all of it start-ups.
+6 at load 4 and 10-11 at load 3-13 (other test runs), nearly all of it start-ups; the worker
+jobs' test (a head job, two worker jobs, a cancel and a requeue) about 3 minutes when idle.
 """
 
 from __future__ import annotations
@@ -950,3 +951,160 @@ def test_a_node_that_dies_mid_sweep_and_then_the_head(slurm: Slurm, tmp_path: Pa
             job.wait_end(120)
         for folder in _ray_tmp_dirs(job):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- worker jobs
+
+WORKER_SCRIPT = REPO / "cluster" / "ray_worker.wilkes3"
+
+
+def submit_worker(slurm: Slurm, tmp: Path, join: str, sbatch: list[str]) -> Job:
+    """`sbatch cluster/ray_worker.wilkes3 --join JOIN`, with the head's token folder (same tmp)."""
+    log = tmp / "seg_tune_worker-%j.out"
+    out = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-p",
+            "ampere",
+            "--gres=none",
+            f"--output={log}",
+            *sbatch,
+            str(WORKER_SCRIPT),
+            "--join",
+            join,
+        ],
+        cwd=REPO,
+        env=_job_env(slurm.env, tmp),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    job_id = int(out.stdout.strip().split(";")[0])
+    return Job(
+        slurm, job_id, tmp / f"seg_tune_worker-{job_id}.out", tmp / "results", tmp / "tokens"
+    )
+
+
+def _joined_nodes(job: Job, nth: int = 1) -> set[str]:
+    """The Ray node ids a worker job's nth join gave (its log line)."""
+    pattern = r"joined head job \d+ \(restart \d+\) at \S+: \d+ nodes: (.*)"
+    _wait_for(
+        lambda: len(re.findall(pattern, job.text())) >= nth,
+        300,
+        f"join {nth} of {job.id}",
+        on_fail=job.text,
+    )
+    line = re.findall(pattern, job.text())[nth - 1]
+    return {node.split("@")[0] for node in line.split()}
+
+
+def test_worker_jobs_join_hand_back_trials_and_rejoin_a_requeued_head(
+    slurm: Slurm, tmp_path: Path
+) -> None:
+    """A 1-CPU head job on n1 and two 1-CPU worker jobs submitted after it (one joins by the head's
+    job id, one by the experiment folder): trials run on all three jobs' Ray nodes. Worker A is
+    cancelled while a trial trains there: the trial resumes on another node from its latest
+    checkpoint, and with `failure.max_retries: 0` it still finishes (no failure counted). Then the
+    head is requeued from outside: worker B stops its Ray node, rejoins the restarted cluster by
+    itself, and exits 0 once the experiment has finished with exactly num_samples trials."""
+    num_samples, max_steps = 5, 250
+    space = _space(
+        tmp_path,
+        "elastic",
+        max_retries=0,
+        num_samples=num_samples,
+        max_concurrent=num_samples,
+        max_steps=max_steps,
+    )
+    one_cpu = ["--nodes=1", "--cpus-per-task=1", "--time=30"]
+    head = submit(slurm, tmp_path, space, sbatch=["-w", "n1", *one_cpu])
+    workers: list[Job] = []
+    exp = head.storage / "elastic"
+    try:
+        head_nodes = {
+            n.split("@")[0]
+            for n in head.wait_log(r"Ray cluster up: 1 nodes alive: (.*)", 300)[1].split()
+        }
+        a = submit_worker(slurm, tmp_path, str(head.id), ["-w", "n2", *one_cpu])
+        _wait_for(Layout(exp).head_pointer.is_file, 300, "ray_head.json", on_fail=head.text)
+        b = submit_worker(slurm, tmp_path, str(exp), ["-w", "n2", *one_cpu])
+        workers = [a, b]
+        a_nodes, b_nodes = _joined_nodes(a), _joined_nodes(b)
+        assert len(head_nodes | a_nodes | b_nodes) == 3, (head_nodes, a_nodes, b_nodes)
+
+        # 1. worker A goes (scancel) while a trial on it has a checkpoint and has not finished
+        moved, last_before = "", 0
+
+        def trial_on_a() -> bool:
+            nonlocal moved, last_before
+            assert not head.done(), head.text()[-4000:]
+            for tid, rs in _all_results(exp).items():
+                if rs and rs[-1]["node_id"] in a_nodes and 20 <= rs[-1]["step"] < max_steps - 60:
+                    moved, last_before = tid, rs[-1]["step"]
+                    return True
+            return False
+
+        _wait_for(trial_on_a, 400, "a trial at step 20 on worker A", on_fail=head.text)
+        slurm.run("scancel", str(a.id))
+        cancelled_at = time.time()
+        a.wait_end(120)
+
+        def moved_trains_again() -> bool:
+            return any(r["node_id"] not in a_nodes for r in _results(exp, moved)) or head.done()
+
+        _wait_for(moved_trains_again, 400, f"trial {moved} training elsewhere", on_fail=head.text)
+        again = next(r for r in _results(exp, moved) if r["node_id"] not in a_nodes)
+        last_before = max(r["step"] for r in _results(exp, moved) if r["node_id"] in a_nodes)
+        assert last_before - EVERY_STEPS <= again["resumed_from_step"] <= last_before, again
+
+        # 2. the head is requeued: B rejoins the new cluster by itself
+        assert not head.done(), head.text()[-4000:]
+        slurm.run("scontrol", "requeue", str(head.id))
+        requeued_at = time.time()
+        b_again = _joined_nodes(b, nth=2)
+        rejoined_at = time.time()  # (within the 1 s poll of _wait_for)
+        state = head.wait_end(900)
+        text = head.text()
+        assert (state["JobState"], state["ExitCode"]) == ("COMPLETED", "0:0"), text[-6000:]
+        assert int(state["Restarts"]) == 1, state
+        b_state = b.wait_end(120)
+        b_log = b.text()
+        assert (b_state["JobState"], b_state["ExitCode"]) == ("COMPLETED", "0:0"), b_log[-4000:]
+        assert "restart 1" in b_log and "has ended (finished)" in b_log, b_log[-4000:]
+        # (Ray logs one when it cannot drain a node whose head has gone: the requeue from outside)
+        drains = b_log.count("Failed to mark the local node as draining")
+        assert b_log.count("Traceback") == drains <= 1, b_log[-4000:]
+
+        summary = json.loads((exp / "summary.json").read_text())
+        assert summary["finished"] is True
+        assert len(summary["trials"]) == num_samples, [t["trial_id"] for t in summary["trials"]]
+        assert len(list(Layout(exp).tune.glob("trial_*"))) == num_samples
+        assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
+        assert all(t["steps_trained"] == max_steps for t in summary["trials"])
+        ran_on = {r["node_id"] for rs in _all_results(exp).values() for r in rs}
+        for name, nodes in (("head", head_nodes), ("A", a_nodes), ("B", b_nodes | b_again)):
+            assert ran_on & nodes, f"no trial ran on {name}'s nodes {nodes}: {ran_on}"
+        for job in (head, b):  # (A was killed: SLURM's KillWait, 5 s here, may cut its clean-up)
+            assert not _ray_tmp_dirs(job), f"job {job.id} left its Ray temp dirs"
+        figures = {
+            "scancel_to_training_elsewhere_s": round(again["timestamp"] - cancelled_at, 1),
+            "last_reported_step": last_before,
+            "resumed_from_step": again["resumed_from_step"],
+            "head_requeue_to_worker_rejoined_s": round(rejoined_at - requeued_at, 1),
+        }
+        print(f"\nworker-job figures: {json.dumps(figures)}")  # BENCHMARKS.md records them
+        head_file = json.loads(Layout(exp).head_pointer.read_text())["head_file"]
+        assert (
+            "state=ended" in Path(head_file).read_text()
+            and "ended=finished" in Path(head_file).read_text()
+        )
+    finally:
+        for job in (head, *workers):
+            if not job.done():
+                slurm.run("scancel", str(job.id), check=False)
+        for job in (head, *workers):
+            job.wait_end(120)
+            for folder in _ray_tmp_dirs(job):
+                shutil.rmtree(folder, ignore_errors=True)

@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ from seg_tune.sweep import cluster as local_cluster
 from seg_tune.sweep.disk import FULL_ERRNOS, StorageWatch, full_disk_line, shortage
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.lock import ExperimentLock
+
+WAIT_FOR_WORKERS_ENV = "SEG_TUNE_WAIT_FOR_WORKERS_S"
+WAIT_POLL_S = 5.0  # how often --wait-for-workers looks at the cluster's nodes
 
 
 def _add_host_argument(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +90,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="join this Ray cluster (default: RAY_ADDRESS, else start one)",
     )
     _add_host_argument(parser)
+    parser.add_argument(
+        "--wait-for-workers",
+        type=float,
+        default=float(os.environ.get(WAIT_FOR_WORKERS_ENV) or 0),
+        metavar="SECONDS",
+        help="when no node of the cluster fits a trial (resources: workers, cpus_per_worker, "
+        "gpus_per_worker), wait this long for nodes that do, e.g. worker jobs "
+        "(cluster/ray_worker.wilkes3 --join) still in the queue, before refusing the sweep "
+        f"(default: ${WAIT_FOR_WORKERS_ENV}, else 0: refuse at once)",
+    )
     parser.add_argument(
         "--fresh",
         action="store_true",
@@ -248,7 +262,12 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
     watch = StorageWatch(layout, concurrent, stop.storage_short)
     try:
         sweep = Sweep(spec, layout, corpus)
-        if (problem := placement_problem(sweep.settings, ray.nodes())) is not None:
+        problem = placement_problem(sweep.settings, ray.nodes())
+        if problem is not None and args.wait_for_workers > 0:
+            problem = _wait_for_workers(sweep.settings, problem, args.wait_for_workers, stop)
+            if stop.signals:
+                return _final_line(None, spec, exp_dir, stop.signals)
+        if problem is not None:
             raise ConfigError(f"{args.space}: {problem}")
         restore = can_restore(layout)
         print(
@@ -256,6 +275,7 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
             flush=True,
         )
         exp_dir.mkdir(parents=True, exist_ok=True)
+        local_cluster.note_head_file(layout.head_pointer)
         atomic_write_text(layout.space, json.dumps(spec.to_dict(), indent=1))
         final_on = bool(spec.final.enabled)
         with watch:
@@ -284,6 +304,29 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
         )
         return EXIT_FAILED
     return _final_line(outcome, spec, exp_dir, stop.signals)
+
+
+def _wait_for_workers(settings: Any, problem: str, wait_s: float, stop: StopRequest) -> str | None:
+    """Wait up to `wait_s` for nodes where a trial fits (`placement_problem` is None: returned),
+    checking every few seconds; a stop ends the wait. The problem is returned when none came."""
+    import ray
+
+    from seg_tune.sweep.trial import placement_problem
+
+    print(
+        f"seg_tune.run: no trial fits the cluster yet ({problem}); waiting up to {wait_s:g} s "
+        "(--wait-for-workers) for nodes that fit, e.g. worker jobs "
+        "(sbatch cluster/ray_worker.wilkes3 --join ...)",
+        flush=True,
+    )
+    deadline = time.monotonic() + wait_s
+    while problem is not None and not stop.signals and time.monotonic() < deadline:
+        time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+        problem = placement_problem(settings, ray.nodes())
+    if problem is None:
+        print("seg_tune.run: a trial fits now: starting", flush=True)
+        return None
+    return f"{problem} (waited {wait_s:g} s, --wait-for-workers, for nodes that fit)"
 
 
 def _search_accepted(outcome: Any, spec: Any) -> bool:

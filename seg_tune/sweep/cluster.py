@@ -18,6 +18,11 @@ A local cluster (no `--address` / RAY_ADDRESS: seg_tune.run starts it with `ray.
   joinable from other machines: Ray then listens on all interfaces. The dashboard stays on
   127.0.0.1 either way (tunnel to it).
 
+Under `cluster/ray_head.wilkes3` the batch script names its head file (where worker jobs find
+the cluster: `cluster/ray_nodes.sh` owns its format) in SEG_TUNE_HEAD_FILE, and the driver writes
+that name into the experiment or study folder (`note_head_file`), so that `sbatch
+cluster/ray_worker.wilkes3 --join FOLDER` needs no job id.
+
 Joining (`--address`): the token is the user's (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
 `~/.ray/auth_token`); nothing here changes it.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import secrets
 import stat
@@ -39,6 +45,8 @@ ANY_HOST = ("auto", "0.0.0.0", "::")  # --host values that leave the node addres
 HOST_ENV = "SEG_TUNE_RAY_HOST"
 TOKEN_DIR_ENV = "SEG_TUNE_TOKEN_DIR"
 LOCAL_TOKEN_NAME = "local.token"
+HEAD_FILE_ENV = "SEG_TUNE_HEAD_FILE"
+HEAD_POINTER_FORMAT = 1
 TOKEN_BYTES = 32  # 64 hex characters, as Ray's own `ray get-auth-token --generate`
 
 
@@ -239,3 +247,23 @@ def print_dashboard(context: Any, joined: bool) -> None:
             f"ray status --address {gcs}",
             flush=True,
         )
+
+
+# ---------------------------------------------------------------------- worker jobs
+
+
+def note_head_file(pointer: Path) -> None:
+    """Under the SLURM head script: write `pointer` (`Layout.head_pointer`), naming the head job's
+    head file and job id, atomically (a worker job may read it at any time); else nothing."""
+    from seg_tune.checkpoint import atomic_write_text
+
+    head_file = os.environ.get(HEAD_FILE_ENV)
+    if not head_file:
+        return
+    doc = {
+        "format": HEAD_POINTER_FORMAT,
+        "head_file": head_file,
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+    }
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(pointer, json.dumps(doc, indent=1) + "\n")

@@ -5,6 +5,8 @@
                            syncs it from its own staging copy, so nothing of ours lives there
     train_runs/<id>/       Ray Train's: the checkpoints of multi-worker trials
     driver.lock            held by the driver running it (`seg_tune.sweep.lock`)
+    ray_head.json          under cluster/ray_head.wilkes3: the head job's head file, which
+                           `ray_worker.wilkes3 --join FOLDER` reads (`seg_tune.sweep.cluster`)
     space.json             the resolved spec the experiment was started with (resumes compare)
     scheduler_state.json   ASHA's rungs, pauses and stops (`seg_tune.sweep.asha`)
     wandb/                 the trials' wandb runs; wandb_steps.json: the steps written for good
@@ -27,6 +29,7 @@ from pathlib import Path
 
 FINAL_DIR = "final"
 LOCK_NAME = "driver.lock"
+HEAD_POINTER = "ray_head.json"
 TUNE_DIR = "tune"  # also the Tuner's RunConfig(name=...): Tune writes <storage_path>/<name>
 
 
@@ -69,6 +72,10 @@ class Layout:
     @property
     def lock(self) -> Path:
         return self.root / LOCK_NAME
+
+    @property
+    def head_pointer(self) -> Path:
+        return self.root / HEAD_POINTER
 
     @property
     def space(self) -> Path:
@@ -147,6 +154,7 @@ class StudyLayout:
     <cell>/           each cell's experiment folder (`Layout`)
     logs/<cell>.log   what each cell's driver printed
     driver.lock       held by the study's driver
+    ray_head.json     under cluster/ray_head.wilkes3: as in an experiment folder (`Layout`)
     report.md, study.csv, plots/   the study report (`seg_tune.study_report`)
     """
 
@@ -169,6 +177,10 @@ class StudyLayout:
     @property
     def study(self) -> Path:
         return self.root / "study.json"
+
+    @property
+    def head_pointer(self) -> Path:
+        return self.root / HEAD_POINTER
 
     @property
     def lock(self) -> Path:

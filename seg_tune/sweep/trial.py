@@ -29,7 +29,7 @@ import torch
 
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import RunConfig
-from seg_tune.metrics import BEST_SO_FAR
+from seg_tune.metrics import BEST_SO_FAR, NODE_ID
 from seg_tune.sweep.layout import Layout
 from seg_tune.train import Checkpointer, PreparedCorpus, train_loop
 
@@ -129,6 +129,7 @@ class TuneSession:
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         from ray import tune
 
+        metrics = {**metrics, NODE_ID: _node_id()}
         if checkpoint is None:
             tune.report(metrics)
         else:
@@ -158,10 +159,17 @@ class TrainSession:
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         import ray.train
 
+        metrics = {**metrics, NODE_ID: _node_id()}
         if checkpoint is None or self.rank != 0:
             ray.train.report(metrics)
         else:
             _report_with_checkpoint(ray.train.report, ray.train.Checkpoint, metrics, checkpoint)
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 @contextmanager
