@@ -93,7 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--wait-for-workers",
         type=float,
-        default=float(os.environ.get(WAIT_FOR_WORKERS_ENV) or 0),
+        default=os.environ.get(WAIT_FOR_WORKERS_ENV) or "0",  # parsed by `type`: a bad value
+        # in the environment gets argparse's one-line error, as on the command line
         metavar="SECONDS",
         help="when no node of the cluster fits a trial (resources: workers, cpus_per_worker, "
         "gpus_per_worker), wait this long for nodes that do, e.g. worker jobs "

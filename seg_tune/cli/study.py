@@ -33,7 +33,6 @@ from seg_tune.cli.prepare import (
 )
 from seg_tune.errors import ConfigError, DataError, SegTuneError
 from seg_tune.sweep import cluster as local_cluster
-from seg_tune.sweep.cluster import note_head_file
 from seg_tune.sweep.layout import StudyLayout
 from seg_tune.sweep.lock import ExperimentLock
 from seg_tune.sweep.study import STUDY_FORMAT, Cell, Study, read_state, write_state
@@ -70,7 +69,7 @@ def run_study(args: argparse.Namespace, study: Study) -> int:
     if lock.notice:
         print(f"seg_tune.run: notice: {layout.root}: {lock.notice}", flush=True)
     try:
-        note_head_file(layout.head_pointer)
+        local_cluster.note_head_file(layout.head_pointer)
         return _run_cells(args, study, layout, cells, specs)
     finally:
         lock.release()

@@ -116,6 +116,7 @@ class TuneSession:
 
     def __init__(self, gpus: float) -> None:
         self.device = _device(gpus)
+        self.node_id = _node_id()  # reported with every result (`metrics.NODE_ID`)
         self.own: set[Path] = set()  # Ray's checkpoint folders offered by `restore`
 
     def restore(self) -> AbstractContextManager[list[Path]]:
@@ -129,7 +130,7 @@ class TuneSession:
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         from ray import tune
 
-        metrics = {**metrics, NODE_ID: _node_id()}
+        metrics = {**metrics, NODE_ID: self.node_id}
         if checkpoint is None:
             tune.report(metrics)
         else:
@@ -146,6 +147,7 @@ class TrainSession:
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.device = _device(gpus, ray_train=True)
+        self.node_id = _node_id()
         self.own: set[Path] = set()
 
     def restore(self) -> AbstractContextManager[list[Path]]:
@@ -159,7 +161,7 @@ class TrainSession:
     def report(self, metrics: dict[str, Any], checkpoint: Checkpointer | None) -> None:
         import ray.train
 
-        metrics = {**metrics, NODE_ID: _node_id()}
+        metrics = {**metrics, NODE_ID: self.node_id}
         if checkpoint is None or self.rank != 0:
             ray.train.report(metrics)
         else:
