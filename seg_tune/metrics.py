@@ -92,9 +92,14 @@ RESTORE_WARNINGS = "restore_warnings"
 # The Ray node a trial's result came from (rank 0's, hex): where it ran, attempt by attempt (which
 # worker job's node, `cluster/ray_worker.wilkes3`, in the logs of the SLURM scripts).
 NODE_ID = "node_id"
+# Reported with the first result of each attempt (a start, a resume after a pause, a retry): the
+# wall-clock time (Unix seconds) its first training step began, after its start-up (process,
+# imports, corpus, checkpoint); what an attempt's start costs is read against it.
+FIRST_STEP_AT = "first_step_at"
 
 TUNE_BOOKKEEPING: frozenset[str] = frozenset(
     {
+        FIRST_STEP_AT,
         BEST_SO_FAR,
         STOPPED_BY,
         RESTORE_WARNINGS,

@@ -35,7 +35,13 @@ from transformers.utils import logging as hf_logging
 from seg_tune import checkpoint as ckpt
 from seg_tune.config import DataConfig, RunConfig
 from seg_tune.corpus import Utterance, format_warnings
-from seg_tune.metrics import BEST_SO_FAR, RESTORE_WARNINGS, SEGMENTATION_METRICS, STOPPED_BY
+from seg_tune.metrics import (
+    BEST_SO_FAR,
+    FIRST_STEP_AT,
+    RESTORE_WARNINGS,
+    SEGMENTATION_METRICS,
+    STOPPED_BY,
+)
 from seg_tune.model import build_model, n_parameters
 from seg_tune.stream import BlockSampler, blocks, token_stream
 from seg_tune.tokenizer import (
@@ -487,6 +493,7 @@ class _Trainer:
                 flush=True,
             )
         self.model.train()
+        first_step_at: float | None = time.time()
         while self.step < self.steps and not self.stopped_early:
             window_loss += self.train_step()
             window_steps += 1
@@ -511,6 +518,8 @@ class _Trainer:
             value = self._selected(metrics)
             improved = self._improved(value)
             metrics[BEST_SO_FAR] = int(improved)
+            if first_step_at is not None:  # the attempt's first result
+                metrics[FIRST_STEP_AT], first_step_at = first_step_at, None
             stop = self._out_of_patience(value)
             if stop:  # a normal finish, checkpointed (a resume must not train on)
                 metrics[STOPPED_BY] = "patience"

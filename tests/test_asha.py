@@ -523,25 +523,32 @@ def test_every_decision_is_recorded(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- the random/grid searcher
 
 
-def test_variant_generator_frees_paused_slots_and_waits_for_promotions(tmp_path: Path) -> None:
-    """`PauseAwareVariantGenerator` (random and grid search under pausing ASHA), driven through
-    Tune's own trial generation from a real experiment spec, with no Ray cluster: a paused trial
-    holds no slot, and no new trial starts while a paused trial is due for promotion."""
+def _experiment(tmp_path: Path, num_samples: int) -> dict[str, Any]:
+    """A Tune experiment of one uniform parameter `x`, for a search algorithm's
+    `add_configurations`."""
     from ray import tune
-    from ray.tune.experiment import Trial
-    from ray.tune.search import BasicVariantGenerator
 
     def trainable(config: dict) -> None:
         pass
 
-    experiment = {
+    return {
         "pause_aware": {
             "run": trainable,
             "config": {"x": tune.uniform(0, 1)},
-            "num_samples": 6,
+            "num_samples": num_samples,
             "storage_path": str(tmp_path / "ray_results"),
         }
     }
+
+
+def test_variant_generator_frees_paused_slots_and_waits_for_promotions(tmp_path: Path) -> None:
+    """`PauseAwareVariantGenerator` (random and grid search under pausing ASHA), driven through
+    Tune's own trial generation from a real experiment spec, with no Ray cluster: a paused trial
+    holds no slot, and no new trial starts while a paused trial is due for promotion."""
+    from ray.tune.experiment import Trial
+    from ray.tune.search import BasicVariantGenerator
+
+    experiment = _experiment(tmp_path, num_samples=6)
     state = tmp_path / "state.json"
     s = _promoting(state, max_concurrent=2)
     generator = PauseAwareVariantGenerator(state_path=state, max_concurrent=2, random_state=0)
@@ -580,6 +587,51 @@ def test_variant_generator_frees_paused_slots_and_waits_for_promotions(tmp_path:
     assert generator.next_trial() is None  # a and d run
     generator.on_trial_complete(a.trial_id)
     assert isinstance(generator.next_trial(), Trial)  # a finished: its slot is free
+
+
+def test_the_search_stays_open_while_trials_wait_at_rungs(tmp_path: Path) -> None:
+    """Once every sample is out, the pause-aware search algorithms (random/grid, and Optuna in
+    `PauseAwareGenerator`) say they are finished only when no trial waits at a rung, so that
+    Tune keeps a process for the end game's promotions (reuse_actors); they suggest nothing
+    more meanwhile (num_samples holds)."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from seg_tune.sweep.asha import PauseAwareGenerator
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    experiment = _experiment(tmp_path, num_samples=2)
+    state = tmp_path / "state.json"
+    s = _promoting(state, max_concurrent=2)
+    searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=0))
+    limiter = PauseAwareLimiter(searcher, 2, state)
+    assert limiter.set_search_properties("bf", "max", {"x": tune.uniform(0, 1)})
+    optuna_gen = PauseAwareGenerator(limiter)
+    variant_gen = PauseAwareVariantGenerator(state_path=state, max_concurrent=2, random_state=0)
+    for generator in (optuna_gen, variant_gen):
+        generator.add_configurations(experiment)
+        a, b = generator.next_trial(), generator.next_trial()
+        assert a is not None and b is not None
+        generator.on_trial_complete(b.trial_id)
+        assert generator.next_trial() is None  # both samples are out
+        assert generator.is_finished()  # (nothing waits at a rung yet)
+        assert _feed(s, a, 10, 0.9) == TrialScheduler.PAUSE
+        assert s.paused and not generator.is_finished()  # `a` waits: still open
+        for _ in range(3):
+            assert generator.next_trial() is None  # and no third sample
+        # Tune's trials decide: `a` PAUSED keeps it open; once Tune has none, it is finished
+        s.choose_trial_to_run(_Controller([_Live(a.trial_id, "PAUSED")]))
+        assert not generator.is_finished()
+        # its end closes the search at once: Tune waits for a finished search before it asks
+        # the scheduler again (blocking up to 600 s in `_update_trial_queue`)
+        s.on_trial_complete(_Controller([_Live(a.trial_id, "TERMINATED")]), a, {})
+        assert generator.is_finished()
+        s.paused.clear()
+        s.rungs[10].clear()
+        s.stopped.clear()
+        s.promoted[10].clear()
 
 
 def test_a_released_trial_that_tune_still_shows_paused_is_run(tmp_path: Path) -> None:

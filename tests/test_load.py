@@ -819,6 +819,7 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     from ray.tune.search import BasicVariantGenerator
 
     from seg_tune.sweep.asha import (
+        PauseAwareGenerator,
         PauseAwareLimiter,
         PauseAwareVariantGenerator,
         PersistentASHA,
@@ -834,8 +835,10 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     # no metric/mode at construction: Ray lets TuneConfig pass them
     assert asha.set_search_properties("seg_boundary_noedge_fscore", "max")
     config = tune_config(spec, state)
-    assert isinstance(config.search_alg, PauseAwareLimiter)
-    assert config.search_alg.max_concurrent == 2
+    assert isinstance(config.search_alg, PauseAwareGenerator)
+    assert isinstance(config.search_alg.searcher, PauseAwareLimiter)
+    assert config.search_alg.searcher.max_concurrent == 2
+    assert config.reuse_actors  # one-worker trials: processes go on to the next trial
     # a trial is checkpointed where it may pause
     assert spec.trial_config({}).training.checkpoint_at_steps == (100, 300)
     doc = yaml.safe_load((SPACES / "base.yaml").read_text())
@@ -844,6 +847,9 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     assert ddp.scheduler.promotion == "continue" and ddp.pause_rungs() == []
     assert isinstance(scheduler(ddp, state), PersistentASHA)
     assert ddp.trial_config({}).training.checkpoint_at_steps == ()
+    assert not tune_config(ddp, state).reuse_actors  # a Train trial's process is not reused
+    doc["resources"] = {**doc["resources"], "workers": 1, "reuse_processes": False}
+    assert not tune_config(load_space(write(tmp_path, doc)), state).reuse_actors
     doc["resources"]["workers"] = 1
     doc["searcher"] = {"type": "random", "seed": 0}
     assert isinstance(

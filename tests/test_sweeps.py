@@ -351,3 +351,78 @@ def test_seg_tune_console_script_is_python_m_seg_tune(tmp_path: Path) -> None:
     assert len(bad.stderr.strip().splitlines()) == 1 and "nosuch" in bad.stderr, bad.stderr
     bare = _run([str(exe)])
     assert bare.returncode == 2 and "usage: seg-tune" in bare.stdout, bare
+
+
+# ------------------------------------------------------------------------------- reused processes
+
+
+def _attempt_pids(log: Path) -> list[int]:
+    """The process of each attempt in a trial's log, in order (`trial_log.header`)."""
+    return [
+        int(line.rsplit(" pid ", 1)[1])
+        for line in log.read_text().splitlines()
+        if line.startswith("=== seg_tune attempt ")
+    ]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_paused_trials_resume_in_reused_processes_as_if_never_paused(tmp_path: Path) -> None:
+    """The default pausing ASHA with one slot (4 samples, rungs at 10 and 30 of 60 steps, rf 3,
+    dropout on): trial processes are reused (`resources.reuse_processes`, Tune's reuse_actors),
+    so one process trains every trial in turn and a promoted trial resumes from its rung's
+    checkpoint in a process that trained other trials meanwhile. Its results equal those of the
+    same configuration trained without a pause in this test's process, step by step; each
+    attempt's first result says when its first step began; a pause writes one line to the trial
+    log, not Ray's SystemExit traceback."""
+    from seg_tune.metrics import FIRST_STEP_AT
+    from seg_tune.sweep.load import load_space
+    from seg_tune.train import LocalSession, train_loop
+
+    space = _space(
+        tmp_path,
+        experiment={"num_samples": 4, "max_concurrent": 1, "max_steps": 60},
+        training={"eval_every_steps": 10, "checkpoint_every_steps": 30, "segment_utterances": 30},
+        scheduler={"type": "asha", "grace_period_steps": 10, "reduction_factor": 3},
+        space={
+            "training.lr": {"type": "loguniform", "min": 1.0e-3, "max": 5.0e-3},
+            "model.dropout": {"type": "choice", "values": [0.1]},
+        },
+        wandb={"mode": "disabled"},
+    )
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    exp = storage / "smoke"
+    proc = _start(space, storage, log, "--no-report")
+    assert proc.wait(timeout=400) == 0, log.read_text()[-4000:]
+
+    summary = json.loads((exp / "summary.json").read_text())
+    trials = {t["trial_id"]: t for t in summary["trials"]}
+    assert len(trials) == 4 and {t["status"] for t in trials.values()} == {"TERMINATED"}
+    pids = {tid: _attempt_pids(exp / "logs" / f"{tid}.log") for tid in trials}
+    attempts = sum(len(p) for p in pids.values())
+    assert len({pid for p in pids.values() for pid in p}) < attempts, pids  # reused
+    promoted = [tid for tid, p in pids.items() if len(p) > 1]
+    assert promoted, pids  # at least the rung's best went on after a pause
+    for tid in promoted:
+        others = {pid for other, p in pids.items() if other != tid for pid in p}
+        assert set(pids[tid][1:]) & others, (tid, pids)  # resumed where other trials trained
+        text = (exp / "logs" / f"{tid}.log").read_text()
+        assert "attempt stopped by Ray Tune" in text and "SystemExit" not in text, text[-2000:]
+
+    spec = load_space(space)
+    full = max(promoted, key=lambda tid: max(r["step"] for r in _results(exp, tid)))
+    results = _results(exp, full)
+    assert results[-1]["step"] == 60
+    starts = [r for r in results if FIRST_STEP_AT in r]
+    assert len(starts) == len(pids[full]), (len(starts), pids[full])  # one per attempt
+    assert starts[0]["resumed_from_step"] == 0
+    assert all(r["resumed_from_step"] > 0 for r in starts[1:])
+    params = dict(results[0]["config"])
+    cfg = spec.trial_config(params).with_overrides({"training.threads": 1})
+    straight = LocalSession(tmp_path / "straight", keep=1)
+    train_loop(cfg, straight, progress=False)
+    by_step = {m["step"]: m for m in straight.history}
+    assert sorted(by_step) == [r["step"] for r in results]
+    for r in results:
+        for key in ("train_loss", "valid_loss"):
+            assert r[key] == pytest.approx(by_step[r["step"]][key], rel=1e-5, abs=1e-6), (key, r)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
 
 from seg_tune.checkpoint import atomic_write_text
 from seg_tune.errors import ConfigError
@@ -276,6 +276,10 @@ class PromotingASHA(_SavedState, TrialScheduler):
         self.first_pause: dict[str, int] = {}  # the step each trial reported when it first paused
         self.stopped: dict[str, int] = {}
         self.decisions: list[list[Any]] = []  # [trial_id, rung, what], in order
+        # whether a trial of Tune's waits at a rung (paused, or released and not yet started):
+        # set by a pause, recounted from Tune's trials by `_recount` (so an id of the state file
+        # that Tune lacks is not one); the searcher stays open while it is true
+        self.waiting = False
         self._loaded = False
         _ACTIVE[self._state_path] = self  # again in _load_once: Tune may use an unpickled copy
 
@@ -419,6 +423,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         else:
             self.paused[tid] = rung
             self.first_pause.setdefault(tid, step)  # the reported step: the searcher's cue
+            self.waiting = True
             action = TrialScheduler.PAUSE
         went_on = action == TrialScheduler.CONTINUE
         self.decisions.append([tid, rung, "continue" if went_on else "pause"])
@@ -430,6 +435,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         self._filling.discard(trial.trial_id)
         if self.paused.pop(trial.trial_id, None) is not None:
             self._save()
+        self._recount(tune_controller)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._load_once()
@@ -438,9 +444,32 @@ class PromotingASHA(_SavedState, TrialScheduler):
             self.stopped[trial.trial_id] = step
             self.decisions.append([trial.trial_id, step, "stop"])
             self._save()
+        self._recount(tune_controller)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         self.on_trial_complete(tune_controller, trial, {})
+
+    def _waiting(self, trials: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Tune's trials paused at a rung of ours, and those this scheduler released (promoted
+        or filled) that Tune still shows PAUSED: not started yet, to run, or they would wait
+        forever, in no list of ours."""
+        from ray.tune.experiment import Trial
+
+        paused, released = [], []
+        for t in trials:
+            if t.status == Trial.PAUSED and t.trial_id in self.paused:
+                paused.append(t)
+            elif t.status == Trial.PAUSED and t.trial_id not in self.stopped:
+                released.append(t)
+        return paused, released
+
+    def _recount(self, tune_controller: Any) -> None:
+        """After a trial ended: whether one still waits (`waiting`)."""
+        if tune_controller is None:  # no Tune: only our own record
+            self.waiting = self.waiting and bool(self.paused)
+            return
+        paused, released = self._waiting(tune_controller.get_trials())
+        self.waiting = bool(paused or released)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any | None:
         from ray.tune.experiment import Trial
@@ -448,16 +477,8 @@ class PromotingASHA(_SavedState, TrialScheduler):
         self._load_once()
         trials = tune_controller.get_trials()
         active = [t for t in trials if t.status in (Trial.RUNNING, Trial.PENDING)]
-        paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id in self.paused]
-        # A trial this scheduler released (promoted or filled) that Tune still shows PAUSED has
-        # not been started yet: run it, or it would wait forever, in no list of ours.
-        released = [
-            t
-            for t in trials
-            if t.status == Trial.PAUSED
-            and t.trial_id not in self.paused
-            and t.trial_id not in self.stopped
-        ]
+        paused, released = self._waiting(trials)
+        self.waiting = bool(paused or released)
         if released and len(active) < self._max_concurrent:
             return released[0]
         if len(active) < self._max_concurrent and paused:
@@ -468,7 +489,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         for trial in active:
             if trial.status == Trial.PENDING:
                 return trial
-        if not paused or not tune_controller.search_alg.is_finished():
+        if not paused or not _all_suggested(tune_controller.search_alg):
             return None
         if not active:
             return self._end_game(tune_controller, paused)
@@ -551,6 +572,47 @@ def _paused_slots_freed(limited: Any, state_path: str, live: set[str]) -> Iterat
         limited.max_concurrent -= extra
 
 
+def _trials_wait_at_rungs(state_path: str) -> bool:
+    scheduler = _ACTIVE.get(state_path)
+    return scheduler is not None and scheduler.waiting
+
+
+class _OpenWhileTrialsWait:
+    """A search algorithm that is finished (every sample suggested) only once no trial waits at
+    a rung. Tune keeps a trial's process for reuse (`reuse_actors`) only while the search is
+    not finished (`TuneController._maybe_cache_trial_actor`): without this the end game's
+    promotions and fills, which follow the last sample, each started a new process (measured:
+    about 8 s of imports each). No sample is suggested after the last: `next_trial` asks the
+    searcher only while the samples are not all out."""
+
+    state_path: str
+
+    def all_suggested(self) -> bool:
+        """Whether every sample has been suggested (Tune's own `is_finished`)."""
+        return bool(super().is_finished())  # type: ignore[misc]
+
+    def is_finished(self) -> bool:
+        return self.all_suggested() and not _trials_wait_at_rungs(self.state_path)
+
+    def next_trial(self) -> Any:
+        return None if self.all_suggested() else super().next_trial()  # type: ignore[misc]
+
+
+def _all_suggested(search_alg: Any) -> bool:
+    """Whether the searcher has no samples left (the end game's condition)."""
+    if isinstance(search_alg, _OpenWhileTrialsWait):
+        return search_alg.all_suggested()
+    return bool(search_alg.is_finished())
+
+
+class PauseAwareGenerator(_OpenWhileTrialsWait, SearchGenerator):
+    """Tune's SearchGenerator (what Tune wraps a Searcher in) around a `PauseAwareLimiter`."""
+
+    def __init__(self, searcher: PauseAwareLimiter) -> None:
+        super().__init__(searcher)
+        self.state_path = searcher.state_path
+
+
 class PauseAwareLimiter(ConcurrencyLimiter):
     """Tune's ConcurrencyLimiter, but a trial paused by `PromotingASHA` holds no slot, and no new
     trial starts while a paused trial waits to be promoted.
@@ -594,8 +656,9 @@ class PauseAwareLimiter(ConcurrencyLimiter):
             return super().suggest(trial_id) if allowed else None
 
 
-class PauseAwareVariantGenerator(BasicVariantGenerator):
-    """Random or grid search with the same rule as `PauseAwareLimiter`."""
+class PauseAwareVariantGenerator(_OpenWhileTrialsWait, BasicVariantGenerator):
+    """Random or grid search with the same rule as `PauseAwareLimiter` (and `PauseAwareGenerator`'s
+    end)."""
 
     def __init__(self, *, state_path: str | Path, **kwargs: Any) -> None:
         super().__init__(**kwargs)

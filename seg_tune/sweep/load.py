@@ -486,7 +486,7 @@ def _resolve_scheduler(
         raise ConfigError(
             f"{source}: key {label!r} = {grace}: must be <= experiment.max_steps {max_steps}"
         )
-    ray_train = resources.workers > 1 or resources.use_ray_train == "always"
+    ray_train = resources.ray_train
     promotion = sched.promotion
     if promotion == "auto":
         promotion = "continue" if ray_train or sched.brackets > 1 else "pause"

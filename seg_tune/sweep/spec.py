@@ -91,6 +91,22 @@ class Resources(Strict):
     # auto: a one-worker trial trains inside its Tune trainable (faster start, same checkpoints,
     # resume and metrics); always: every trial is a Ray Train TorchTrainer job
     use_ray_train: Literal["auto", "always"] = "auto"
+    # a one-worker trial's process goes on to the next trial, or to a paused trial's resume,
+    # instead of a new process starting (Tune's reuse_actors: no Python start-up, no imports of
+    # torch and transformers, the shared corpus kept); false: a new process for every attempt
+    reuse_processes: bool = True
+
+    @property
+    def ray_train(self) -> bool:
+        """Whether trials are Ray Train jobs (`seg_tune.sweep.trial`): several workers, or asked."""
+        return self.workers > 1 or self.use_ray_train == "always"
+
+    @property
+    def reuse_actors(self) -> bool:
+        """Tune's reuse_actors: on the one-worker path only. A Train trial's Tune process only
+        drives its Train job (whose workers are new processes anyway), and a reused process
+        must end its trial's thread within Tune's 2 s, which a running Train job does not."""
+        return self.reuse_processes and not self.ray_train
 
     @model_validator(mode="after")
     def _check_gpus(self) -> Resources:

@@ -203,6 +203,39 @@ def _set_aside(folder: Path, own: set[Path]) -> Path | None:
     return ckpt.set_aside(folder, placeholder=True) if folder in own else None
 
 
+# The shared corpus this process last fetched, by its object's id: a reused trial process (Tune's
+# reuse_actors, `Resources.reuse_processes`) fetches and unpickles it once, not once per trial.
+# One entry: a process serves one sweep's trials (its Tuner's actors are its own).
+_FETCHED: dict[str, PreparedCorpus] = {}
+
+
+@dataclass(frozen=True)
+class SharedCorpus:
+    """The sweep's `PreparedCorpus` in Ray's object store, put there once by the driver
+    (`put`); a trial gets it with `get`, from this process's copy when it has one."""
+
+    ref: Any  # ray.ObjectRef of the PreparedCorpus
+
+    @classmethod
+    def put(cls, corpus: PreparedCorpus | None) -> SharedCorpus | None:
+        import ray
+
+        return None if corpus is None else cls(ray.put(corpus))
+
+    def get(self) -> PreparedCorpus:
+        key = self.ref.hex()
+        if key not in _FETCHED:
+            import ray
+
+            _FETCHED.clear()
+            _FETCHED[key] = ray.get(self.ref)
+        return _FETCHED[key]
+
+
+def _fetched(corpus: SharedCorpus | PreparedCorpus | None) -> PreparedCorpus | None:
+    return corpus.get() if isinstance(corpus, SharedCorpus) else corpus
+
+
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's per-worker function; every rank copies its output into the trial's log."""
     cfg = RunConfig.model_validate_json(loop_config["config"])
@@ -212,7 +245,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     copy_stdout = getattr(builtins.print, "__module__", "builtins") == "builtins"
     with _logged(Path(log) if log else None, "train worker", _world_rank(), copy_stdout):
         session = TrainSession(loop_config["gpus"])
-        train_loop(cfg, session, progress=False, corpus=loop_config.get("corpus"))
+        train_loop(cfg, session, progress=False, corpus=_fetched(loop_config.get("corpus")))
 
 
 def _world_rank() -> int:
@@ -232,10 +265,13 @@ def _logged(
 
 
 def run_trial(
-    params: dict[str, Any], settings: TrialSettings, corpus: PreparedCorpus | None = None
+    params: dict[str, Any],
+    settings: TrialSettings,
+    corpus: SharedCorpus | PreparedCorpus | None = None,
 ) -> None:
     """The Tune function trainable of one trial. `corpus`: the sweep's corpus, read and encoded
-    once by the driver (through `tune.with_parameters`, so it sits in Ray's object store once)."""
+    once by the driver and put in Ray's object store once (`SharedCorpus`); a Ray Train trial
+    hands the handle on to its workers, which fetch it themselves."""
     from ray import tune
 
     log = settings.log_path(tune.get_context().get_trial_id())
@@ -244,10 +280,14 @@ def run_trial(
 
 
 def _run_trial(
-    cfg: RunConfig, settings: TrialSettings, corpus: PreparedCorpus | None, log: Path | None
+    cfg: RunConfig,
+    settings: TrialSettings,
+    corpus: SharedCorpus | PreparedCorpus | None,
+    log: Path | None,
 ) -> None:
     if not settings.use_ray_train:
-        train_loop(cfg, TuneSession(settings.gpus_per_worker), progress=False, corpus=corpus)
+        session = TuneSession(settings.gpus_per_worker)
+        train_loop(cfg, session, progress=False, corpus=_fetched(corpus))
         return
     import ray.train
     from ray import tune

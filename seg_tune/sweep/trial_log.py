@@ -126,8 +126,12 @@ def captured(
         faulthandler.enable(file=sink.file, all_threads=True)
     try:
         yield
-    except BaseException:
-        sink.write(prefix + traceback.format_exc().replace("\n", "\n" + prefix).rstrip() + "\n")
+    except BaseException as exc:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            # how Ray Tune ends a trial's thread (a pause, a stop): not an error
+            sink.write(f"{prefix}seg_tune: attempt stopped by Ray Tune (a pause or a stop)\n")
+        else:
+            sink.write(prefix + traceback.format_exc().replace("\n", "\n" + prefix).rstrip() + "\n")
         raise
     finally:
         sys.stdout, sys.stderr = saved

@@ -128,17 +128,22 @@ def scheduler(spec: ExperimentSpec, state_path: Any) -> Any:
 
 def tune_config(spec: ExperimentSpec, state_path: Any) -> Any:
     """`TuneConfig`: the objective, the budget, the searcher and the scheduler (whose state file
-    is `state_path`), and trial folders named `trial_<id>`."""
+    is `state_path`), and trial folders named `trial_<id>`. A pause-aware Optuna searcher goes
+    into the `PauseAwareGenerator` Tune would otherwise wrap it in."""
     from ray import tune
 
+    from seg_tune.sweep.asha import PauseAwareGenerator, PauseAwareLimiter
+
     e = spec.experiment
+    search = search_algorithm(spec, state_path)
     return tune.TuneConfig(
         metric=e.metric,
         mode=e.mode,
-        search_alg=search_algorithm(spec, state_path),
+        search_alg=PauseAwareGenerator(search) if isinstance(search, PauseAwareLimiter) else search,
         scheduler=scheduler(spec, state_path),
         num_samples=e.num_samples,
         trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
+        reuse_actors=spec.resources.reuse_actors,
     )
 
 
@@ -267,6 +272,7 @@ def build_final_tuner(
             scheduler=FIFOScheduler(),
             num_samples=1,
             trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
+            reuse_actors=spec.resources.reuse_actors,
         ),
         run_config=run_config(spec, layout, callbacks, keep_checkpoints),
     )
@@ -292,6 +298,7 @@ class Sweep:
 
     def __init__(self, spec: ExperimentSpec, layout: Layout, corpus: Any = None) -> None:
         self.spec, self.layout, self.corpus = spec, layout, corpus
+        self._shared: Any = None  # the corpus in Ray's object store (`SharedCorpus`), put once
         r = spec.resources
         self.settings = TrialSettings(
             spec_json=spec.model_dump_json(),
@@ -301,18 +308,20 @@ class Sweep:
             keep_checkpoints=spec.checkpoints.keep or spec.base.training.keep_checkpoints,
             train_storage=str(layout.train_runs),
             experiment_dir=str(layout.root),
-            use_ray_train=r.workers > 1 or r.use_ray_train == "always",
+            use_ray_train=r.ray_train,
         )
 
     def trainable(self, settings: TrialSettings | None = None) -> Any:
         import ray
         from ray import tune
 
-        from seg_tune.sweep.trial import run_trial, trial_resources
+        from seg_tune.sweep.trial import SharedCorpus, run_trial, trial_resources
 
         settings = settings or self.settings
         needed = trial_resources(settings, ray.cluster_resources())
-        trainable = tune.with_parameters(run_trial, settings=settings, corpus=self.corpus)
+        if self._shared is None:
+            self._shared = SharedCorpus.put(self.corpus)
+        trainable = tune.with_parameters(run_trial, settings=settings, corpus=self._shared)
         return tune.with_resources(trainable, needed)
 
     def callbacks(self, layout: Layout | None = None, suffix: str = "") -> list[Any]:
