@@ -4,6 +4,7 @@
         [--reduction-factor 3] [--grace STEPS] [--startup-trials N] [--only asha|fifo]
         [--data ../shared/data/childes-en] [--log runs.jsonl] [--keep DIR]
         [--concurrent 2] [--gpus 0] [--asha-searcher optuna|random] [--promotion pause|continue]
+        [--processes reused|new]
     .venv/bin/python bench/asha_vs_fifo.py --report runs.jsonl
     .venv/bin/python bench/asha_vs_fifo.py --idle EXPERIMENT_FOLDER [--concurrent 2]
 
@@ -51,6 +52,7 @@ def space(
     gpus: float = 0,
     asha_searcher: str = "optuna",
     promotion: str = "pause",
+    reuse: bool = True,
 ) -> dict:
     grace = grace or math.ceil(max_steps / rf**2)  # three rungs: grace, grace*rf, max_steps
     return {
@@ -96,7 +98,12 @@ def space(
             if asha and asha_searcher == "optuna"
             else {"type": "random", "seed": seed}
         ),
-        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": gpus},
+        "resources": {
+            "workers": 1,
+            "cpus_per_worker": 1,
+            "gpus_per_worker": gpus,
+            "reuse_processes": reuse,
+        },
         "wandb": {"mode": "disabled"},
     }
 
@@ -114,9 +121,11 @@ def run(doc: dict, storage: Path) -> tuple[dict, float]:
         stdout=subprocess.DEVNULL,
     )
     summary = json.loads((storage / doc["experiment"]["name"] / "summary.json").read_text())
-    summary["idle"] = idle_slot_time(
-        storage / doc["experiment"]["name"], doc["experiment"]["max_concurrent"]
-    )
+    exp = storage / doc["experiment"]["name"]
+    summary["idle"] = {
+        **idle_slot_time(exp, doc["experiment"]["max_concurrent"]),
+        **handover(exp),
+    }
     return summary, time.monotonic() - t0
 
 
@@ -161,6 +170,46 @@ def idle_slot_time(exp: Path, slots: int) -> dict:
     }
 
 
+def attempts(exp: Path) -> list[tuple[float, float, bool]]:
+    """(first step began, last result, resumed) of every attempt of every trial: an attempt's
+    first result carries `first_step_at` (seg_tune.metrics.FIRST_STEP_AT), and resumed
+    attempts are those after a trial's first (a promotion, a fill or a retry)."""
+    from seg_tune.metrics import FIRST_STEP_AT
+    from seg_tune.sweep.summary import results_by_step
+
+    out = []
+    for folder in sorted((exp / "tune").glob("trial_*")):
+        runs: list[list[dict]] = []
+        for r in results_by_step(folder / "result.json"):
+            if FIRST_STEP_AT in r or not runs:
+                runs.append([])
+            runs[-1].append(r)
+        for i, rs in enumerate(runs):
+            if FIRST_STEP_AT in rs[0]:
+                out.append((float(rs[0][FIRST_STEP_AT]), float(rs[-1]["timestamp"]), i > 0))
+    return out
+
+
+def handover(exp: Path) -> dict:
+    """Seconds from a slot's release (the last attempt to end before this one began: a pause,
+    an end or a stop) to an attempt's first step, median and max, for resumed attempts (after
+    a promotion) and for new trials; the sweep's first attempts (nothing ended yet) are left
+    out. Start-up of a new process, imports, loading and checkpoint restore are all in it."""
+    spans = attempts(exp)
+    ends = sorted(end for _, end, _ in spans)
+    gaps: dict[bool, list[float]] = {True: [], False: []}
+    for start, _, resumed in spans:
+        before = [e for e in ends if e <= start]
+        if before:
+            gaps[resumed].append(start - before[-1])
+    out = {}
+    for resumed, name in ((True, "resume"), (False, "new")):
+        if gaps[resumed]:
+            out[f"handover_{name}_median_s"] = round(statistics.median(gaps[resumed]), 2)
+            out[f"handover_{name}_max_s"] = round(max(gaps[resumed]), 2)
+    return out
+
+
 def measure(summary: dict, wall: float, search: str, seed: int) -> dict:
     trials = summary["trials"]
     return {
@@ -193,8 +242,9 @@ def markdown(rows: list[dict]) -> str:
     """The BENCHMARKS.md section: every run, then medians over seeds per search and setting."""
     out = [
         "| setting | search | seed | trial-steps | trials run to the end | best valid_loss "
-        "| best boundary_noedge F | wall | idle slot-time (in the end game) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| best boundary_noedge F | wall | idle slot-time (in the end game) "
+        "| slot release to first step, median (max): resumed / new trials |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         idle = (
@@ -203,17 +253,23 @@ def markdown(rows: list[dict]) -> str:
             if "idle_slot_s" in r
             else "-"
         )
+        hand = " / ".join(
+            f"{r[f'handover_{k}_median_s']:.1f} s ({r[f'handover_{k}_max_s']:.1f})"
+            if f"handover_{k}_median_s" in r
+            else "-"
+            for k in ("resume", "new")
+        )
         out.append(
             f"| {setting(r)} | {r['search']} | {r['seed']} | {r['trial_steps']:,} "
             f"| {r.get('full_length', r['trials'] - r['stopped_early'])} "
             f"| {r['best_valid_loss']:.4f} | {r['best_bf']:.3f} | {r['wall_s'] / 60:.1f} min "
-            f"| {idle} |"
+            f"| {idle} | {hand} |"
         )
     out += [
         "",
         "| setting | search | seeds | median trial-steps | FIFO's / this "
-        "| median best valid_loss |",
-        "|---|---|---|---|---|---|",
+        "| median best valid_loss | median wall | FIFO's wall / this |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for where in dict.fromkeys(setting(r) for r in rows):
         group = [r for r in rows if setting(r) == where]
@@ -229,9 +285,19 @@ def markdown(rows: list[dict]) -> str:
             steps = statistics.median(r["trial_steps"] for r in rs)
             best = statistics.median(r["best_valid_loss"] for r in rs)
             seeds = ", ".join(str(r["seed"]) for r in rs)
+            wall = statistics.median(r["wall_s"] for r in rs)
+            # against FIFO with the same trial processes (rows without the key had a new
+            # process per attempt: the only way before `resources.reuse_processes`)
+            fifo_wall = [
+                r["wall_s"]
+                for r in group
+                if r["search"].startswith("FIFO")
+                and r.get("processes", "new") == rs[0].get("processes", "new")
+            ]
+            ratio = f"{statistics.median(fifo_wall) / wall:.2f}x" if fifo_wall else "-"
             out.append(
                 f"| {where} | {name} | {seeds} | {steps:,.0f} | {fifo_steps / steps:.2f}x "
-                f"| {best:.4f} |"
+                f"| {best:.4f} | {wall / 60:.1f} min | {ratio} |"
             )
     return "\n".join(out)
 
@@ -260,6 +326,12 @@ def main() -> None:
         choices=["pause", "continue"],
         default="pause",
         help="ASHA's promotion (pause: seg_tune's default; continue: Ray's stop-or-continue)",
+    )
+    parser.add_argument(
+        "--processes",
+        choices=["reused", "new"],
+        default="reused",
+        help="trial processes (reused: seg_tune's default; new: one per attempt, as before)",
     )
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/childes-en")
     parser.add_argument("--log", type=Path, help="append each finished run here (JSON lines)")
@@ -304,6 +376,7 @@ def main() -> None:
                     args.gpus,
                     args.asha_searcher,
                     args.promotion,
+                    args.processes == "reused",
                 )
                 summary, wall = run(doc, storage)
                 searcher = (
@@ -317,18 +390,20 @@ def main() -> None:
                     if asha
                     else "FIFO + random"
                 )
-                rows.append(measure(summary, wall, name, seed))
-                if args.log:
-                    entry = {
-                        **rows[-1],
+                rows.append(
+                    {
+                        **measure(summary, wall, f"{name}, {args.processes} processes", seed),
                         "samples": args.samples,
                         "max_steps": args.max_steps,
                         "concurrent": args.concurrent,
                         "gpus_per_trial": args.gpus,
+                        "processes": args.processes,
                         **({"promotion": args.promotion} if asha else {}),
                     }
+                )
+                if args.log:
                     with args.log.open("a") as f:
-                        f.write(json.dumps(entry) + "\n")
+                        f.write(json.dumps(rows[-1]) + "\n")
     print(
         f"Command: `.venv/bin/python bench/asha_vs_fifo.py {' '.join(sys.argv[1:])}`;"
         " childes-en train.txt, 2,000 dev utterances for validation; "

@@ -22,10 +22,11 @@ import pytest
 import yaml
 from conftest import DRIVERS, REPO, fill_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from wandb_files import check_steps_logged_once, offline_runs
+from wandb_files import check_steps_logged_once, offline_runs, steps_by_run
 
 from seg_tune.metrics import SCORE_KEYS
 from seg_tune.sweep.layout import Layout
+from seg_tune.sweep.tracking import LOST_CHECKPOINT
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -323,17 +324,25 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
     )
 
 
+def _one_trial_stopped_past_step_30(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A sweep of one 60-step trial keeping 4 checkpoints, stopped by SIGINT once it has
+    checkpointed step 30: its space, storage and driver log."""
+    space = _fifo_space(tmp_path, 1, 60, checkpoints={"keep": 4})
+    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    proc = _start(space, storage, log)
+    exp = storage / "smoke"
+    _wait_for(lambda: max(_checkpoint_steps(exp).values(), default=0) >= 30, 240, "step 30")
+    _stop_and_check(proc, signal.SIGINT, log)
+    return space, storage, log
+
+
 def test_a_trial_whose_checkpoint_is_corrupt_resumes_from_an_older_one(tmp_path: Path) -> None:
     """Issue 13.3 with Tune's own checkpoints: stop a sweep, damage every checkpoint of its
     trial but the oldest (Tune restores its newest registered one), and run again. The trial
     falls back to the oldest, without a failed attempt: each bad folder tried is moved to
     <name>.corrupt and an empty one is left for Tune to prune, and the sweep finishes."""
-    space = _fifo_space(tmp_path, 1, 60, checkpoints={"keep": 4})
-    storage, log = tmp_path / "results", tmp_path / "driver.log"
+    space, storage, log = _one_trial_stopped_past_step_30(tmp_path)
     exp = storage / "smoke"
-    proc = _start(space, storage, log)
-    _wait_for(lambda: max(_checkpoint_steps(exp).values(), default=0) >= 30, 240, "step 30")
-    _stop_and_check(proc, signal.SIGINT, log)
     (trial_dir,) = exp.glob("tune/trial_*")
     folders = sorted(trial_dir.glob("checkpoint_*"))
     assert len(folders) >= 3, folders
@@ -396,8 +405,53 @@ def test_a_sigkilled_driver_loses_no_wandb_step(tmp_path: Path) -> None:
     tune_steps = {
         t["trial_id"]: [r["step"] for r in _results(exp, t["trial_id"])] for t in summary["trials"]
     }
-    check_steps_logged_once(exp / "wandb", tune_steps)
     assert all(max(steps) == 60 for steps in tune_steps.values())
+    # The kill can land between Ray pruning a trial's checkpoint and saving the state that names
+    # it (ResumeFromAKeptCheckpoint): that trial resumes from a newer one, with a warning naming
+    # both steps; Tune never saved the results between them, which wandb may have logged.
+    for tid, lost, kept in re.findall(
+        rf"trial (\w+): its latest checkpoint checkpoint_\d+ \(step (\d+)\) {LOST_CHECKPOINT}; "
+        r"it resumes from checkpoint_\d+ \(step (\d+)\)",
+        out,
+    ):
+        between = set(range(int(lost) + 1, int(kept) + 1))
+        tune_steps[tid] += [s for s in steps_by_run(exp / "wandb")[tid] if s in between]
+    check_steps_logged_once(exp / "wandb", tune_steps)
+
+
+def test_a_trial_whose_latest_checkpoint_was_pruned_resumes_from_the_newest_kept(
+    tmp_path: Path,
+) -> None:
+    """The race above made certain: Ray prunes a trial's old checkpoints before it saves the
+    experiment state that names the new latest, so a driver killed in between leaves a state
+    whose latest checkpoint is gone, and Tune alone fails that trial on every retry. Stop a
+    sweep and move each checkpoint of its trial to a later name: the state names a folder that
+    is gone, newer ones are kept. Run again: the trial resumes from the newest kept, with one
+    warning line, no failed attempt, and the sweep finishes."""
+    space, storage, log = _one_trial_stopped_past_step_30(tmp_path)
+    exp = storage / "smoke"
+    (trial_dir,) = exp.glob("tune/trial_*")
+    moved = {}  # new name -> step
+    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+        later = f"checkpoint_{int(folder.name.removeprefix('checkpoint_')) + 10:06d}"
+        os.rename(folder, folder.with_name(later))
+        moved[later] = json.loads((trial_dir / later / "meta.json").read_text())["step"]
+    newest, step = max(moved.items(), key=lambda kv: kv[1])
+    trial_id = trial_dir.name.removeprefix("trial_")
+    lines_before = len(_results(exp, trial_id))
+
+    proc = _start(space, storage, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    (line,) = [x for x in log.read_text().splitlines() if LOST_CHECKPOINT in x]
+    assert f"trial {trial_id}: its latest checkpoint checkpoint_" in line, line
+    assert f"it resumes from {newest} (step {step}), the newest kept" in line, line
+    summary = json.loads((exp / "summary.json").read_text())
+    (trial,) = summary["trials"]
+    assert trial["status"] == "TERMINATED" and trial["steps_trained"] == 60
+    assert trial["error"] is None
+    after = _results(exp, trial_id)[lines_before:]
+    assert after and after[0]["resumed_from_step"] == step, after[:1]
+    check_steps_logged_once(exp / "wandb", {trial_id: [r["step"] for r in _results(exp, trial_id)]})
 
 
 def test_a_storage_filling_up_stops_the_sweep_whole_and_it_resumes(

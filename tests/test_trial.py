@@ -1,11 +1,18 @@
-"""Trial plumbing that needs no Ray cluster: placement checks and the device choice."""
+"""Trial plumbing that needs no Ray cluster: placement checks, the device choice, and what a
+restored trial resumes from when its latest checkpoint was pruned."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from seg_tune import checkpoint as ckpt
 from seg_tune.sweep import trial as tune
+from seg_tune.sweep.tracking import LOST_CHECKPOINT, repoint_lost_checkpoint
 from seg_tune.sweep.trial import TrialSettings, placement_problem
 
 
@@ -65,3 +72,52 @@ def test_gpu_trial_without_cuda_says_so_and_uses_the_cpu(
     assert "holds 0.5 GPU" in capsys.readouterr().err
     assert tune._device(0) == torch.device("cpu")
     assert capsys.readouterr().err == ""
+
+
+def _restored_trial(latest: Path, step: int) -> SimpleNamespace:
+    """What `repoint_lost_checkpoint` reads of a Tune trial restored from its experiment state:
+    its latest checkpoint result (Ray's own classes) on the local filesystem."""
+    import pyarrow.fs
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    checkpoint = Checkpoint(path=str(latest), filesystem=pyarrow.fs.LocalFileSystem())
+    return SimpleNamespace(
+        latest_checkpoint_result=_TrainingResult(checkpoint, {"step": step}),
+        invalidate_json_state=lambda: None,
+    )
+
+
+def _checkpoint_folder(path: Path, step: int | None) -> None:
+    path.mkdir(parents=True)
+    if step is not None:
+        (path / "meta.json").write_text(json.dumps({"step": step}))
+
+
+def test_a_pruned_latest_checkpoint_is_replaced_by_the_newest_kept(tmp_path: Path) -> None:
+    lost = tmp_path / "checkpoint_000001"
+    _checkpoint_folder(tmp_path / "checkpoint_000002", 30)
+    _checkpoint_folder(tmp_path / "checkpoint_000003", 40)
+    _checkpoint_folder(tmp_path / "checkpoint_000004", None)  # torn: no meta.json
+    _checkpoint_folder(tmp_path / "checkpoint_000005.corrupt", 50)  # set aside
+    trial = _restored_trial(lost, 20)
+    line = repoint_lost_checkpoint(trial)
+    assert line == (
+        f"its latest checkpoint checkpoint_000001 (step 20) {LOST_CHECKPOINT}; "
+        "it resumes from checkpoint_000003 (step 40), the newest kept"
+    )
+    assert trial.latest_checkpoint_result.checkpoint.path == str(tmp_path / "checkpoint_000003")
+    assert not lost.exists()
+    assert repoint_lost_checkpoint(trial) is None  # it is there now: nothing to do
+
+
+def test_a_pruned_latest_checkpoint_with_none_kept_leaves_an_empty_folder(tmp_path: Path) -> None:
+    lost = tmp_path / "checkpoint_000001"
+    trial = _restored_trial(lost, 20)
+    line = repoint_lost_checkpoint(trial)
+    assert line == (
+        f"its latest checkpoint checkpoint_000001 (step 20) {LOST_CHECKPOINT}, "
+        "and none is kept: it starts over"
+    )
+    assert lost.is_dir() and not any(lost.iterdir())  # seg_tune.train skips an empty one
+    assert ckpt.is_set_aside(lost)

@@ -1,5 +1,6 @@
-"""What the driver records of its trials: Tune's own logs kept whole (`KeepTrialLogs`), and
-Weights & Biases mirroring, one wandb run per trial, grouped by experiment (`WandbTrialRuns`).
+"""What the driver records of its trials: Tune's own logs kept whole (`KeepTrialLogs`), a
+restored trial's checkpoint that Ray pruned replaced by one it kept (`ResumeFromAKeptCheckpoint`),
+and Weights & Biases mirroring, one wandb run per trial, grouped by experiment (`WandbTrialRuns`).
 
 A Ray Tune callback in the driver process (several runs at once through
 `wandb.init(reinit="create_new")`), rather than Ray's `WandbLoggerCallback`, which logs from one
@@ -26,6 +27,7 @@ import logging
 import math
 import netrc
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -92,6 +94,75 @@ class KeepTrialLogs(Callback):
             _push_trial_logs(trial)
         except Exception as exc:  # the sweep goes on; only this trial's log may lose lines
             logger.warning("trial %s: copying its logs to storage failed: %r", trial, exc)
+
+
+# Ray prunes a trial's old checkpoints in the driver as it registers a new one, and saves the
+# experiment state (which names each trial's latest checkpoint) afterwards, in the background:
+# every `num_to_keep` checkpoints of a trial at most. A driver killed in between (SIGKILL, the
+# OOM killer, a node reset) leaves a state whose latest checkpoint of a trial is gone; Tune 2.60
+# then fails the restored trial ("Could not recover from checkpoint as it does not exist on
+# storage anymore"), again on every retry. The newer checkpoints Ray kept are beside it.
+LOST_CHECKPOINT = "was pruned before the experiment state was saved"
+
+
+class ResumeFromAKeptCheckpoint(Callback):
+    """Before Tune restores a trial (its actor has started), point a latest checkpoint that is
+    gone from storage at the newest one kept in the trial's folder, or at an empty folder (the
+    trial starts over: `seg_tune.train` skips one) when none is: one warning line on the
+    terminal either way. Tune's record then lacks the results between the two, which it had
+    not saved either."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        try:
+            line = repoint_lost_checkpoint(trial)
+        except Exception as exc:  # Tune's own error follows, naming the checkpoint
+            logger.warning("trial %s: looking for its kept checkpoints failed: %r", trial, exc)
+            return
+        if line:
+            print(f"seg_tune.run: warning: trial {trial.trial_id}: {line}", flush=True)
+
+
+def repoint_lost_checkpoint(trial: Any) -> str | None:
+    """What `ResumeFromAKeptCheckpoint` did to `trial` (a line), or None: its latest
+    checkpoint is there, or it has none."""
+    import pyarrow.fs
+    from ray.tune import Checkpoint
+
+    result = getattr(trial, "latest_checkpoint_result", None)
+    if result is None or result.checkpoint is None:
+        return None
+    fs, path = result.checkpoint.filesystem, result.checkpoint.path
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        return None
+    lost = f"{Path(path).name} (step {result.metrics.get('step', '?')})"
+    kept = _kept_checkpoints(fs, Path(path).parent.as_posix())
+    if not kept:
+        fs.create_dir(path, recursive=True)
+        return f"its latest checkpoint {lost} {LOST_CHECKPOINT}, and none is kept: it starts over"
+    step, newest = max(kept)
+    result.checkpoint = Checkpoint(path=newest, filesystem=fs)
+    trial.invalidate_json_state()
+    return (
+        f"its latest checkpoint {lost} {LOST_CHECKPOINT}; it resumes from "
+        f"{Path(newest).name} (step {step}), the newest kept"
+    )
+
+
+def _kept_checkpoints(fs: Any, folder: str) -> list[tuple[int, str]]:
+    """(step, path) of each `checkpoint_N` folder in `folder` whose meta.json gives its step."""
+    import pyarrow.fs
+
+    found = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True)):
+        name = Path(info.path).name
+        if info.type != pyarrow.fs.FileType.Directory or not re.fullmatch(r"checkpoint_\d+", name):
+            continue
+        try:
+            with fs.open_input_stream(f"{info.path}/meta.json") as stream:
+                found.append((int(json.loads(stream.read())["step"]), info.path))
+        except (OSError, ValueError, KeyError, TypeError):  # set aside, torn: not a candidate
+            continue
+    return found
 
 
 class TrialWarnings(Callback):

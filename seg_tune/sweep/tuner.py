@@ -329,6 +329,7 @@ class Sweep:
         search's), grouped as the experiment (+ `suffix`: "-final" for the final phase)."""
         from seg_tune.sweep.tracking import (
             KeepTrialLogs,
+            ResumeFromAKeptCheckpoint,
             TrialWarnings,
             WandbTrialRuns,
             resolve_mode,
@@ -336,7 +337,7 @@ class Sweep:
 
         w = self.spec.wandb
         mode = resolve_mode(w.mode)
-        always = [KeepTrialLogs(), TrialWarnings()]
+        always = [KeepTrialLogs(), ResumeFromAKeptCheckpoint(), TrialWarnings()]
         if mode == "disabled":
             return always
         return [
