@@ -14,6 +14,7 @@ import yaml
 
 from seg_tune.errors import ConfigError
 from seg_tune.metrics import REPORTED_METRICS
+from seg_tune.sweep.cluster import HEAD_FILE_ENV
 from seg_tune.sweep.distributions import (
     Choice,
     Fixed,
@@ -839,6 +840,9 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     assert isinstance(config.search_alg.searcher, PauseAwareLimiter)
     assert config.search_alg.searcher.max_concurrent == 2
     assert config.reuse_actors  # one-worker trials: processes go on to the next trial
+    with pytest.MonkeyPatch.context() as env:  # under the SLURM head script: nodes may join
+        env.setenv(HEAD_FILE_ENV, str(tmp_path / "head.env"))
+        assert not tune_config(spec, state).reuse_actors
     # a trial is checkpointed where it may pause
     assert spec.trial_config({}).training.checkpoint_at_steps == (100, 300)
     doc = yaml.safe_load((SPACES / "base.yaml").read_text())

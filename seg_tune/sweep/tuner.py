@@ -143,8 +143,18 @@ def tune_config(spec: ExperimentSpec, state_path: Any) -> Any:
         scheduler=scheduler(spec, state_path),
         num_samples=e.num_samples,
         trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
-        reuse_actors=spec.resources.reuse_actors,
+        reuse_actors=reuse_processes(spec),
     )
+
+
+def reuse_processes(spec: ExperimentSpec) -> bool:
+    """Tune's reuse_actors for `spec` here: `Resources.reuse_actors`, except where worker jobs
+    may join the cluster (`cluster.nodes_may_join`). There Tune, handing each next trial to a
+    process it keeps, started none on a worker job's node that joined later (the SLURM worker
+    job test, Ray 2.60): until that is solved, a head job starts a process per attempt."""
+    from seg_tune.sweep.cluster import nodes_may_join
+
+    return spec.resources.reuse_actors and not nodes_may_join()
 
 
 def build_tuner(
@@ -272,7 +282,7 @@ def build_final_tuner(
             scheduler=FIFOScheduler(),
             num_samples=1,
             trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
-            reuse_actors=spec.resources.reuse_actors,
+            reuse_actors=reuse_processes(spec),
         ),
         run_config=run_config(spec, layout, callbacks, keep_checkpoints),
     )
