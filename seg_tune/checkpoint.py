@@ -45,6 +45,7 @@ import torch
 FORMAT_VERSION = 2  # 2: the RNG states include "cuda"
 READABLE_FORMATS = (1, 2)
 _PREFIX = "step_"
+META_FILE = "meta.json"  # written last: a folder that has it is whole
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint moved aside: <name>.corrupt[-N]
 
 
@@ -165,12 +166,12 @@ def write_checkpoint_files(
     (folder / "config.json").write_text(config_json, encoding="utf-8")
     tokenizer.save_pretrained(str(folder / "tokenizer"))
     meta = {"format": FORMAT_VERSION, **meta, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, meta) of a checkpoint folder."""
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     if meta.get("format") not in READABLE_FORMATS:
         raise ValueError(
             f"{folder}: checkpoint format {meta.get('format')}, expected one of "
@@ -181,7 +182,7 @@ def read_checkpoint(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / "meta.json").is_file() and (folder / "state.pt").is_file()
+    return (folder / META_FILE).is_file() and (folder / "state.pt").is_file()
 
 
 def is_set_aside(folder: Path) -> bool:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from ray.tune import Callback
 
-from seg_tune.checkpoint import atomic_write_text
+from seg_tune.checkpoint import META_FILE, atomic_write_text
 from seg_tune.metrics import RESTORE_WARNINGS, TUNE_BOOKKEEPING
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.summary import results_by_step
@@ -158,7 +158,7 @@ def _kept_checkpoints(fs: Any, folder: str) -> list[tuple[int, str]]:
         if info.type != pyarrow.fs.FileType.Directory or not re.fullmatch(r"checkpoint_\d+", name):
             continue
         try:
-            with fs.open_input_stream(f"{info.path}/meta.json") as stream:
+            with fs.open_input_stream(f"{info.path}/{META_FILE}") as stream:
                 found.append((int(json.loads(stream.read())["step"]), info.path))
         except (OSError, ValueError, KeyError, TypeError):  # set aside, torn: not a candidate
             continue
