@@ -13,12 +13,14 @@
 # Nodes n1 and n2 both listen on 127.0.0.1 with their own ports and advertise SLURM_CI_CPUS CPUs
 # each (default 8, more than the machine has: SlurmdParameters=config_overrides), so Ray gets a
 # few CPUs per job. Ports: SLURM_CI_PORT (default 16817) for slurmctld, +1 and +2 for n1 and n2.
+# SLURM_CI_NODES (default "n1 n2") names the nodes: bench/many_trials.py starts a 3-node one
+# in its own DIR and ports (SLURM_CI_NODES="n1 n2 n3"); the tests use the default.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CMD=${1:-}
 DIR=${2:-$REPO/.ci/slurm-state}
-NODES=(n1 n2)
+read -r -a NODES <<<"${SLURM_CI_NODES:-n1 n2}"  # more for a bench: SLURM_CI_NODES='n1 n2 n3'
 CPUS=${SLURM_CI_CPUS:-8}
 PORT=${SLURM_CI_PORT:-16817}
 PARTITION=ampere

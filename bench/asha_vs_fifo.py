@@ -172,9 +172,11 @@ def idle_slot_time(exp: Path, slots: int) -> dict:
 
 def attempts(exp: Path) -> list[tuple[float, float, bool]]:
     """(first step began, last result, resumed) of every attempt of every trial: an attempt's
-    first result carries `first_step_at` (seg_tune.metrics.FIRST_STEP_AT), and resumed
-    attempts are those after a trial's first (a promotion, a fill or a retry)."""
-    from seg_tune.metrics import FIRST_STEP_AT
+    first result carries `first_step_at` (seg_tune.metrics.FIRST_STEP_AT), every result its
+    `reported_at` (REPORTED_AT; results written before it existed: Tune's whole-second
+    `timestamp`), and resumed attempts are those after a trial's first (a promotion, a fill or
+    a retry)."""
+    from seg_tune.metrics import FIRST_STEP_AT, REPORTED_AT
     from seg_tune.sweep.summary import results_by_step
 
     out = []
@@ -186,7 +188,8 @@ def attempts(exp: Path) -> list[tuple[float, float, bool]]:
             runs[-1].append(r)
         for i, rs in enumerate(runs):
             if FIRST_STEP_AT in rs[0]:
-                out.append((float(rs[0][FIRST_STEP_AT]), float(rs[-1]["timestamp"]), i > 0))
+                end = rs[-1].get(REPORTED_AT, rs[-1]["timestamp"])
+                out.append((float(rs[0][FIRST_STEP_AT]), float(end), i > 0))
     return out
 
 

@@ -1,14 +1,16 @@
 """Many short trials: where the time and memory of a large sweep go (issue 14, part 2).
 
     .venv/bin/python bench/many_trials.py [--trials 300] [--concurrent 2] [--max-steps 27]
-        [--searcher optuna|random] [--address ADDR] [--data ../shared/data/childes-en]
-        [--log bench/many_trials_runs.jsonl] [--keep DIR]
+        [--searcher optuna|random] [--address ADDR | --slurm-nodes 3]
+        [--data ../shared/data/childes-en] [--log bench/many_trials_runs.jsonl] [--keep DIR]
     .venv/bin/python bench/many_trials.py --report bench/many_trials_runs.jsonl
 
 Runs `python -m seg_tune.run` on a sweep of `--trials` tiny trials (one layer, 32 wide, a
 2,000-utterance slice of train.txt, 200 of dev.txt) with ASHA pausing (rungs at max/9, max/3
-and max), `--concurrent` at a time, on a local Ray cluster or the one at `--address` (a SLURM
-allocation's, say). The driver runs with a hook (a sitecustomize.py on its PYTHONPATH, the
+and max), `--concurrent` at a time, on a local Ray cluster, the one at `--address`, or, with
+`--slurm-nodes N`, in a head job (`sbatch --nodes=N cluster/ray_head.wilkes3`, one CPU per node)
+on a test SLURM of N nodes on this machine that the bench starts and stops (`.ci/slurm.sh`, in
+its own folder and ports; run as root). The driver runs with a hook (a sitecustomize.py on its PYTHONPATH, the
 driver only) that times seg_tune's scheduler and callbacks and Tune's own experiment-state
 writes and controller steps, each call with the number of trials added so far; this script
 samples the driver's RSS, the trials started and the state files' sizes twice a second.
@@ -17,7 +19,8 @@ It reports:
   to its last result: start-up and restores are overhead) divided by the slots;
 - the driver's RSS against trials started (MiB at each tenth, and the slope over the second
   half, MiB per 100 trials);
-- the final size of Tune's experiment state, scheduler_state.json and summary.json;
+- the final size of Tune's experiment state, scheduler_state.json (the snapshot), its journal
+  and summary.json;
 - per timed function: calls, total seconds, and the median and 99th-percentile time of a call
   in the first and the last quarter of trials added (flat, or growing with the sweep).
 Each run is appended to --log as a JSON line; `--report` prints the tables from such a file.
@@ -44,12 +47,15 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from asha_vs_fifo import attempts  # noqa: E402  (bench/ is not a package)
 
+from seg_tune.sweep.journal import journal_path  # noqa: E402
+
 # Timed in the driver: (module, class, method, label). seg_tune's own code first, then Tune's.
 TIMED = [
     ("seg_tune.sweep.asha", "PromotingASHA", "on_trial_result", "ASHA decision (result)"),
     ("seg_tune.sweep.asha", "PromotingASHA", "choose_trial_to_run", "ASHA choose_trial_to_run"),
     ("seg_tune.sweep.asha", "PromotingASHA", "on_trial_complete", "ASHA on_trial_complete"),
-    ("seg_tune.sweep.asha", "_SavedState", "_save", "scheduler_state.json write"),
+    ("seg_tune.sweep.asha", "_SavedState", "_save", "scheduler state write (journal + snapshot)"),
+    ("seg_tune.sweep.journal", "Journal", "snapshot", "scheduler_state.json snapshot"),
     ("seg_tune.sweep.asha", "PauseAwareLimiter", "suggest", "searcher suggest (seg_tune + Optuna)"),
     ("seg_tune.sweep.tracking", "KeepTrialLogs", "on_trial_start", "KeepTrialLogs.on_trial_start"),
     (
@@ -171,7 +177,87 @@ def space(data: Path, trials: int, max_steps: int, concurrent: int, searcher: st
     }
 
 
-def run(doc: dict, storage: Path, address: str | None) -> dict:
+class _SlurmHeadJob:
+    """The sweep as a head job on a test SLURM of `nodes` nodes (`.ci/slurm.sh`), started here
+    in `storage/slurm` with ports of its own, and stopped at the end."""
+
+    def __init__(self, storage: Path, nodes: int, env: dict[str, str]) -> None:
+        self.state = storage / "slurm"
+        self.env = {
+            **env,
+            "SLURM_CI_NODES": " ".join(f"n{i}" for i in range(1, nodes + 1)),
+            "SLURM_CI_PORT": os.environ.get("SLURM_CI_PORT", "17417"),
+            "SLURM_CI_CPUS": "1",
+        }
+        self.nodes = nodes
+        self._slurm("start")
+        self.env["SLURM_CONF"] = str(self.state / "slurm.conf")
+
+    def _slurm(self, what: str) -> None:
+        subprocess.run(
+            ["bash", str(REPO / ".ci" / "slurm.sh"), what, str(self.state)],
+            env=self.env,
+            check=True,
+            timeout=300,
+        )
+
+    def submit(self, space: Path, storage: Path) -> None:
+        self.log = storage / "head-%j.out"
+        env = {k: v for k, v in self.env.items() if not k.startswith(("RAY_", "WANDB_"))}
+        env.update(
+            SEG_TUNE_STORAGE=str(storage),
+            SEG_TUNE_TOKEN_DIR=str(storage / "tokens"),
+            SEG_TUNE_RAY_START_ARGS="--object-store-memory=150000000",
+            SEG_TUNE_VENV=sys.prefix,
+            WANDB_MODE="disabled",
+        )
+        out = subprocess.run(
+            [
+                "sbatch",
+                "--parsable",
+                "-p",
+                "ampere",
+                "--gres=none",
+                f"--output={self.log}",
+                f"--nodes={self.nodes}",
+                "--cpus-per-task=1",
+                "--time=600",
+                str(REPO / "cluster" / "ray_head.wilkes3"),
+                str(space),
+                "--no-report",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        self.job = out.stdout.strip().split(";")[0]
+        self.log = storage / f"head-{self.job}.out"
+
+    def running(self) -> bool:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", self.job, "-o", "%T"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return bool(out.stdout.strip())
+
+    def driver(self, space: Path) -> psutil.Process | None:
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if "seg_tune.run" in cmd and str(space) in cmd:
+                return proc
+        return None
+
+    def stop(self) -> None:
+        self._slurm("stop")
+
+
+def run(doc: dict, storage: Path, address: str | None, slurm_nodes: int = 0) -> dict:
     """Run the sweep with the timing hook; the measurements."""
     name = doc["experiment"]["name"]
     path = storage / f"{name}.yaml"
@@ -188,17 +274,32 @@ def run(doc: dict, storage: Path, address: str | None) -> dict:
         "SEG_TUNE_BENCH_CALLS": str(calls_file),
         "SEG_TUNE_BENCH_TIMED": json.dumps(TIMED),
     }
-    command = [sys.executable, "-m", "seg_tune.run", str(path), "--storage", str(storage)]
-    command += ["--no-report"] + (["--address", address] if address else [])
     t0 = time.monotonic()
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
-    driver = psutil.Process(proc.pid)
-    samples = []  # (seconds, trials started, driver RSS MiB, Tune state bytes, ASHA state bytes)
-    while proc.poll() is None:
+    proc: subprocess.Popen | None = None
+    head: _SlurmHeadJob | None = None
+    driver: psutil.Process | None = None
+    if slurm_nodes:
+        head = _SlurmHeadJob(storage, slurm_nodes, env)
+        t0 = time.monotonic()
+        head.submit(path, storage)
+    else:
+        command = [sys.executable, "-m", "seg_tune.run", str(path), "--storage", str(storage)]
+        command += ["--no-report"] + (["--address", address] if address else [])
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        driver = psutil.Process(proc.pid)
+    # (seconds, trials started, driver RSS MiB, Tune state, ASHA snapshot, ASHA journal bytes)
+    samples = []
+    while proc.poll() is None if proc else head.running():
+        if driver is None or not driver.is_running():
+            driver = head.driver(path) if head else None
+            if driver is None:
+                time.sleep(0.5)
+                continue
         try:
             rss = driver.memory_info().rss / 2**20
         except psutil.NoSuchProcess:
-            break
+            driver = None
+            continue
         tune_dir = exp / "tune"
         started = len(list(tune_dir.glob("trial_*"))) if tune_dir.is_dir() else 0
         states = sorted(tune_dir.glob("experiment_state-*.json")) if tune_dir.is_dir() else []
@@ -209,12 +310,18 @@ def run(doc: dict, storage: Path, address: str | None) -> dict:
                 round(rss, 1),
                 _size(states[-1]) if states else 0,
                 _size(exp / "scheduler_state.json"),
+                _size(journal_path(exp / "scheduler_state.json")),
             )
         )
         time.sleep(0.5)
-    if proc.wait() != 0:
-        raise SystemExit(f"many_trials: seg_tune.run exited with {proc.returncode}; see {exp}")
     wall = time.monotonic() - t0
+    if head is not None:
+        head.stop()
+        summary_file = exp / "summary.json"
+        if not summary_file.is_file() or not json.loads(summary_file.read_text())["finished"]:
+            raise SystemExit(f"many_trials: the head job did not finish the sweep; see {head.log}")
+    elif proc.wait() != 0:
+        raise SystemExit(f"many_trials: seg_tune.run exited with {proc.returncode}; see {exp}")
     spans = attempts(exp)
     busy = sum(end - start for start, end, _ in spans)
     first, last = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
@@ -231,13 +338,14 @@ def run(doc: dict, storage: Path, address: str | None) -> dict:
         "concurrent": slots,
         "max_steps": doc["experiment"]["max_steps"],
         "searcher": doc["searcher"]["type"],
-        "address": address or "local",
+        "address": f"SLURM head job, {slurm_nodes} nodes" if slurm_nodes else address or "local",
         "wall_s": round(wall, 1),
         "trials_span_s": round(last - first, 1),
         "busy_s": round(busy, 1),
         "ideal_s": round(busy / slots, 1),
         "tune_state_bytes": _size(states[-1]) if states else 0,
         "scheduler_state_bytes": _size(exp / "scheduler_state.json"),
+        "scheduler_journal_bytes": _size(journal_path(exp / "scheduler_state.json")),
         "summary_bytes": _size(exp / "summary.json"),
         "rss": rss_by_trials(samples, doc["experiment"]["num_samples"]),
         "timings": timings(calls, doc["experiment"]["num_samples"]),
@@ -296,8 +404,8 @@ def markdown(rows: list[dict]) -> str:
     out = [
         "| trials (in summary) | at a time | cluster | attempts (resumed) | trial-steps | wall "
         "| first trial start to last end | ideal (busy / slots) | overhead over ideal "
-        "| driver RSS at 10% / 50% / 100% started, slope | Tune state / scheduler_state / "
-        "summary |",
+        "| driver RSS at 10% / 50% / 100% started, slope | Tune state / scheduler snapshot "
+        "(journal) / summary |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -310,7 +418,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['ideal_s'] / 60:.1f} min "
             f"| {100 * (r['trials_span_s'] / r['ideal_s'] - 1):.0f}% "
             f"| {mib} MiB, {r['rss']['slope_mib_per_100_trials']} MiB per 100 trials "
-            f"| {r['tune_state_bytes'] / 1024:.0f} / {r['scheduler_state_bytes'] / 1024:.0f} / "
+            f"| {r['tune_state_bytes'] / 1024:.0f} / {r['scheduler_state_bytes'] / 1024:.0f} "
+            f"({r.get('scheduler_journal_bytes', 0) / 1024:.0f}) / "
             f"{r['summary_bytes'] / 1024:.0f} KiB |"
         )
     for r in rows:
@@ -344,6 +453,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=27)
     ap.add_argument("--searcher", choices=("optuna", "random"), default="optuna")
     ap.add_argument("--address", help="a running Ray cluster's address (default: a local one)")
+    ap.add_argument("--slurm-nodes", type=int, default=0, help="run as a head job on a test SLURM")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "childes-en")
     ap.add_argument("--log", type=Path, default=REPO / "bench" / "many_trials_runs.jsonl")
     ap.add_argument("--keep", type=Path, help="keep the experiment folder here")
@@ -357,7 +467,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         storage = args.keep or Path(tmp)
         storage.mkdir(parents=True, exist_ok=True)
-        row = run(doc, storage, args.address)
+        row = run(doc, storage, args.address, args.slurm_nodes)
     row["date"] = time.strftime("%Y-%m-%d")
     with args.log.open("a") as fh:
         fh.write(json.dumps(row) + "\n")

@@ -96,10 +96,15 @@ NODE_ID = "node_id"
 # wall-clock time (Unix seconds) its first training step began, after its start-up (process,
 # imports, corpus, checkpoint); what an attempt's start costs is read against it.
 FIRST_STEP_AT = "first_step_at"
+# Reported with every result: the wall-clock time (Unix seconds, float) it was reported; Tune's own
+# `timestamp` is whole seconds, too coarse for the busy time of short attempts
+# (`bench/asha_vs_fifo.attempts`).
+REPORTED_AT = "reported_at"
 
 TUNE_BOOKKEEPING: frozenset[str] = frozenset(
     {
         FIRST_STEP_AT,
+        REPORTED_AT,
         BEST_SO_FAR,
         STOPPED_BY,
         RESTORE_WARNINGS,

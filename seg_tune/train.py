@@ -38,6 +38,7 @@ from seg_tune.corpus import Utterance, format_warnings
 from seg_tune.metrics import (
     BEST_SO_FAR,
     FIRST_STEP_AT,
+    REPORTED_AT,
     RESTORE_WARNINGS,
     SEGMENTATION_METRICS,
     STOPPED_BY,
@@ -533,6 +534,7 @@ class _Trainer:
                     )
             if rank0 and bar.disable:  # no bar (a trial, or no terminal): a line per evaluation
                 print(summary_line(metrics), flush=True)
+            metrics[REPORTED_AT] = time.time()
             self.session.report(metrics, self._checkpointer(metrics) if checkpoint_due else None)
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
             if stop:

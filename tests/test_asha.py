@@ -18,6 +18,7 @@ from seg_tune.sweep.asha import (
     PersistentASHA,
     PromotingASHA,
     load_stopped,
+    read_state,
     rung_steps,
 )
 
@@ -61,7 +62,7 @@ def test_rungs_and_decisions_survive_a_restore(tmp_path: Path) -> None:
     assert _feed(second, late, 10, 0.3) == TrialScheduler.STOP
     assert _feed(second, bad, 20, 0.9) == TrialScheduler.STOP  # an old decision stands
     assert _feed(second, good, 30, 0.9) == TrialScheduler.CONTINUE
-    saved = json.loads(state.read_text())
+    saved = read_state(state)
     rung10 = next(rec for m, rec in saved["brackets"][0]["rungs"] if m == 10)
     assert rung10 == {"good": 0.8, "bad": 0.2, "late": 0.3}
 
@@ -307,7 +308,7 @@ def test_the_end_game_fills_a_free_slot_with_the_next_best(tmp_path: Path) -> No
     p.status = "TERMINATED"
     assert s.choose_trial_to_run(ctl) is None  # nothing runs: q is not its rung's best
     assert ctl.stopped == ["q"]
-    saved = json.loads(state.read_text())
+    saved = read_state(state)
     assert ["p", 30, "fill"] in saved["decisions"] and saved["filled"] == {"30": ["p"]}
     assert saved["promoted"]["30"] == ["r"]  # the fill took no promotion
 
@@ -509,7 +510,7 @@ def test_every_decision_is_recorded(tmp_path: Path) -> None:
     ctl.finished = True
     assert s.choose_trial_to_run(ctl) is None  # end game: a and c stop, b ranks first
     assert sorted(ctl.stopped) == ["a", "c"]
-    saved = json.loads((tmp_path / "state.json").read_text())
+    saved = read_state(tmp_path / "state.json")
     assert saved["decisions"] == [
         ["a", 10, "pause"],
         ["b", 10, "pause"],

@@ -29,6 +29,8 @@ import pytest
 from test_run import _env, _results, _space, _start
 from wandb_files import offline_runs
 
+from seg_tune.sweep.asha import read_state
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 MAX_STEPS, RUNG, EVAL_EVERY, CHECKPOINT_EVERY = 40, 20, 10, 7
@@ -161,7 +163,7 @@ def test_every_reported_step_is_in_every_record_once(tmp_path: Path) -> None:
     exp = tmp_path / "results" / "history"
 
     # Which paths ASHA took, from its own state file.
-    state = json.loads((exp / "scheduler_state.json").read_text())
+    state = read_state(exp / "scheduler_state.json")
     decisions = _decisions_by_trial(state)
     shown = json.dumps(state["decisions"])
     assert {what for steps in decisions.values() for _, what in steps} == {

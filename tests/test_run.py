@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from wandb_files import check_steps_logged_once, offline_runs, steps_by_run
 
 from seg_tune.metrics import SCORE_KEYS
+from seg_tune.sweep.asha import read_state
 from seg_tune.sweep.layout import Layout
 from seg_tune.sweep.tracking import LOST_CHECKPOINT
 
@@ -189,7 +190,7 @@ def test_smoke_end_to_end_with_planted_secrets(tmp_path: Path) -> None:
         steps = [h["step"] for h in trial["history"]]
         assert steps == sorted(set(steps)) and steps[-1] == trial["steps_trained"]
         assert trial["stopped_early"] == (trial["steps_trained"] < 40)
-    state = json.loads((exp / "scheduler_state.json").read_text())
+    state = read_state(exp / "scheduler_state.json")
     assert [step for step, _ in state["rungs"]] == [10, 30]
     winner = check_pausing_quota(state, summary["trials"], budget=40)
     assert 30 in {r["resumed_from_step"] for r in _results(exp, winner)}
@@ -259,7 +260,7 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
         summary = json.loads((exp / "summary.json").read_text())
         assert summary["finished"] is False
         ckpts = _checkpoint_steps(exp)
-        state = json.loads((exp / "scheduler_state.json").read_text())
+        state = read_state(exp / "scheduler_state.json")
         for trial in summary["trials"]:
             tid = trial["trial_id"]
             if trial["status"] == "TERMINATED":
@@ -309,9 +310,7 @@ def test_signals_stop_gracefully_and_the_same_command_resumes(tmp_path: Path) ->
         later = [r for r in _results(exp, tid) if r["step"] > step]
         assert all(r["resumed_from_step"] >= step for r in later), (tid, step, later[:1])
 
-    rungs_after = {
-        m: rec for m, rec in json.loads((exp / "scheduler_state.json").read_text())["rungs"]
-    }
+    rungs_after = {m: rec for m, rec in read_state(exp / "scheduler_state.json")["rungs"]}
     for milestone, recorded in rungs_before:
         assert recorded.items() <= rungs_after[milestone].items()
 

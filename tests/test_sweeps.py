@@ -34,13 +34,15 @@ from conftest import REPO
 from ray_cluster import VENV_BIN, ray_head
 from test_run import _results, _space, _start, _wait_for, check_pausing_quota
 
+from seg_tune.sweep.asha import read_state
+
 # ------------------------------------------------------------------------------- helpers
 
 
 def _state(exp: Path) -> dict[str, Any]:
-    """scheduler_state.json, or {} while it is missing or being replaced."""
+    """The scheduler's state (snapshot and journal), or {} while it is missing."""
     try:
-        return json.loads((exp / "scheduler_state.json").read_text())
+        return read_state(exp / "scheduler_state.json")
     except (OSError, json.JSONDecodeError):
         return {}
 
@@ -375,7 +377,7 @@ def test_paused_trials_resume_in_reused_processes_as_if_never_paused(tmp_path: P
     same configuration trained without a pause in this test's process, step by step; each
     attempt's first result says when its first step began; a pause writes one line to the trial
     log, not Ray's SystemExit traceback."""
-    from seg_tune.metrics import FIRST_STEP_AT
+    from seg_tune.metrics import FIRST_STEP_AT, REPORTED_AT
     from seg_tune.sweep.load import load_space
     from seg_tune.train import LocalSession, train_loop
 
@@ -417,6 +419,11 @@ def test_paused_trials_resume_in_reused_processes_as_if_never_paused(tmp_path: P
     assert len(starts) == len(pids[full]), (len(starts), pids[full])  # one per attempt
     assert starts[0]["resumed_from_step"] == 0
     assert all(r["resumed_from_step"] > 0 for r in starts[1:])
+    times = [r[REPORTED_AT] for r in results]  # float times, in order, after each first step
+    assert times == sorted(times) and all(
+        abs(t - r["timestamp"]) < 2 for t, r in zip(times, results, strict=True)
+    )
+    assert all(r[REPORTED_AT] > r[FIRST_STEP_AT] for r in starts)
     params = dict(results[0]["config"])
     cfg = spec.trial_config(params).with_overrides({"training.threads": 1})
     straight = LocalSession(tmp_path / "straight", keep=1)

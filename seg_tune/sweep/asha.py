@@ -2,35 +2,42 @@
 
 Ray Tune does not save scheduler state with the experiment (ray issue 30838): after a restore the
 rungs are empty, so a resumed sweep would let bad trials run to the end and judge new trials
-against nothing. Both schedulers here write their state to a JSON file (atomically) after every
-change, and read it back the first time they are used after a restore:
+against nothing. Both schedulers here journal every change of their state before acting on it, as
+one line appended to `scheduler_state.journal.jsonl`, snapshot the whole state in
+`scheduler_state.json` (atomically) at most every 30 s (`seg_tune.sweep.journal`: a state that
+grows with the trials is not rewritten whole per decision), and read both back the first time
+they are used after a restore. `read_state` gives the state as of the journal's last line:
 - `PromotingASHA` (`scheduler.promotion: pause`, the default for one-worker trials): a trial
   pauses at each rung until it ranks among the rung's best within successive halving's budget;
   with `PauseAwareLimiter` / `PauseAwareVariantGenerator`, the searchers' concurrency limits that
   do not count paused trials.
 - `PersistentASHA` (`promotion: continue`): Ray's ASHAScheduler (stop or continue on arrival).
 
-`PersistentASHA`'s file (`scheduler_state.json`, format 1; `PromotingASHA` documents format 2):
-    {"format": 1, "time_attr": "step", "metric": ..., "mode": ...,
+`PersistentASHA`'s state (format 2; `PromotingASHA` documents its format 3):
+    {"format": 2, "time_attr": "step", "metric": ..., "mode": ...,
      "brackets": [{"rungs": [[milestone, {trial_id: signed reward}], ...]}, ...],
      "trial_bracket": {trial_id: bracket index}, "num_stopped": int,
      "stopped": {trial_id: step at which ASHA stopped it}}
+Its journal's ops: ["bracket", trial_id, index or null (ASHA forgot the trial)],
+["rung", bracket index, milestone, trial_id, signed reward], ["num_stopped", n],
+["stopped", trial_id, step]. Format 1 was the same state rewritten on every change, without a
+journal; it reads as a snapshot with nothing journaled after it.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
 
-from seg_tune.checkpoint import atomic_write_text
 from seg_tune.errors import ConfigError
+from seg_tune.sweep import journal
 from seg_tune.sweep.rungs import keeps_rung, rung_steps
 
 # --------------------------------------------------------------------- Ray's internals
@@ -60,28 +67,41 @@ def check_ray(version: str | None = None) -> None:
         )
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_FORMATS = (1, 2)
 
 
 class _SavedState:
-    """A scheduler's state in a JSON file: written atomically after every change, read once."""
+    """A scheduler's state in a snapshot and a journal (`seg_tune.sweep.journal`): each change
+    journaled before it is acted on, read back once."""
 
     _state_path: str
     _loaded: bool
+    _journal: journal.Journal
 
     def state(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _save(self) -> None:
-        atomic_write_text(Path(self._state_path), json.dumps(self.state(), indent=1))
+    def _take_ops(self) -> list[list[Any]]:
+        """The changes since the last `_save`, as journal ops."""
+        raise NotImplementedError
 
-    def _saved_once(self) -> dict[str, Any] | None:
-        """The saved state the first time this is called, if there is a file; else None."""
+    def _save(self) -> None:
+        self._journal.record(self._take_ops(), self.state)
+
+    def _saved_once(self) -> journal.Saved | None:
+        """The saved state the first time this is called, if there is one; else None (and the
+        first time, with nothing saved, an empty snapshot is written: the file exists from the
+        first trial on)."""
         if self._loaded:
             return None
         self._loaded = True
-        path = Path(self._state_path)
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        saved = journal.read(self._state_path)
+        if saved.snapshot is None:
+            self._journal.start_fresh(self.state())
+            return None
+        self._journal.continue_from(saved)
+        return saved
 
     def _mismatch(self) -> ValueError:
         return ValueError(
@@ -95,10 +115,40 @@ class PersistentASHA(_SavedState, ASHAScheduler):
         for bracket in self._brackets:  # Ray's rungs, less those in the budget's last 10%
             bracket._rungs = [(m, rec) for m, rec in bracket._rungs if keeps_rung(m, self._max_t)]
         self._state_path = str(state_path)
+        self._journal = journal.Journal(state_path)
         self._loaded = False
         self.stopped: dict[str, int] = {}
+        # what the journal holds, by op key less its value: Ray's ASHA changes its own state,
+        # and `_note` journals what changed for one trial (O(rungs), not O(trials))
+        self._journaled: dict[tuple[Any, ...], Any] = {}
+        self._ops: list[list[Any]] = []
 
     # ------------------------------------------------------------------ persistence
+
+    def _note(self, trial_id: str, before: Any = None) -> None:
+        """Queue ops for what changed of trial `trial_id`'s records (`before`: its bracket
+        before Ray's hook ran, which may have forgotten the trial)."""
+        index = {id(b): i for i, b in enumerate(self._brackets)}
+        now = self._trial_info.get(trial_id)
+        self._set(("bracket", trial_id), None if now is None else index[id(now)])
+        for bracket in {id(b): b for b in (before, now) if b is not None}.values():
+            i = index[id(bracket)]
+            for milestone, recorded in bracket._rungs:
+                if trial_id in recorded:
+                    self._set(("rung", i, milestone, trial_id), recorded[trial_id])
+        self._set(("num_stopped",), self._num_stopped)
+        if trial_id in self.stopped:
+            self._set(("stopped", trial_id), self.stopped[trial_id])
+
+    def _set(self, key: tuple[Any, ...], value: Any) -> None:
+        old = self._journaled.get(key, _UNSET)
+        if old is _UNSET or not (old == value or (old != old and value != value)):  # NaN
+            self._journaled[key] = value
+            self._ops.append([*key, value])
+
+    def _take_ops(self) -> list[list[Any]]:
+        ops, self._ops = self._ops, []
+        return ops
 
     def state(self) -> dict[str, Any]:
         index = {id(b): i for i, b in enumerate(self._brackets)}
@@ -117,10 +167,13 @@ class PersistentASHA(_SavedState, ASHAScheduler):
         }
 
     def _load_once(self) -> None:
-        saved = self._saved_once()
-        if saved is None:
+        found = self._saved_once()
+        if found is None:
             return
-        if saved.get("format") != FORMAT_VERSION or len(saved["brackets"]) != len(self._brackets):
+        saved = _persistent_state(found)
+        if saved.get("format") not in READS_FORMATS or len(saved["brackets"]) != len(
+            self._brackets
+        ):
             raise self._mismatch()
         for bracket, saved_bracket in zip(self._brackets, saved["brackets"], strict=True):
             by_milestone = {float(m): rec for m, rec in saved_bracket["rungs"]}
@@ -130,6 +183,15 @@ class PersistentASHA(_SavedState, ASHAScheduler):
             self._trial_info[tid] = self._brackets[i]
         self._num_stopped = saved["num_stopped"]
         self.stopped.update(saved["stopped"])
+        for i, saved_bracket in enumerate(saved["brackets"]):  # the journal holds these already
+            for milestone, recorded in saved_bracket["rungs"]:
+                for tid, value in recorded.items():
+                    self._journaled[("rung", i, milestone, tid)] = value
+        for tid, i in saved["trial_bracket"].items():
+            self._journaled[("bracket", tid)] = i
+        self._journaled[("num_stopped",)] = self._num_stopped
+        for tid, step in self.stopped.items():
+            self._journaled[("stopped", tid)] = step
 
     # ------------------------------------------------------------------ scheduler hooks
 
@@ -137,6 +199,7 @@ class PersistentASHA(_SavedState, ASHAScheduler):
         self._load_once()
         if trial.trial_id not in self._trial_info:
             super().on_trial_add(tune_controller, trial)
+            self._note(trial.trial_id)
             self._save()
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -149,20 +212,67 @@ class PersistentASHA(_SavedState, ASHAScheduler):
         step = result.get(self._time_attr)
         if action == TrialScheduler.STOP and step is not None and step < self._max_t:
             self.stopped[trial.trial_id] = int(step)  # stopped early, not at the budget's end
+        self._note(trial.trial_id)
         self._save()
         return action
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         self._load_once()
-        if trial.trial_id in self._trial_info:
+        before = self._trial_info.get(trial.trial_id)
+        if before is not None:
             super().on_trial_complete(tune_controller, trial, result)
+            self._note(trial.trial_id, before)
             self._save()
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._load_once()
-        if trial.trial_id in self._trial_info:
+        before = self._trial_info.get(trial.trial_id)
+        if before is not None:
             super().on_trial_remove(tune_controller, trial)
+            self._note(trial.trial_id, before)
             self._save()
+
+
+_UNSET = object()
+
+
+def _persistent_state(saved: journal.Saved) -> dict[str, Any]:
+    """`PersistentASHA`'s state: the snapshot with the journal's ops applied."""
+    state = dict(saved.snapshot or {})
+    for op in saved.ops:
+        kind = op[0]
+        if kind == "bracket":
+            if op[2] is None:
+                state["trial_bracket"].pop(op[1], None)
+            else:
+                state["trial_bracket"][op[1]] = op[2]
+        elif kind == "rung":
+            _, i, milestone, tid, value = op
+            rungs = state["brackets"][i]["rungs"]
+            next(rec for m, rec in rungs if float(m) == float(milestone))[tid] = value
+        elif kind == "num_stopped":
+            state["num_stopped"] = op[1]
+        elif kind == "stopped":
+            state["stopped"][op[1]] = op[2]
+        else:
+            raise ValueError(f"unknown op {op!r} in the journal of PersistentASHA's state")
+    return state
+
+
+def read_state(state_path: str | Path) -> dict[str, Any]:
+    """A scheduler's saved state as of its journal's last line ({} if nothing is saved): the
+    form `state()` gives, less the snapshot's `journal_seq`."""
+    saved = journal.read(state_path)
+    if saved.snapshot is None:
+        return {}
+    if saved.snapshot.get("kind") == "promotion":
+        state = _PromotionRecord.from_saved(saved).to_json()
+        header = {k: v for k, v in saved.snapshot.items() if k not in state}
+        state = {**header, **state}
+    else:
+        state = _persistent_state(saved)
+    state.pop(journal.SEQ_KEY, None)
+    return state
 
 
 def load_stopped(state_path: Path) -> dict[str, int]:
@@ -177,14 +287,13 @@ def load_paused(state_path: Path) -> dict[str, int]:
 
 
 def _load_section(state_path: Path, key: str) -> dict[str, int]:
-    if not state_path.is_file():
-        return {}
-    return dict(json.loads(state_path.read_text(encoding="utf-8")).get(key, {}))
+    return dict(read_state(state_path).get(key, {}))
 
 
 # ====================================================================== promotion ASHA
 
-PROMOTION_FORMAT = 2
+PROMOTION_FORMAT = 3
+PROMOTION_READS = (2, 3)
 
 # The end game's fills: a paused trial may fill a free slot if its remaining steps are at most
 # this many times the longest committed trial's (PromotingASHA's docstring says why 2).
@@ -225,12 +334,12 @@ class PromotingASHA(_SavedState, TrialScheduler):
       of every rung goes on, whatever the order of arrival. Then every trial still paused is
       stopped where it paused.
 
-    Its state (rungs, promotions, paused trials, stop decisions) is written atomically to
-    `state_path` after every change and read back after a restore, where Tune re-queues paused
-    trials as PENDING: `on_trial_add` marks them PAUSED again so they wait for a promotion.
+    Its state (rungs, promotions, paused trials, stop decisions) is journaled at every change
+    (module docstring) and read back after a restore, where Tune re-queues paused trials as
+    PENDING: `on_trial_add` marks them PAUSED again so they wait for a promotion.
 
-    File format (`scheduler_state.json`, format 2):
-        {"format": 2, "kind": "promotion", "time_attr", "metric", "mode", "max_t",
+    State (`read_state`; the snapshot `scheduler_state.json` adds `journal_seq`), format 3:
+        {"format": 3, "kind": "promotion", "time_attr", "metric", "mode", "max_t",
          "reduction_factor", "rungs": [[step, {trial_id: signed score}], ...],
          "promoted": {step: [trial_id, ...]}, "filled": {step: [trial_id, ...]},
          "paused": {trial_id: step},
@@ -240,7 +349,11 @@ class PromotingASHA(_SavedState, TrialScheduler):
     arrival, or passed it between two reports), "pause", "promote" (resumed when it qualified),
     "fill" (resumed into a free slot by the end game, beyond the quota), "end_game" (resumed by
     the end game when nothing ran) or "stop" (stopped where it paused). Files written before
-    fills existed have no "filled"; they read as none.
+    fills existed have no "filled"; they read as none. The journal's ops (`_PromotionRecord.
+    apply`): ["rung", step, trial_id, score], ["promoted", step, trial_id], ["filled", step,
+    trial_id], ["paused", trial_id, step, reported step], ["unpaused", trial_id], ["stopped",
+    trial_id, step], ["decision", trial_id, rung, what]. Format 2 was the same state rewritten on
+    every change, without a journal.
 
     A paused trial that goes on again restarts from its rung checkpoint; `seg_tune.sweep.tracking.
     KeepTrialLogs` keeps Tune from losing its rung result then.
@@ -265,17 +378,19 @@ class PromotingASHA(_SavedState, TrialScheduler):
         self._metric: str | None = None
         self._mode: str | None = None
         self._sign = 0.0
-        self.rungs: dict[int, dict[str, float]] = {
-            s: {} for s in rung_steps(grace_period, reduction_factor, max_t)
-        }
-        self.promoted: dict[int, set[str]] = {s: set() for s in self.rungs}
-        self.filled: dict[int, set[str]] = {s: set() for s in self.rungs}  # beyond the quota
+        self._record = _PromotionRecord.empty(rung_steps(grace_period, reduction_factor, max_t))
+        self._journal = journal.Journal(state_path)
+        self._ops: list[list[Any]] = []  # applied to `_record`, not yet journaled
+        # the record's parts, by name (the same objects: `_record.apply` changes them in place)
+        self.rungs = self._record.rungs
+        self.promoted = self._record.promoted
+        self.filled = self._record.filled  # beyond the quota
+        self.paused = self._record.paused
+        self.first_pause = self._record.first_pause  # the step a trial reported at its 1st pause
+        self.stopped = self._record.stopped
+        self.decisions = self._record.decisions  # [trial_id, rung, what], in order
         self._filling: set[str] = set()  # fills not yet judged at a later rung
         self._step: dict[str, int] = {}  # each trial's last reported step (this process)
-        self.paused: dict[str, int] = {}
-        self.first_pause: dict[str, int] = {}  # the step each trial reported when it first paused
-        self.stopped: dict[str, int] = {}
-        self.decisions: list[list[Any]] = []  # [trial_id, rung, what], in order
         # whether a trial of Tune's waits at a rung (paused, or released and not yet started):
         # set by a pause, recounted from Tune's trials by `_recount` (so an id of the state file
         # that Tune lacks is not one); the searcher stays open while it is true
@@ -311,36 +426,29 @@ class PromotingASHA(_SavedState, TrialScheduler):
             "mode": self._mode,
             "max_t": self._max_t,
             "reduction_factor": self._rf,
-            "rungs": [[step, dict(rec)] for step, rec in self.rungs.items()],
-            "promoted": {str(step): sorted(ids) for step, ids in self.promoted.items()},
-            "filled": {str(step): sorted(ids) for step, ids in self.filled.items() if ids},
-            "paused": dict(self.paused),
-            "first_pause": dict(self.first_pause),
-            "stopped": dict(self.stopped),
-            "decisions": [list(d) for d in self.decisions],
+            **self._record.to_json(),
         }
+
+    def _op(self, *op: Any) -> None:
+        """Change the state by one op (journaled at the next `_save`)."""
+        self._record.apply(list(op))
+        self._ops.append(list(op))
+
+    def _take_ops(self) -> list[list[Any]]:
+        ops, self._ops = self._ops, []
+        return ops
 
     def _load_once(self) -> None:
         if self._loaded:
             return
         _ACTIVE[self._state_path] = self
         saved = self._saved_once()
-        if saved is None:
-            self._save()  # the file exists from the first trial on
+        if saved is None or saved.snapshot is None:
             return
-        steps = [int(step) for step, _ in saved.get("rungs", [])]
-        if saved.get("format") != PROMOTION_FORMAT or steps != list(self.rungs):
+        steps = [int(step) for step, _ in saved.snapshot.get("rungs", [])]
+        if saved.snapshot.get("format") not in PROMOTION_READS or steps != list(self.rungs):
             raise self._mismatch()
-        for step, rec in saved["rungs"]:
-            self.rungs[int(step)].update(rec)
-        for step, ids in saved["promoted"].items():
-            self.promoted[int(step)].update(ids)
-        for step, ids in saved.get("filled", {}).items():
-            self.filled[int(step)].update(ids)
-        self.paused.update(saved["paused"])
-        self.first_pause.update(saved["first_pause"])
-        self.stopped.update(saved["stopped"])
-        self.decisions.extend(saved.get("decisions", []))  # older files have none
+        self._record.load(saved)
         last = {tid: what for tid, _, what in self.decisions}
         self._filling = {tid for tid, what in last.items() if what == "fill"}
 
@@ -375,11 +483,11 @@ class PromotingASHA(_SavedState, TrialScheduler):
         return len(live.intersection(self.paused))
 
     def _promote(self, trial_id: str, step: int, what: str = "promote") -> None:
-        (self.filled if what == "fill" else self.promoted)[step].add(trial_id)
+        self._op("filled" if what == "fill" else "promoted", step, trial_id)
         if what == "fill":
             self._filling.add(trial_id)
-        self.paused.pop(trial_id, None)
-        self.decisions.append([trial_id, step, what])
+        self._op("unpaused", trial_id)
+        self._op("decision", trial_id, step, what)
         self._save()
 
     # ------------------------------------------------------------------ scheduler hooks
@@ -411,38 +519,40 @@ class PromotingASHA(_SavedState, TrialScheduler):
         if not reached:
             return TrialScheduler.CONTINUE
         for s in reached:
-            self.rungs[s][tid] = score
+            self._op("rung", s, tid, score)
         self._filling.discard(tid)  # judged at a rung again: committed, or paused
         rung = reached[-1]
         for s in reached[:-1]:  # passed a rung between two reports: counts as promoted
-            self.promoted[s].add(tid)
-            self.decisions.append([tid, s, "continue"])
+            self._op("promoted", s, tid)
+            self._op("decision", tid, s, "continue")
         if tid in self._promotable(rung):
-            self.promoted[rung].add(tid)
+            self._op("promoted", rung, tid)
             action = TrialScheduler.CONTINUE
         else:
-            self.paused[tid] = rung
-            self.first_pause.setdefault(tid, step)  # the reported step: the searcher's cue
+            # the first pause's reported step is the searcher's cue (`PauseAwareLimiter`)
+            self._op("paused", tid, rung, int(step))
             self.waiting = True
             action = TrialScheduler.PAUSE
         went_on = action == TrialScheduler.CONTINUE
-        self.decisions.append([tid, rung, "continue" if went_on else "pause"])
+        self._op("decision", tid, rung, "continue" if went_on else "pause")
         self._save()
         return action
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         self._load_once()
         self._filling.discard(trial.trial_id)
-        if self.paused.pop(trial.trial_id, None) is not None:
+        if trial.trial_id in self.paused:
+            self._op("unpaused", trial.trial_id)
             self._save()
         self._recount(tune_controller)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._load_once()
-        step = self.paused.pop(trial.trial_id, None)
+        step = self.paused.get(trial.trial_id)
         if step is not None:
-            self.stopped[trial.trial_id] = step
-            self.decisions.append([trial.trial_id, step, "stop"])
+            self._op("unpaused", trial.trial_id)
+            self._op("stopped", trial.trial_id, step)
+            self._op("decision", trial.trial_id, step, "stop")
             self._save()
         self._recount(tune_controller)
 
@@ -549,6 +659,78 @@ class PromotingASHA(_SavedState, TrialScheduler):
             tune_controller.stop_trial(trial)  # on_trial_remove records where it stopped
             mark(trial)
         return None
+
+
+@dataclass
+class _PromotionRecord:
+    """`PromotingASHA`'s state that its journal records, changed only by `apply` (live, on a
+    restore and in `read_state` alike)."""
+
+    rungs: dict[int, dict[str, float]]
+    promoted: dict[int, set[str]]
+    filled: dict[int, set[str]]
+    paused: dict[str, int] = field(default_factory=dict)
+    first_pause: dict[str, int] = field(default_factory=dict)
+    stopped: dict[str, int] = field(default_factory=dict)
+    decisions: list[list[Any]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, steps: list[int]) -> _PromotionRecord:
+        return cls({s: {} for s in steps}, {s: set() for s in steps}, {s: set() for s in steps})
+
+    @classmethod
+    def from_saved(cls, saved: journal.Saved) -> _PromotionRecord:
+        snapshot = saved.snapshot or {}
+        record = cls.empty([int(step) for step, _ in snapshot.get("rungs", [])])
+        record.load(saved)
+        return record
+
+    def load(self, saved: journal.Saved) -> None:
+        """Fill this (empty) record in place from a snapshot and the ops journaled after it."""
+        snapshot = saved.snapshot or {}
+        for step, rec in snapshot["rungs"]:
+            self.rungs[int(step)].update(rec)
+        for step, ids in snapshot["promoted"].items():
+            self.promoted[int(step)].update(ids)
+        for step, ids in snapshot.get("filled", {}).items():
+            self.filled[int(step)].update(ids)
+        self.paused.update(snapshot["paused"])
+        self.first_pause.update(snapshot["first_pause"])
+        self.stopped.update(snapshot["stopped"])
+        self.decisions.extend(snapshot.get("decisions", []))  # older files have none
+        for op in saved.ops:
+            self.apply(op)
+
+    def apply(self, op: list[Any]) -> None:
+        kind = op[0]
+        if kind == "rung":
+            self.rungs[int(op[1])][op[2]] = op[3]
+        elif kind == "promoted":
+            self.promoted[int(op[1])].add(op[2])
+        elif kind == "filled":
+            self.filled[int(op[1])].add(op[2])
+        elif kind == "paused":
+            self.paused[op[1]] = int(op[2])
+            self.first_pause.setdefault(op[1], int(op[3]))
+        elif kind == "unpaused":
+            self.paused.pop(op[1], None)
+        elif kind == "stopped":
+            self.stopped[op[1]] = int(op[2])
+        elif kind == "decision":
+            self.decisions.append([op[1], int(op[2]), op[3]])
+        else:
+            raise ValueError(f"unknown op {op!r} in the journal of PromotingASHA's state")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rungs": [[step, dict(rec)] for step, rec in self.rungs.items()],
+            "promoted": {str(step): sorted(ids) for step, ids in self.promoted.items()},
+            "filled": {str(step): sorted(ids) for step, ids in self.filled.items() if ids},
+            "paused": dict(self.paused),
+            "first_pause": dict(self.first_pause),
+            "stopped": dict(self.stopped),
+            "decisions": [list(d) for d in self.decisions],
+        }
 
 
 # The promotion schedulers of this process by state path: the searcher wrappers below look

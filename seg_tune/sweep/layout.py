@@ -8,7 +8,9 @@
     ray_head.json          under cluster/ray_head.wilkes3: the head job's head file, which
                            `ray_worker.wilkes3 --join FOLDER` reads (`seg_tune.sweep.cluster`)
     space.json             the resolved spec the experiment was started with (resumes compare)
-    scheduler_state.json   ASHA's rungs, pauses and stops (`seg_tune.sweep.asha`)
+    scheduler_state.json   ASHA's rungs, pauses and stops (`seg_tune.sweep.asha`): a snapshot,
+                           with the changes after it in scheduler_state.journal.jsonl
+                           (`seg_tune.sweep.journal`); `asha.read_state` reads both
     wandb/                 the trials' wandb runs; wandb_steps.json: the steps written for good
     logs/<id>.log          what each trial printed, every attempt (`seg_tune.sweep.trial_log`)
     summary.json           every trial and the best (`seg_tune.sweep.summary`)
