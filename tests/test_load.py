@@ -840,9 +840,9 @@ def test_scheduler_and_tune_config(tmp_path: Path) -> None:
     assert isinstance(config.search_alg.searcher, PauseAwareLimiter)
     assert config.search_alg.searcher.max_concurrent == 2
     assert config.reuse_actors  # one-worker trials: processes go on to the next trial
-    with pytest.MonkeyPatch.context() as env:  # under the SLURM head script: nodes may join
+    with pytest.MonkeyPatch.context() as env:  # under the SLURM head script too (nodes join)
         env.setenv(HEAD_FILE_ENV, str(tmp_path / "head.env"))
-        assert not tune_config(spec, state).reuse_actors
+        assert tune_config(spec, state).reuse_actors
     # a trial is checkpointed where it may pause
     assert spec.trial_config({}).training.checkpoint_at_steps == (100, 300)
     doc = yaml.safe_load((SPACES / "base.yaml").read_text())
@@ -911,3 +911,36 @@ def test_spec_travels_to_workers_as_json_or_pickle() -> None:
     spec = load_space(SPACES / "wandb_sweep.yaml")
     assert ExperimentSpec.model_validate_json(spec.model_dump_json()) == spec
     assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_a_trial_whose_new_process_holds_its_resources_keeps_it() -> None:
+    """`tuner.keep_starting_actors`: Tune's controller gives a staged trial a cached process
+    only while the one requested for it still waits for resources."""
+    from types import SimpleNamespace
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    from seg_tune.sweep.tuner import keep_starting_actors
+
+    keep_starting_actors()
+    keep_starting_actors()  # once is enough: not wrapped twice
+
+    class _T:  # a trial: hashable, with its resource request
+        def __init__(self, name: str) -> None:
+            self.placement_group_factory = name
+
+    a, b, c = _T("a"), _T("b"), _T("c")
+    asked = []
+    starting, waiting = object(), object()
+    controller = SimpleNamespace(
+        _trial_to_actor={a: starting, b: waiting},  # c has none yet
+        _resetting_trials=set(),
+        _actor_manager=SimpleNamespace(_live_actors_to_ray_actors_resources={starting: None}),
+        _actor_cache=SimpleNamespace(has_cached_object=lambda r: asked.append(r) or False),
+    )
+    reuse = TuneController._maybe_reuse_cached_actor
+    assert reuse._seg_tune and reuse.__wrapped__ is not reuse  # type: ignore[attr-defined]
+    assert not reuse.__wrapped__.__dict__.get("_seg_tune")  # type: ignore[attr-defined]
+    for trial in (a, b, c):
+        assert reuse(controller, trial) is False  # no cached process to give anyway
+    assert asked == ["b", "c"]  # Tune's own rule ran for the waiting and the actor-less trial

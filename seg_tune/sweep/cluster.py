@@ -252,12 +252,6 @@ def print_dashboard(context: Any, joined: bool) -> None:
 # ---------------------------------------------------------------------- worker jobs
 
 
-def nodes_may_join() -> bool:
-    """Whether this driver runs under the SLURM head script, whose cluster worker jobs join
-    while the sweep runs (`cluster/ray_worker.*`)."""
-    return bool(os.environ.get(HEAD_FILE_ENV))
-
-
 def note_head_file(pointer: Path) -> None:
     """Under the SLURM head script: write `pointer` (`Layout.head_pointer`), naming the head job's
     head file and job id, atomically (a worker job may read it at any time); else nothing."""

@@ -10,6 +10,7 @@ count paused trials). Ray is imported here only inside functions: loading a spac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -148,13 +149,41 @@ def tune_config(spec: ExperimentSpec, state_path: Any) -> Any:
 
 
 def reuse_processes(spec: ExperimentSpec) -> bool:
-    """Tune's reuse_actors for `spec` here: `Resources.reuse_actors`, except where worker jobs
-    may join the cluster (`cluster.nodes_may_join`). There Tune, handing each next trial to a
-    process it keeps, started none on a worker job's node that joined later (the SLURM worker
-    job test, Ray 2.60): until that is solved, a head job starts a process per attempt."""
-    from seg_tune.sweep.cluster import nodes_may_join
+    """Tune's reuse_actors for `spec`: `Resources.reuse_actors` (`keep_starting_actors` makes
+    it safe where nodes join later)."""
+    return spec.resources.reuse_actors
 
-    return spec.resources.reuse_actors and not nodes_may_join()
+
+def keep_starting_actors() -> None:
+    """Patch Tune's controller (Ray 2.60, `asha.TESTED_RAY`) so that a trial whose own new
+    actor already holds its resources keeps it rather than take a cached one.
+
+    With reuse_actors, Tune gives a staged trial a cached (free) actor whenever there is one, and
+    kills the actor it had requested for the trial, even one that got its resources and is
+    starting. Where trials pause sooner than a process starts (short rungs), every actor
+    starting on a node that joined later (a worker job's) was killed so, and no trial ever ran
+    there (measured: the SLURM worker-job test, one trial at a time on the head). An actor still
+    waiting for resources is given up as before: that is the reuse that saves a process start.
+    The cached actor goes to the next trial staged, or Tune lets it go."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController._maybe_reuse_cached_actor
+    if getattr(original, "_seg_tune", False):
+        return
+
+    @functools.wraps(original)
+    def _maybe_reuse_cached_actor(self: Any, trial: Any) -> bool:
+        own = self._trial_to_actor.get(trial)
+        if (
+            own is not None
+            and trial not in self._resetting_trials
+            and own in self._actor_manager._live_actors_to_ray_actors_resources
+        ):
+            return False  # its own process has its resources: let it start
+        return original(self, trial)
+
+    _maybe_reuse_cached_actor._seg_tune = True  # type: ignore[attr-defined]
+    TuneController._maybe_reuse_cached_actor = _maybe_reuse_cached_actor
 
 
 def build_tuner(
@@ -170,6 +199,7 @@ def build_tuner(
     unfinished and errored trials go on from their checkpoints."""
     from ray import tune
 
+    keep_starting_actors()
     if restore:
         # The same param_space again (resuming a changed space is refused before this): without
         # it Tune's status table loses its hyperparameter columns after a restore.
@@ -269,6 +299,7 @@ def build_final_tuner(
     from seg_tune.sweep.final import FINAL_KEY
 
     space = {FINAL_KEY: tune.grid_search(list(run_keys))}
+    keep_starting_actors()
     if restore:
         return _restored(layout, trainable, space)
     e = spec.experiment
