@@ -478,6 +478,8 @@ def test_a_resumed_trial_s_logs_go_to_storage_first(tmp_path: Path) -> None:
     local, remote = tmp_path / "staging", tmp_path / "storage"
     local.mkdir()
     trial = _StagedTrial(local, remote)
+    KeepTrialLogs().on_trial_start(0, [], trial)  # a new trial: no logs, no wait for uploads
+    assert trial.storage.waited == 0 and not remote.exists()
     (local / "result.json").write_text('{"step": 10}\n{"step": 20}\n')
     (local / "progress.csv").write_text("step\n10\n20\n")
     KeepTrialLogs().on_trial_start(0, [], trial)  # no folder in storage yet

@@ -391,6 +391,9 @@ class PromotingASHA(_SavedState, TrialScheduler):
         self.decisions = self._record.decisions  # [trial_id, rung, what], in order
         self._filling: set[str] = set()  # fills not yet judged at a later rung
         self._step: dict[str, int] = {}  # each trial's last reported step (this process)
+        self._changes = 0  # ops applied: `_due` is recomputed only after a change
+        self._due_cache: tuple[int, list[str]] = (-1, [])
+        self._deferred = False  # within `_end_game`'s stops: one journal line for them all
         # whether a trial of Tune's waits at a rung (paused, or released and not yet started):
         # set by a pause, recounted from Tune's trials by `_recount` (so an id of the state file
         # that Tune lacks is not one); the searcher stays open while it is true
@@ -433,6 +436,11 @@ class PromotingASHA(_SavedState, TrialScheduler):
         """Change the state by one op (journaled at the next `_save`)."""
         self._record.apply(list(op))
         self._ops.append(list(op))
+        self._changes += 1
+
+    def _save(self) -> None:
+        if not self._deferred:
+            super()._save()
 
     def _take_ops(self) -> list[list[Any]]:
         ops, self._ops = self._ops, []
@@ -449,6 +457,7 @@ class PromotingASHA(_SavedState, TrialScheduler):
         if saved.snapshot.get("format") not in PROMOTION_READS or steps != list(self.rungs):
             raise self._mismatch()
         self._record.load(saved)
+        self._changes += 1
         last = {tid: what for tid, _, what in self.decisions}
         self._filling = {tid for tid, what in last.items() if what == "fill"}
 
@@ -465,15 +474,20 @@ class PromotingASHA(_SavedState, TrialScheduler):
         return waiting[: max(0, k - len(self.promoted[step]))]
 
     def _due(self) -> list[str]:
-        """Paused trials that may go on now, the highest rung first (as in the paper)."""
+        """Paused trials that may go on now, the highest rung first (as in the paper); computed
+        again only after the state changed (the searcher and Tune ask at every step, and the
+        rungs' sort grows with the trials)."""
         if not self.paused:
             return []
-        return [
-            tid
-            for step in reversed(self.rungs)
-            for tid in self._promotable(step)
-            if self.paused.get(tid) == step
-        ]
+        if self._due_cache[0] != self._changes:
+            due = [
+                tid
+                for step in reversed(self.rungs)
+                for tid in self._promotable(step)
+                if self.paused.get(tid) == step
+            ]
+            self._due_cache = (self._changes, due)
+        return list(self._due_cache[1])
 
     def has_promotable(self) -> bool:
         """Whether a paused trial is waiting to be resumed (new trials wait for it)."""
@@ -554,7 +568,8 @@ class PromotingASHA(_SavedState, TrialScheduler):
             self._op("stopped", trial.trial_id, step)
             self._op("decision", trial.trial_id, step, "stop")
             self._save()
-        self._recount(tune_controller)
+        if not self._deferred:
+            self._recount(tune_controller)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         self.on_trial_complete(tune_controller, trial, {})
@@ -655,9 +670,15 @@ class PromotingASHA(_SavedState, TrialScheduler):
         # (Ray 2.60): without this the saved state keeps them PAUSED, to be re-run on a restore.
         controller = getattr(tune_controller, "_tune_controller", tune_controller)
         mark = getattr(controller, "_mark_trial_to_checkpoint", lambda trial: None)
-        for trial in paused:
-            tune_controller.stop_trial(trial)  # on_trial_remove records where it stopped
-            mark(trial)
+        self._deferred = True  # one journal line and one recount for all (measured: 3 s for
+        try:  # 667 stops at 1,000 trials, a line and a recount each)
+            for trial in paused:
+                tune_controller.stop_trial(trial)  # on_trial_remove records where it stopped
+                mark(trial)
+        finally:
+            self._deferred = False
+        self._save()
+        self._recount(tune_controller)
         return None
 
 

@@ -66,16 +66,18 @@ def _push_trial_logs(trial: Any) -> None:
     storage = getattr(trial, "storage", None)
     if storage is None:
         return
+    logs = [Path(trial.local_path, name) for name in _TRIAL_LOGS]
+    if not any(local.is_file() for local in logs):  # a new trial: nothing to copy, no wait
+        return
     try:
         storage.syncer.wait()  # a snapshot upload in flight could land after ours
     except Exception as exc:  # the snapshot's failure, which waiting hands to us, not Tune
         logger.warning("uploading the experiment snapshot to storage failed: %r", exc)
     fs = storage.storage_filesystem
-    for name in _TRIAL_LOGS:
-        local = Path(trial.local_path, name)
+    for local in logs:
         if not local.is_file():
             continue
-        remote = Path(storage.trial_fs_path, name).as_posix()
+        remote = Path(storage.trial_fs_path, local.name).as_posix()
         info = fs.get_file_info(remote)
         if info.type == pyarrow.fs.FileType.File and (info.size or 0) > local.stat().st_size:
             continue
