@@ -196,3 +196,25 @@ def test_an_old_state_file_without_a_journal_reads_as_before(tmp_path: Path) -> 
     assert again.status == "PAUSED" and s.rungs[10] == {"a": 0.9, "b": 0.2}
     assert _feed(s, _Live("c"), 10, 0.5) == TrialScheduler.PAUSE
     assert read_state(state)["rungs"][0][1] == {"a": 0.9, "b": 0.2, "c": 0.5}
+
+
+def test_a_rung_ranks_as_a_stable_sort_by_score_whatever_the_arrivals(tmp_path: Path) -> None:
+    """The rungs' rankings kept sorted as results come (no sort per decision) pick the trials
+    the old rule did: the top floor(n / rf) by score, ties in arrival order, less those gone,
+    up to the quota; also after a restore, which rebuilds them from the snapshot."""
+    rng = random.Random(3)
+    s = _promoting(tmp_path / "scheduler_state.json")
+    for i in range(300):
+        score = rng.choice([0.1, 0.5, 0.5, 0.9, float("nan"), rng.random()])
+        _feed(s, _Live(f"t{i}"), 10, score)
+        if i % 37 == 0 and s._due():
+            s._promote(s._due()[0], 10)
+        recorded = s.rungs[10]
+        k = int(len(recorded) / 3 + 1e-9)
+        top = sorted(recorded, key=lambda tid: recorded[tid], reverse=True)[:k]
+        gone = s.promoted[10] | s.filled[10]
+        old = [tid for tid in top if tid not in gone][: max(0, k - len(s.promoted[10]))]
+        assert s._promotable(10) == old, i
+    again = _promoting(tmp_path / "scheduler_state.json")
+    again.on_trial_add(None, _Live("late", "PENDING"))
+    assert again._promotable(10) == s._promotable(10) and again._record.ranked == s._record.ranked

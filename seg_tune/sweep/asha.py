@@ -26,7 +26,9 @@ journal; it reads as a snapshot with nothing journaled after it.
 
 from __future__ import annotations
 
+import bisect
 import importlib.metadata
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -466,12 +468,18 @@ class PromotingASHA(_SavedState, TrialScheduler):
     def _promotable(self, step: int) -> list[str]:
         """Trials of rung `step` that may go on now, best first: those in its top k =
         floor(n / rf) not yet promoted, as many as k minus the promotions already made."""
-        recorded = self.rungs[step]
-        k = int(len(recorded) / self._rf + 1e-9)
-        top = sorted(recorded, key=lambda tid: recorded[tid], reverse=True)[:k]
-        gone = self.promoted[step] | self.filled[step]
-        waiting = [tid for tid in top if tid not in gone]
-        return waiting[: max(0, k - len(self.promoted[step]))]
+        k = int(len(self.rungs[step]) / self._rf + 1e-9)
+        quota = k - len(self.promoted[step])
+        if quota <= 0:
+            return []
+        promoted, filled = self.promoted[step], self.filled[step]
+        waiting = []
+        for _, _, tid in itertools.islice(self._record.ranked[step], k):  # best first
+            if tid not in promoted and tid not in filled:
+                waiting.append(tid)
+                if len(waiting) == quota:
+                    break
+        return waiting
 
     def _due(self) -> list[str]:
         """Paused trials that may go on now, the highest rung first (as in the paper); computed
@@ -694,10 +702,18 @@ class _PromotionRecord:
     first_pause: dict[str, int] = field(default_factory=dict)
     stopped: dict[str, int] = field(default_factory=dict)
     decisions: list[list[Any]] = field(default_factory=list)
+    # each rung's trials best first, (-score, arrival, trial_id): kept sorted as results come
+    # (`bisect`), so ranking a rung costs no sort per decision (not saved: rebuilt on load)
+    ranked: dict[int, list[tuple[float, int, str]]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, steps: list[int]) -> _PromotionRecord:
-        return cls({s: {} for s in steps}, {s: set() for s in steps}, {s: set() for s in steps})
+        return cls(
+            {s: {} for s in steps},
+            {s: set() for s in steps},
+            {s: set() for s in steps},
+            ranked={s: [] for s in steps},
+        )
 
     @classmethod
     def from_saved(cls, saved: journal.Saved) -> _PromotionRecord:
@@ -711,6 +727,9 @@ class _PromotionRecord:
         snapshot = saved.snapshot or {}
         for step, rec in snapshot["rungs"]:
             self.rungs[int(step)].update(rec)
+            ranked = self.ranked[int(step)]
+            ranked.extend((-float(v), i, tid) for i, (tid, v) in enumerate(rec.items()))
+            ranked.sort()
         for step, ids in snapshot["promoted"].items():
             self.promoted[int(step)].update(ids)
         for step, ids in snapshot.get("filled", {}).items():
@@ -725,7 +744,12 @@ class _PromotionRecord:
     def apply(self, op: list[Any]) -> None:
         kind = op[0]
         if kind == "rung":
-            self.rungs[int(op[1])][op[2]] = op[3]
+            step, tid, score = int(op[1]), op[2], op[3]
+            rung = self.rungs[step]
+            if tid in rung:  # recorded again (not done by PromotingASHA): rank it anew
+                self.ranked[step] = [r for r in self.ranked[step] if r[2] != tid]
+            bisect.insort(self.ranked[step], (-float(score), len(rung), tid))
+            rung[tid] = score
         elif kind == "promoted":
             self.promoted[int(op[1])].add(op[2])
         elif kind == "filled":
