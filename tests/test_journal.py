@@ -14,8 +14,9 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from test_asha import _Controller, _feed, _Live, _promoting, _scheduler, _Trial
 
+from seg_tune.errors import ConfigError
 from seg_tune.sweep import journal
-from seg_tune.sweep.asha import load_paused, load_stopped, read_state
+from seg_tune.sweep.asha import check_state, load_paused, load_stopped, read_state
 
 
 class _Clock:
@@ -164,6 +165,8 @@ def test_a_damaged_journal_line_is_refused_naming_file_and_line(tmp_path: Path) 
     log.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"scheduler_state\.journal\.jsonl: line 2 .*--fresh"):
         read_state(state)
+    with pytest.raises(ConfigError, match=r"^cannot resume: .*journal\.jsonl: line 2 .*--fresh$"):
+        check_state(state)  # what a resume says, before Tune starts
     lines[1] = json.dumps({"seq": 7, "ops": []})
     log.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match="line 2 has seq 7, expected 2"):
@@ -190,6 +193,7 @@ def test_an_old_state_file_without_a_journal_reads_as_before(tmp_path: Path) -> 
     }
     state.write_text(json.dumps(old))
     assert load_paused(state) == {"a": 10} and load_stopped(state) == {"b": 10}
+    check_state(state)  # readable: a resume goes on
     s = _promoting(state)
     again = _Live("a", "PENDING")
     s.on_trial_add(None, again)

@@ -245,7 +245,7 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from seg_tune.sweep.asha import check_ray
+    from seg_tune.sweep.asha import check_ray, check_state
     from seg_tune.sweep.results import finish
     from seg_tune.sweep.trial import placement_problem
     from seg_tune.sweep.tuner import Sweep, can_restore
@@ -271,6 +271,8 @@ def _run_locked(args: argparse.Namespace, spec: Any, layout: Layout, corpus: Any
         if problem is not None:
             raise ConfigError(f"{args.space}: {problem}")
         restore = can_restore(layout)
+        if restore:
+            check_state(layout.scheduler_state)  # a damaged journal: one line, before Tune
         print(
             f"seg_tune.run: {'resuming' if restore else 'starting'} experiment {name} in {exp_dir}",
             flush=True,

@@ -261,6 +261,15 @@ def _persistent_state(saved: journal.Saved) -> dict[str, Any]:
     return state
 
 
+def check_state(state_path: str | Path) -> None:
+    """Refuse (ConfigError, one line naming the file) a saved scheduler state that cannot be
+    read back, before a resume starts Tune on it."""
+    try:
+        read_state(state_path)
+    except (ValueError, KeyError, TypeError, IndexError, StopIteration) as err:
+        raise ConfigError(f"cannot resume: {err}") from None
+
+
 def read_state(state_path: str | Path) -> dict[str, Any]:
     """A scheduler's saved state as of its journal's last line ({} if nothing is saved): the
     form `state()` gives, less the snapshot's `journal_seq`."""
