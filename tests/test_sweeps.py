@@ -34,7 +34,7 @@ from conftest import REPO
 from ray_cluster import VENV_BIN, ray_head
 from test_run import _results, _space, _start, _wait_for, check_pausing_quota
 
-from seg_tune.sweep.asha import read_state
+from seg_tune.sweep.asha import FORMAT_VERSION, read_state
 
 # ------------------------------------------------------------------------------- helpers
 
@@ -183,7 +183,7 @@ def test_wandb_grid_file_with_ray_asha_and_an_epoch_budget(tmp_path: Path) -> No
     assert {t["status"] for t in trials} == {"TERMINATED"}
 
     state = _state(exp)
-    assert state["format"] == 1 and "brackets" in state  # Ray's ASHA, not the pausing one
+    assert state["format"] == FORMAT_VERSION and "brackets" in state  # Ray's ASHA, not pausing
     stopped = state["stopped"]
     assert stopped, "ASHA stopped no trial early"
     (bracket,) = state["brackets"]
