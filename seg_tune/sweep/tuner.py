@@ -144,14 +144,8 @@ def tune_config(spec: ExperimentSpec, state_path: Any) -> Any:
         scheduler=scheduler(spec, state_path),
         num_samples=e.num_samples,
         trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
-        reuse_actors=reuse_processes(spec),
+        reuse_actors=spec.resources.reuse_actors,  # safe as nodes join: keep_starting_actors
     )
-
-
-def reuse_processes(spec: ExperimentSpec) -> bool:
-    """Tune's reuse_actors for `spec`: `Resources.reuse_actors` (`keep_starting_actors` makes
-    it safe where nodes join later)."""
-    return spec.resources.reuse_actors
 
 
 def keep_starting_actors() -> None:
@@ -313,7 +307,7 @@ def build_final_tuner(
             scheduler=FIFOScheduler(),
             num_samples=1,
             trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),
-            reuse_actors=reuse_processes(spec),
+            reuse_actors=spec.resources.reuse_actors,
         ),
         run_config=run_config(spec, layout, callbacks, keep_checkpoints),
     )
